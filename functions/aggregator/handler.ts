@@ -1,0 +1,137 @@
+import middy from '@middy/core';
+import type { Db, Queryable } from '../../shared/db.ts';
+import { stringifyExact } from '../../shared/http/json.ts';
+import type { QueueEntry } from '../../shared/queue/types.ts';
+import { type Rollups, preAggregate } from './rollup.ts';
+
+/** The entries read from one partition by the owner holding `fence`. */
+export interface PartitionBatch {
+  partition: number;
+  fence: string;
+  entries: QueueEntry[];
+}
+
+/** What the runner hands the handler: one read round over the partitions it owns. */
+export interface AggregatorEvent {
+  batches: PartitionBatch[];
+}
+
+export interface AggregatorResult {
+  events: number;
+  /** Last applied stream id per partition: safe to trim up to. */
+  lastIds: Record<number, string>;
+  /** Oldest receipt time in the batch (epoch ms), for the lag metric. */
+  oldestReceivedAt: number;
+}
+
+export interface AggregatorDeps {
+  db: Db;
+  defaultQuota: bigint;
+}
+
+/** A commit by an owner whose fence is no longer current: another aggregator took the partition. */
+export class StaleOwnerError extends Error {
+  override name = 'StaleOwnerError';
+  constructor(readonly partitions: number[]) {
+    super(`lost ownership of partitions ${partitions.join(', ')}`);
+  }
+}
+
+const RECORDS = (columns: string) => `jsonb_to_recordset($1::jsonb) AS x(${columns})`;
+
+async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[]): Promise<void> {
+  const rows = batches.map((batch) => ({
+    partition: batch.partition,
+    fence: batch.fence,
+    last_id: batch.entries.at(-1)!.id,
+    events: batch.entries.reduce((sum, entry) => sum + entry.events.length, 0),
+  }));
+  // Locks each checkpoint row: a concurrent takeover waits for this commit, then bumps the fence.
+  const advanced = await tx.query<{ partition: number }>(
+    `UPDATE partition_checkpoints c
+     SET last_id = x.last_id, applied_events = c.applied_events + x.events, updated_at = now()
+     FROM ${RECORDS('partition int, fence bigint, last_id text, events bigint')}
+     WHERE c.partition = x.partition AND c.fence = x.fence
+     RETURNING c.partition`,
+    [JSON.stringify(rows)],
+  );
+  if (advanced.length !== rows.length) {
+    const kept = new Set(advanced.map((row) => row.partition));
+    throw new StaleOwnerError(rows.map((row) => row.partition).filter((p) => !kept.has(p)));
+  }
+}
+
+/** Creates unknown tenants with the default quota (race-free) and returns every tenant's zone. */
+async function tenantZones(tx: Queryable, tenants: string[], defaultQuota: bigint): Promise<Map<string, string>> {
+  const names = JSON.stringify(tenants);
+  await tx.query(
+    `INSERT INTO tenants (name, monthly_quota)
+     SELECT value, $2::bigint FROM jsonb_array_elements_text($1::jsonb) ORDER BY value
+     ON CONFLICT (name) DO NOTHING`,
+    [names, defaultQuota.toString()],
+  );
+  const rows = await tx.query<{ name: string; time_zone: string }>(
+    'SELECT name, time_zone FROM tenants WHERE name IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))',
+    [names],
+  );
+  return new Map(rows.map((row) => [row.name, row.time_zone]));
+}
+
+async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<void> {
+  await tx.query(
+    `WITH hourly AS (
+       INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
+       SELECT tenant, feature, hour, tokens, events
+       FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, feature text, hour timestamptz, tokens bigint, events bigint)
+       ON CONFLICT (tenant, feature, hour) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+     ), daily AS (
+       INSERT INTO usage_daily AS u (tenant, feature, day, tokens, events)
+       SELECT tenant, feature, day, tokens, events
+       FROM jsonb_to_recordset($2::jsonb) AS x(tenant text, feature text, day date, tokens bigint, events bigint)
+       ON CONFLICT (tenant, feature, day) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+     ), period_features AS (
+       INSERT INTO usage_period_features AS u (tenant, period_start, feature, tokens, events)
+       SELECT tenant, period_start, feature, tokens, events
+       FROM jsonb_to_recordset($3::jsonb) AS x(tenant text, period_start date, feature text, tokens bigint, events bigint)
+       ON CONFLICT (tenant, period_start, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+     )
+     INSERT INTO usage_periods AS u (tenant, period_start, tokens, events, last_event_at)
+     SELECT tenant, period_start, tokens, events, last_event_at
+     FROM jsonb_to_recordset($4::jsonb) AS x(tenant text, period_start date, tokens bigint, events bigint, last_event_at timestamptz)
+     ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
+       last_event_at = greatest(u.last_event_at, excluded.last_event_at)`,
+    [
+      stringifyExact(rollups.hourly),
+      stringifyExact(rollups.daily),
+      stringifyExact(rollups.periodFeatures),
+      stringifyExact(rollups.periods),
+    ],
+  );
+}
+
+/**
+ * Applies one read round: rollups and checkpoints in one transaction, fenced so that a stale owner's
+ * commit is rolled back whole. A batch is applied exactly once or not at all.
+ */
+export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): Promise<AggregatorResult> {
+  const batches = event.batches.filter((batch) => batch.entries.length > 0);
+  const entries = batches.flatMap((batch) => batch.entries);
+  const lastIds: Record<number, string> = {};
+  for (const batch of batches) lastIds[batch.partition] = batch.entries.at(-1)!.id;
+  const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
+  if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now() };
+  const tenants = [...new Set(entries.flatMap((entry) => entry.events.map((e) => e.tenant)))].sort();
+  const events = await deps.db.transaction(async (tx) => {
+    await advanceCheckpoints(tx, batches);
+    const zones = await tenantZones(tx, tenants, deps.defaultQuota);
+    const rollups = preAggregate(entries, (tenant) => zones.get(tenant) ?? 'UTC');
+    await upsertRollups(tx, rollups);
+    return rollups.events;
+  });
+  return { events, lastIds, oldestReceivedAt };
+}
+
+/** The aggregator function: a middy handler over one batch of stream records. */
+export function createAggregatorHandler(deps: AggregatorDeps) {
+  return middy<AggregatorEvent, AggregatorResult>().handler((event) => applyBatch(deps, event));
+}

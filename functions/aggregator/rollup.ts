@@ -1,0 +1,88 @@
+import { hourStart, localDay } from '../../shared/periods.ts';
+import type { QueueEntry } from '../../shared/queue/types.ts';
+
+/** Exact integer sum that stays a number while it is safe and becomes a bigint past 2^53. */
+export type Sum = number | bigint;
+
+export function addExact(sum: Sum, tokens: number): Sum {
+  if (typeof sum === 'number') {
+    const next = sum + tokens;
+    return Number.isSafeInteger(next) ? next : BigInt(sum) + BigInt(tokens);
+  }
+  return sum + BigInt(tokens);
+}
+
+export interface HourlyRow { tenant: string; feature: string; hour: string; tokens: Sum; events: number }
+export interface DailyRow { tenant: string; feature: string; day: string; tokens: Sum; events: number }
+export interface PeriodFeatureRow { tenant: string; period_start: string; feature: string; tokens: Sum; events: number }
+export interface PeriodRow { tenant: string; period_start: string; tokens: Sum; events: number; last_event_at: string }
+
+export interface Rollups {
+  hourly: HourlyRow[];
+  daily: DailyRow[];
+  periodFeatures: PeriodFeatureRow[];
+  periods: PeriodRow[];
+  events: number;
+}
+
+const QUARTER_HOUR_MS = 900_000;
+
+interface Group { tenant: string; feature: string; quarter: number; tokens: Sum; events: number; lastAt: number }
+
+function upsert<T extends { tokens: Sum; events: number }>(map: Map<string, T>, key: string, make: () => T, tokens: Sum, events: number): T {
+  let row = map.get(key);
+  if (!row) {
+    row = make();
+    map.set(key, row);
+  }
+  row.tokens = typeof row.tokens === 'number' && typeof tokens === 'number' && Number.isSafeInteger(row.tokens + tokens)
+    ? row.tokens + tokens
+    : BigInt(row.tokens) + BigInt(tokens);
+  row.events += events;
+  return row;
+}
+
+/**
+ * Pre-aggregates a batch into the four rollups, so one upsert row carries many events. Events are
+ * grouped by quarter hour first: zone offsets only change on quarter hours, so each group has one
+ * local day and one period whatever the tenant's zone.
+ */
+export function preAggregate(entries: readonly QueueEntry[], timeZoneOf: (tenant: string) => string): Rollups {
+  const groups = new Map<string, Group>();
+  let events = 0;
+  for (const entry of entries) {
+    for (const event of entry.events) {
+      events++;
+      const quarter = Math.floor(event.timestamp / QUARTER_HOUR_MS);
+      const key = `${event.tenant}\t${event.feature}\t${quarter}`;
+      let group = groups.get(key);
+      if (!group) {
+        group = { tenant: event.tenant, feature: event.feature, quarter, tokens: 0, events: 0, lastAt: 0 };
+        groups.set(key, group);
+      }
+      group.tokens = addExact(group.tokens, event.tokens);
+      group.events++;
+      if (event.timestamp > group.lastAt) group.lastAt = event.timestamp;
+    }
+  }
+  const hourly = new Map<string, HourlyRow>();
+  const daily = new Map<string, DailyRow>();
+  const periodFeatures = new Map<string, PeriodFeatureRow>();
+  const periods = new Map<string, PeriodRow>();
+  for (const group of groups.values()) {
+    const { tenant, feature, tokens, events: count } = group;
+    const instant = group.quarter * QUARTER_HOUR_MS;
+    const hour = new Date(hourStart(instant)).toISOString();
+    const day = localDay(timeZoneOf(tenant), instant);
+    const periodStart = `${day.slice(0, 8)}01`;
+    upsert(hourly, `${tenant}\t${feature}\t${hour}`, () => ({ tenant, feature, hour, tokens: 0, events: 0 }), tokens, count);
+    upsert(daily, `${tenant}\t${feature}\t${day}`, () => ({ tenant, feature, day, tokens: 0, events: 0 }), tokens, count);
+    upsert(periodFeatures, `${tenant}\t${periodStart}\t${feature}`, () => ({ tenant, period_start: periodStart, feature, tokens: 0, events: 0 }), tokens, count);
+    const period = upsert(periods, `${tenant}\t${periodStart}`, () => ({ tenant, period_start: periodStart, tokens: 0, events: 0, last_event_at: '' }), tokens, count);
+    const lastAt = new Date(group.lastAt).toISOString();
+    if (lastAt > period.last_event_at) period.last_event_at = lastAt;
+  }
+  // A stable order keeps lock acquisition in one order across transactions.
+  const sorted = <T>(map: Map<string, T>): T[] => [...map.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, row]) => row);
+  return { hourly: sorted(hourly), daily: sorted(daily), periodFeatures: sorted(periodFeatures), periods: sorted(periods), events };
+}

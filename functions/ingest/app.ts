@@ -1,0 +1,96 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { type Authenticator, authoriseTenant } from '../../shared/auth.ts';
+import { MAX_BATCH_EVENTS, timestampProblem, usageEvent } from '../../shared/events.ts';
+import { createHttpApp } from '../../shared/http/app.ts';
+import { ApiError, type ErrorDetail, zodDetails } from '../../shared/http/errors.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { type EventQueue, QueueFullError, type QueuedEvent, QueueUnavailableError } from '../../shared/queue/types.ts';
+import type { IngestResponse } from './schema.ts';
+
+export interface IngestDeps {
+  auth: Authenticator;
+  queue: EventQueue;
+}
+
+function eventsOf(body: unknown): unknown[] {
+  if (Array.isArray(body)) return body;
+  if (body !== null && typeof body === 'object' && !Array.isArray(body)) {
+    const events = (body as { events?: unknown }).events;
+    if (events === undefined) return [body];
+    if (Array.isArray(events) && Object.keys(body).length === 1) return events;
+  }
+  throw new ApiError('invalid_request', 'the body must be one event, an array of events, or {"events": [...]}', [
+    { field: '(body)', message: 'expected an event object, an array, or {"events": [...]}' },
+  ]);
+}
+
+/** Validates every event and reports every problem; the batch is all-or-nothing. */
+function validateBatch(rawEvents: unknown[], receivedAt: number): QueuedEvent[] {
+  if (rawEvents.length === 0) throw new ApiError('invalid_event', 'the batch is empty', [{ field: 'events', message: 'must hold at least one event' }]);
+  if (rawEvents.length > MAX_BATCH_EVENTS) {
+    throw new ApiError('invalid_event', `a batch holds at most ${MAX_BATCH_EVENTS} events`, [
+      { field: 'events', message: `has ${rawEvents.length} events; at most ${MAX_BATCH_EVENTS} are allowed` },
+    ]);
+  }
+  const details: ErrorDetail[] = [];
+  const events: QueuedEvent[] = [];
+  for (let index = 0; index < rawEvents.length; index++) {
+    const parsed = usageEvent.safeParse(rawEvents[index]);
+    if (!parsed.success) {
+      for (const detail of zodDetails(parsed.error)) details.push({ index, ...detail });
+      continue;
+    }
+    const { tenant, feature, tokens, id, timestamp } = parsed.data;
+    const timestampMs = timestamp === undefined ? receivedAt : Date.parse(timestamp);
+    const problem = timestamp === undefined ? undefined : timestampProblem(timestampMs, receivedAt);
+    if (problem) {
+      details.push({ index, field: 'timestamp', message: problem });
+      continue;
+    }
+    events.push(id === undefined ? { tenant, feature, tokens, timestamp: timestampMs } : { tenant, feature, tokens, timestamp: timestampMs, id });
+  }
+  if (details.length > 0) {
+    const bad = new Set(details.map((detail) => detail.index)).size;
+    throw new ApiError('invalid_event', `${bad} of ${rawEvents.length} events are invalid; nothing was accepted`, details);
+  }
+  return events;
+}
+
+async function enqueue(queue: EventQueue, events: QueuedEvent[], receivedAt: number) {
+  try {
+    return await queue.enqueue(events, receivedAt);
+  } catch (error) {
+    if (error instanceof QueueFullError) {
+      throw new ApiError('queue_full', 'the queue backlog is over its cap; retry later', undefined, 5);
+    }
+    if (error instanceof QueueUnavailableError) {
+      throw new ApiError('queue_unavailable', 'the queue is unreachable; nothing was accepted, retry later', undefined, 1);
+    }
+    throw error;
+  }
+}
+
+export function registerIngest(app: FastifyInstance, deps: IngestDeps): void {
+  app.post('/api/events', { onRequest: deps.auth.requireKey }, async (request, reply): Promise<IngestResponse> => {
+    const receivedAt = Date.now();
+    const events = validateBatch(eventsOf(request.body), receivedAt);
+    for (const event of events) authoriseTenant(request.principal, event.tenant);
+    const result = await enqueue(deps.queue, events, receivedAt);
+    const duplicateIndexes: number[] = [];
+    result.duplicateFlags.forEach((duplicate, index) => duplicate && duplicateIndexes.push(index));
+    reply.code(202);
+    return {
+      accepted: result.accepted,
+      duplicates: result.duplicates,
+      ids: events.map((event) => event.id ?? randomUUID()),
+      duplicateIndexes,
+    };
+  });
+}
+
+export function buildIngestApp(deps: IngestDeps & { logger: Logger }): FastifyInstance {
+  const app = createHttpApp(deps.logger);
+  registerIngest(app, deps);
+  return app;
+}

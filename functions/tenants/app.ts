@@ -1,0 +1,25 @@
+import type { FastifyInstance } from 'fastify';
+import type { Authenticator } from '../../shared/auth.ts';
+import type { Config } from '../../shared/config.ts';
+import type { Db } from '../../shared/db.ts';
+import { createHttpApp } from '../../shared/http/app.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { registerKeyRoutes } from './keys.ts';
+
+export interface TenantsDeps {
+  auth: Authenticator;
+  db: Db;
+  config: Config;
+  logger: Logger;
+}
+
+/** The admin function: API keys (and tenants, quotas and alert history). */
+export function registerTenants(app: FastifyInstance, deps: TenantsDeps): void {
+  registerKeyRoutes(app, deps);
+}
+
+export function buildTenantsApp(deps: TenantsDeps): FastifyInstance {
+  const app = createHttpApp(deps.logger);
+  registerTenants(app, deps);
+  return app;
+}

@@ -1,0 +1,70 @@
+import type { FastifyInstance } from 'fastify';
+import { type Authenticator, authoriseTenant } from '../../shared/auth.ts';
+import type { Db } from '../../shared/db.ts';
+import { createHttpApp } from '../../shared/http/app.ts';
+import { ApiError } from '../../shared/http/errors.ts';
+import { parseRequest } from '../../shared/http/validate.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { percentOf, readSeries, readTenantUsage } from '../../shared/usage.ts';
+import { type SeriesResponse, type UsageResponse, seriesQuery, usageParams } from './schema.ts';
+
+export interface UsageDeps {
+  auth: Authenticator;
+  db: Db;
+}
+
+const MAX_RANGE_MS = 400 * 86_400_000;
+
+export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
+  const loadTenant = async (tenant: string) => {
+    const usage = await readTenantUsage(deps.db, tenant);
+    if (!usage) throw new ApiError('not_found', `unknown tenant "${tenant}"`);
+    return usage;
+  };
+
+  app.get('/api/usage/:tenant', { onRequest: deps.auth.requireKey }, async (request): Promise<UsageResponse> => {
+    const { tenant } = parseRequest(usageParams, request.params, 'path');
+    authoriseTenant(request.principal, tenant);
+    const usage = await loadTenant(tenant);
+    const remaining = usage.quota > usage.tokens ? usage.quota - usage.tokens : 0n;
+    return {
+      tenant,
+      period: { start: usage.periodStart.toISOString(), end: usage.periodEnd.toISOString() },
+      tokens: usage.tokens,
+      quota: usage.quota,
+      percent: percentOf(usage.tokens, usage.quota),
+      remaining,
+      over: usage.tokens >= usage.quota,
+      features: usage.features,
+      asOf: new Date().toISOString(),
+    };
+  });
+
+  app.get('/api/usage/:tenant/series', { onRequest: deps.auth.requireKey }, async (request): Promise<SeriesResponse> => {
+    const { tenant } = parseRequest(usageParams, request.params, 'path');
+    const query = parseRequest(seriesQuery, request.query, 'query');
+    authoriseTenant(request.principal, tenant);
+    const usage = await loadTenant(tenant);
+    const from = query.from === undefined ? usage.periodStart.getTime() : Date.parse(query.from);
+    const to = query.to === undefined ? Date.now() : Date.parse(query.to);
+    if (from > to) throw new ApiError('invalid_request', 'from must not be after to', [{ field: 'from', message: 'is after to' }]);
+    if (to - from > MAX_RANGE_MS) {
+      throw new ApiError('invalid_request', 'the range is over 400 days', [{ field: 'to', message: 'is more than 400 days after from' }]);
+    }
+    const points = await readSeries(deps.db, { tenant, timeZone: usage.timeZone, granularity: query.granularity, from, to, ...(query.feature ? { feature: query.feature } : {}) });
+    return {
+      tenant,
+      granularity: query.granularity,
+      from: new Date(from).toISOString(),
+      to: new Date(to).toISOString(),
+      feature: query.feature ?? null,
+      points,
+    };
+  });
+}
+
+export function buildUsageApp(deps: UsageDeps & { logger: Logger }): FastifyInstance {
+  const app = createHttpApp(deps.logger);
+  registerUsage(app, deps);
+  return app;
+}

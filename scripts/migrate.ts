@@ -1,0 +1,19 @@
+/** `npm run migrate`: applies the committed migrations to DATABASE_URL (the Swarm one-shot job runs this). */
+import { loadConfigOrExit } from '../shared/config.ts';
+import { connectPostgres } from '../shared/db.ts';
+import { createLogger } from '../shared/logger.ts';
+import { migrate } from '../shared/migrate.ts';
+
+const config = loadConfigOrExit();
+const logger = createLogger('migrate', config);
+if (!config.DATABASE_URL) {
+  logger.fatal('DATABASE_URL: required for npm run migrate');
+  process.exit(78);
+}
+const db = connectPostgres(config.DATABASE_URL, { max: 1 });
+try {
+  const applied = await migrate(db);
+  logger.info({ applied }, applied.length ? 'migrations applied' : 'database is up to date');
+} finally {
+  await db.close();
+}

@@ -1,0 +1,107 @@
+/**
+ * `npm start`: the whole of FlagMeter in one process — every function on its route, the aggregator,
+ * and the site — on embedded PostgreSQL and an in-process queue unless DATABASE_URL / VALKEY_URL are set.
+ */
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createAggregatorHandler } from '../functions/aggregator/handler.ts';
+import { AggregatorRunner } from '../functions/aggregator/runner.ts';
+import { registerHealth } from '../functions/health/app.ts';
+import { registerIngest } from '../functions/ingest/app.ts';
+import { registerTenants } from '../functions/tenants/app.ts';
+import { createApiKey } from '../functions/tenants/keys.ts';
+import { registerUsage } from '../functions/usage/app.ts';
+import { generateAdminToken, hashSecret } from '../shared/auth.ts';
+import { loadConfigOrExit } from '../shared/config.ts';
+import { createHttpApp } from '../shared/http/app.ts';
+import { migrate } from '../shared/migrate.ts';
+import { createRuntime } from '../shared/runtime.ts';
+
+if (Number(process.versions.node.split('.')[0]) < 24) {
+  process.stderr.write(`FlagMeter needs Node.js 24 or newer; this is ${process.version}.\n`);
+  process.exit(1);
+}
+
+const config = loadConfigOrExit();
+mkdirSync(config.DATA_DIR, { recursive: true });
+
+/** A secret generated once and kept in the data folder, so restarts print the same one. */
+function rememberedSecret(file: string, generate: () => string): string {
+  const path = join(config.DATA_DIR, file);
+  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  const secret = generate();
+  writeFileSync(path, `${secret}\n`, { mode: 0o600 });
+  return secret;
+}
+
+const generatedAdmin = !config.ADMIN_TOKEN;
+config.ADMIN_TOKEN ??= rememberedSecret('admin-token', generateAdminToken);
+
+const runtime = await createRuntime('flagmeter', { config, embedded: true });
+const { db, queue, logger } = runtime;
+await migrate(db);
+await runtime.keys.refresh();
+
+let apiKey: string | undefined;
+const keyFile = join(config.DATA_DIR, 'api-key');
+if (existsSync(keyFile)) {
+  const saved = readFileSync(keyFile, 'utf8').trim();
+  const [active] = await db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashSecret(saved)]);
+  if (active) apiKey = saved;
+}
+if (!apiKey) {
+  apiKey = (await createApiKey(runtime, 'npm start', null)).key;
+  writeFileSync(keyFile, `${apiKey}\n`, { mode: 0o600 });
+}
+
+const app = createHttpApp(logger);
+registerIngest(app, runtime);
+registerUsage(app, runtime);
+registerHealth(app, runtime);
+registerTenants(app, runtime);
+
+const handler = createAggregatorHandler({ db, defaultQuota: config.DEFAULT_MONTHLY_QUOTA });
+const runner = new AggregatorRunner({
+  db,
+  queue,
+  logger,
+  apply: (event) => handler(event, {} as never),
+  ownerId: config.AGGREGATOR_ID ?? `npm-start-${process.pid}`,
+  leaseMs: config.AGGREGATOR_LEASE,
+  batchSize: config.AGGREGATOR_BATCH_SIZE,
+});
+await runner.start();
+await app.listen({ port: config.PORT, host: config.HOST });
+const address = app.server.address();
+const port = typeof address === 'object' && address ? address.port : config.PORT;
+const base = `http://${config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST}:${port}`;
+
+const lines = [
+  '',
+  `FlagMeter is running on ${base}`,
+  `  database: ${db.kind === 'pglite' ? `embedded PostgreSQL (PGlite) in ${config.DATA_DIR}/pglite` : 'PostgreSQL at DATABASE_URL'}`,
+  `  queue:    ${queue.kind === 'memory' ? 'in-process (set VALKEY_URL for a durable Valkey queue)' : 'Valkey at VALKEY_URL'}`,
+  generatedAdmin ? `  admin token (generated, kept in ${config.DATA_DIR}/admin-token): ${config.ADMIN_TOKEN}` : '  admin token: from ADMIN_TOKEN',
+  `  API key (kept in ${keyFile}): ${apiKey}`,
+  '',
+  'Try it:',
+  `  curl -s -X POST ${base}/api/events -H 'Authorization: Bearer ${apiKey}' -H 'Content-Type: application/json' -d '{"tenant":"acme","feature":"gpt-4o","tokens":1200}'`,
+  `  curl -s ${base}/api/usage/acme -H 'Authorization: Bearer ${apiKey}'`,
+  '',
+];
+process.stdout.write(`${lines.join('\n')}\n`);
+
+let stopping = false;
+const stop = (signal: string) => {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, 'stopping: draining requests and the aggregator');
+  setTimeout(() => process.exit(1), 15_000).unref();
+  app
+    .close()
+    .then(() => runner.stop())
+    .then(() => runtime.close())
+    .then(() => process.exit(0), () => process.exit(1));
+};
+process.on('SIGINT', () => stop('SIGINT'));
+process.on('SIGTERM', () => stop('SIGTERM'));

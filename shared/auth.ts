@@ -1,0 +1,141 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { Db } from './db.ts';
+import { ApiError } from './http/errors.ts';
+import type { Logger } from './logger.ts';
+
+export type Principal = { kind: 'admin' } | { kind: 'key'; id: string; tenant: string | null };
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal;
+  }
+}
+
+const KEY_PREFIX = 'fm_';
+
+export function hashSecret(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+/** A new API key: the secret (shown once) and what is stored of it. */
+export function generateApiKey(): { key: string; hash: string; prefix: string } {
+  const key = `${KEY_PREFIX}${randomBytes(24).toString('base64url')}`;
+  return { key, hash: hashSecret(key), prefix: key.slice(0, 10) };
+}
+
+export function generateAdminToken(): string {
+  return `fma_${randomBytes(24).toString('base64url')}`;
+}
+
+interface StoredKey {
+  id: string;
+  tenant: string | null;
+}
+
+/**
+ * Active key hashes, held in memory so that ingest authenticates without a database round trip and
+ * keeps working while PostgreSQL is away; reloaded every `refreshMs`, so a revoked key stops working
+ * on every instance within that time.
+ */
+export class KeyStore {
+  private keys = new Map<string, StoredKey>();
+  private loaded = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly db: Db,
+    private readonly logger: Logger,
+    private readonly refreshMs = 2_000,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.refresh().catch((error: Error) => this.logger.warn({ err: error.message }, 'api keys not loaded yet'));
+    this.timer = setInterval(() => {
+      this.refresh().catch((error: Error) => this.logger.warn({ err: error.message }, 'api key refresh failed'));
+    }, this.refreshMs);
+    this.timer.unref();
+  }
+
+  async refresh(): Promise<void> {
+    const rows = await this.db.query<{ id: string; tenant: string | null; key_hash: string }>(
+      'SELECT id, tenant, key_hash FROM api_keys WHERE revoked_at IS NULL',
+    );
+    const next = new Map<string, StoredKey>();
+    for (const row of rows) next.set(row.key_hash, { id: row.id, tenant: row.tenant });
+    this.keys = next;
+    this.loaded = true;
+  }
+
+  /** Forget a key at once in this process (the others catch up on their next refresh). */
+  revoke(id: string): void {
+    for (const [hash, key] of this.keys) if (key.id === id) this.keys.delete(hash);
+  }
+
+  add(hash: string, key: StoredKey): void {
+    this.keys.set(hash, key);
+  }
+
+  findByHash(hash: string): StoredKey | undefined {
+    if (!this.loaded) throw new ApiError('service_unavailable', 'API keys cannot be checked yet; retry shortly', undefined, 1);
+    return this.keys.get(hash);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+export class Authenticator {
+  private readonly adminHash: Buffer | undefined;
+
+  constructor(
+    readonly keys: KeyStore,
+    adminToken: string | undefined,
+  ) {
+    this.adminHash = adminToken ? createHash('sha256').update(adminToken).digest() : undefined;
+  }
+
+  isAdminToken(secret: string): boolean {
+    return this.isAdminDigest(createHash('sha256').update(secret).digest());
+  }
+
+  private isAdminDigest(digest: Buffer): boolean {
+    return this.adminHash !== undefined && timingSafeEqual(digest, this.adminHash);
+  }
+
+  /** Who is calling; 401 for a missing, malformed, unknown or revoked credential. */
+  authenticate(request: FastifyRequest): Principal {
+    const header = request.headers.authorization;
+    if (!header) throw new ApiError('unauthorized', 'missing Authorization: Bearer <key> header');
+    const match = /^Bearer\s+(\S{1,512})\s*$/i.exec(header);
+    if (!match) throw new ApiError('unauthorized', 'Authorization header must be "Bearer <key>"');
+    const digest = createHash('sha256').update(match[1]!).digest();
+    if (this.isAdminDigest(digest)) return { kind: 'admin' };
+    const key = this.keys.findByHash(digest.toString('hex'));
+    if (!key) throw new ApiError('unauthorized', 'invalid or revoked API key');
+    return { kind: 'key', id: key.id, tenant: key.tenant };
+  }
+
+  /** onRequest hook: authenticates before the body is read, so a bad key is 401 whatever it sent. */
+  readonly requireKey: onRequestHookHandler = (request: FastifyRequest, _reply: FastifyReply, done) => {
+    request.principal = this.authenticate(request);
+    done();
+  };
+
+  /** onRequest hook for admin routes: API keys, scoped or not, are 403. */
+  readonly requireAdmin: onRequestHookHandler = (request: FastifyRequest, _reply: FastifyReply, done) => {
+    request.principal = this.authenticate(request);
+    if (request.principal.kind !== 'admin') {
+      throw new ApiError('forbidden', 'this endpoint needs the admin token; API keys may not use it');
+    }
+    done();
+  };
+}
+
+/** 403 when a tenant-scoped key reaches for another tenant. */
+export function authoriseTenant(principal: Principal, tenant: string): void {
+  if (principal.kind === 'key' && principal.tenant !== null && principal.tenant !== tenant) {
+    throw new ApiError('forbidden', `this API key is scoped to another tenant and may not access "${tenant}"`);
+  }
+}

@@ -1,0 +1,73 @@
+import postgres from 'postgres';
+import type { PGlite } from '@electric-sql/pglite';
+
+export type Row = Record<string, unknown>;
+
+/** Raw parameterised SQL; the same text runs on PostgreSQL (postgres.js) and embedded PGlite. */
+export interface Queryable {
+  query<T = Row>(text: string, params?: readonly unknown[]): Promise<T[]>;
+}
+
+export interface Db extends Queryable {
+  readonly kind: 'postgres' | 'pglite';
+  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+const INT8 = 20;
+const DATE = 1082;
+
+/**
+ * int8 comes back as bigint (sums are exact), date as 'YYYY-MM-DD' (periods are calendar dates).
+ * Bigint parameters are passed as strings by callers.
+ */
+export function connectPostgres(url: string, options: { max?: number; connectTimeoutSeconds?: number } = {}): Db {
+  const sql = postgres(url, {
+    max: options.max ?? 10,
+    connect_timeout: options.connectTimeoutSeconds ?? 5,
+    idle_timeout: 60,
+    onnotice: () => {},
+    types: {
+      bigint: {
+        to: INT8,
+        from: [INT8],
+        serialize: (value: bigint | string | number) => String(value),
+        parse: (value: string) => BigInt(value),
+      },
+      date: { to: DATE, from: [DATE], serialize: (value: string) => value, parse: (value: string) => value },
+    },
+  });
+  const run = <T>(client: postgres.Sql | postgres.TransactionSql, text: string, params?: readonly unknown[]) =>
+    client.unsafe(text, (params ?? []) as postgres.ParameterOrJSON<never>[], { prepare: true }) as unknown as Promise<T[]>;
+  return {
+    kind: 'postgres',
+    query: (text, params) => run(sql, text, params),
+    transaction: (work) =>
+      sql.begin((tx) => work({ query: (text, params) => run(tx, text, params) })) as Promise<never>,
+    close: () => sql.end({ timeout: 5 }),
+  };
+}
+
+/** Embedded PostgreSQL (PGlite) for `npm start` without DATABASE_URL; data kept under `dataDir`. */
+export async function connectPglite(dataDir: string | undefined): Promise<Db> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const pg: PGlite = await PGlite.create({
+    ...(dataDir ? { dataDir } : {}),
+    parsers: { [INT8]: (value: string) => BigInt(value), [DATE]: (value: string) => value },
+  });
+  const run = async <T>(client: Pick<PGlite, 'query'>, text: string, params?: readonly unknown[]): Promise<T[]> =>
+    (await client.query<T>(text, params ? [...params] : [])).rows;
+  let queue: Promise<unknown> = Promise.resolve();
+  // PGlite is one connection: serialise transactions so statements of two never interleave.
+  const exclusive = <T>(work: () => Promise<T>): Promise<T> => {
+    const next = queue.then(work, work);
+    queue = next.catch(() => undefined);
+    return next;
+  };
+  return {
+    kind: 'pglite',
+    query: (text, params) => exclusive(() => run(pg, text, params)),
+    transaction: (work) => exclusive(() => pg.transaction((tx) => work({ query: (text, params) => run(tx, text, params) }))),
+    close: () => pg.close(),
+  };
+}

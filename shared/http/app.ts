@@ -1,0 +1,26 @@
+import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import type { Logger } from '../logger.ts';
+import { installErrorHandling } from './errors.ts';
+import { stringifyExact } from './json.ts';
+
+export const BODY_LIMIT_BYTES = 1024 * 1024;
+
+/** A Fastify instance with FlagMeter's error model, exact-bigint JSON and no per-request logging. */
+export function createHttpApp(logger: Logger): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT_BYTES,
+    requestIdHeader: 'x-request-id',
+    return503OnClosing: true,
+    // Slow bodies must not hold a connection for ever.
+    requestTimeout: 30_000,
+    connectionTimeout: 60_000,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 512 },
+  }) as unknown as FastifyInstance;
+  app.setReplySerializer((payload) => stringifyExact(payload));
+  // Only JSON is accepted; anything else (text/plain included) is 415.
+  app.removeContentTypeParser('text/plain');
+  installErrorHandling(app);
+  return app;
+}

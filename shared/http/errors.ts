@@ -1,0 +1,123 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+
+export const errorCode = z.enum([
+  'malformed_json',
+  'invalid_request',
+  'invalid_event',
+  'unauthorized',
+  'forbidden',
+  'not_found',
+  'method_not_allowed',
+  'payload_too_large',
+  'unsupported_media_type',
+  'queue_unavailable',
+  'queue_full',
+  'service_unavailable',
+  'internal_error',
+]);
+export type ErrorCode = z.infer<typeof errorCode>;
+
+const codeToStatus: Record<ErrorCode, number> = {
+  malformed_json: 400,
+  invalid_request: 400,
+  invalid_event: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  method_not_allowed: 405,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  queue_unavailable: 503,
+  queue_full: 503,
+  service_unavailable: 503,
+  internal_error: 500,
+};
+
+export interface ErrorDetail {
+  index?: number;
+  field: string;
+  message: string;
+}
+
+export const errorBody = z.object({
+  error: z.object({
+    code: errorCode,
+    message: z.string(),
+    requestId: z.string().optional(),
+    details: z.array(z.object({ index: z.number().optional(), field: z.string(), message: z.string() })).optional(),
+  }),
+});
+export type ErrorBody = z.infer<typeof errorBody>;
+
+/** The one error type handlers throw; its code decides the status. */
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: ErrorDetail[],
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+    this.status = codeToStatus[code];
+  }
+}
+
+/** Converts zod issues into details that name the field (and the batch index when there is one). */
+export function zodDetails(error: z.ZodError, indexed = false): ErrorDetail[] {
+  return error.issues.map((issue) => {
+    const path = [...issue.path];
+    const index = indexed && typeof path[0] === 'number' ? (path.shift() as number) : undefined;
+    const field = path.length > 0 ? path.join('.') : issue.code === 'unrecognized_keys' ? issue.keys.join(',') : '(body)';
+    const message = issue.code === 'unrecognized_keys' ? `unknown field(s): ${issue.keys.join(', ')}` : issue.message;
+    return index === undefined ? { field, message } : { index, field, message };
+  });
+}
+
+function fromFramework(error: FastifyError): ApiError | undefined {
+  switch (error.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new ApiError('malformed_json', 'the request body is not valid JSON');
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ApiError('payload_too_large', 'the request body is over 1 MiB');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new ApiError('unsupported_media_type', 'the request body must be application/json');
+    default:
+      break;
+  }
+  // Prototype-pollution keys (__proto__, constructor.prototype) are refused by the parser.
+  if (/prototype/.test(error.message)) return new ApiError('malformed_json', 'the request body contains a forbidden key (__proto__ or constructor)');
+  if (error instanceof SyntaxError) return new ApiError('malformed_json', 'the request body is not valid JSON');
+  const status = error.statusCode ?? 500;
+  if (status >= 400 && status < 500) return new ApiError('invalid_request', error.message);
+  return undefined;
+}
+
+export function sendError(reply: FastifyReply, request: FastifyRequest, error: ApiError): FastifyReply {
+  if (error.retryAfterSeconds !== undefined) reply.header('retry-after', String(error.retryAfterSeconds));
+  const body: ErrorBody = {
+    error: {
+      code: error.code,
+      message: error.message,
+      requestId: String(request.id),
+      ...(error.details ? { details: error.details } : {}),
+    },
+  };
+  return reply.code(error.status).type('application/json; charset=utf-8').send(body);
+}
+
+/** One error handler: ours as they are, framework/client errors as 4xx, anything else logged and a bare 500. */
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const apiError = error instanceof ApiError ? error : fromFramework(error);
+    if (apiError) return sendError(reply, request, apiError);
+    request.log.error({ err: error, route: request.routeOptions.url }, 'unhandled error');
+    return sendError(reply, request, new ApiError('internal_error', 'internal error'));
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, request, new ApiError('not_found', `no route ${request.method} ${request.url.split('?')[0]}`)),
+  );
+}

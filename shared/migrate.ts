@@ -1,0 +1,34 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Db } from './db.ts';
+
+const MIGRATIONS_DIR = join(import.meta.dirname, '..', 'migrations');
+const LOCK_KEY = 0x466c61674d;
+
+interface Journal {
+  entries: { idx: number; tag: string }[];
+}
+
+/** Applies the drizzle-kit migrations in `migrations/` that this database has not seen, in order. */
+export async function migrate(db: Db, dir: string = MIGRATIONS_DIR): Promise<string[]> {
+  const journal = JSON.parse(readFileSync(join(dir, 'meta', '_journal.json'), 'utf8')) as Journal;
+  return db.transaction(async (tx) => {
+    // Two processes migrating at once (replicas starting together) take turns.
+    await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_KEY]);
+    await tx.query(
+      'CREATE TABLE IF NOT EXISTS flagmeter_migrations (tag text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
+    );
+    const done = new Set((await tx.query<{ tag: string }>('SELECT tag FROM flagmeter_migrations')).map((r) => r.tag));
+    const applied: string[] = [];
+    for (const { tag } of [...journal.entries].sort((a, b) => a.idx - b.idx)) {
+      if (done.has(tag)) continue;
+      const text = readFileSync(join(dir, `${tag}.sql`), 'utf8');
+      for (const statement of text.split('--> statement-breakpoint')) {
+        if (statement.trim()) await tx.query(statement);
+      }
+      await tx.query('INSERT INTO flagmeter_migrations (tag) VALUES ($1)', [tag]);
+      applied.push(tag);
+    }
+    return applied;
+  });
+}

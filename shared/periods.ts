@@ -1,0 +1,111 @@
+/**
+ * Quota periods are calendar months in the tenant's time zone (UTC unless set); daily rollups are
+ * calendar days in that zone; hourly rollups are UTC hours.
+ */
+
+const HOUR_MS = 3_600_000;
+const OFFSET_BUCKET_MS = 15 * 60_000;
+const formatters = new Map<string, Intl.DateTimeFormat>();
+const offsetCache = new Map<string, number>();
+
+export function isValidTimeZone(timeZone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function formatterFor(timeZone: string): Intl.DateTimeFormat {
+  let formatter = formatters.get(timeZone);
+  if (!formatter) {
+    formatter = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric',
+    });
+    formatters.set(timeZone, formatter);
+  }
+  return formatter;
+}
+
+function computeOffset(timeZone: string, instantMs: number): number {
+  const parts: Record<string, number> = {};
+  for (const part of formatterFor(timeZone).formatToParts(instantMs)) {
+    if (part.type !== 'literal') parts[part.type] = Number(part.value);
+  }
+  const asUtc = Date.UTC(parts.year!, parts.month! - 1, parts.day!, parts.hour!, parts.minute!, parts.second!);
+  return asUtc - Math.floor(instantMs / 1000) * 1000;
+}
+
+/** Milliseconds to add to a UTC instant to get the wall-clock time in `timeZone`. */
+export function zoneOffsetMs(timeZone: string, instantMs: number): number {
+  if (timeZone === 'UTC') return 0;
+  // Zone transitions fall on quarter hours, so the offset is constant within a 15-minute bucket.
+  const key = `${timeZone}|${Math.floor(instantMs / OFFSET_BUCKET_MS)}`;
+  let offset = offsetCache.get(key);
+  if (offset === undefined) {
+    if (offsetCache.size > 50_000) offsetCache.clear();
+    offset = computeOffset(timeZone, instantMs);
+    offsetCache.set(key, offset);
+  }
+  return offset;
+}
+
+const pad = (n: number, width = 2): string => String(n).padStart(width, '0');
+
+/** 'YYYY-MM-DD' of the calendar day the instant falls on in `timeZone`. */
+export function localDay(timeZone: string, instantMs: number): string {
+  const local = new Date(instantMs + zoneOffsetMs(timeZone, instantMs));
+  return `${pad(local.getUTCFullYear(), 4)}-${pad(local.getUTCMonth() + 1)}-${pad(local.getUTCDate())}`;
+}
+
+/** 'YYYY-MM-01' of the quota period (calendar month in `timeZone`) the instant falls in. */
+export function periodStartDay(timeZone: string, instantMs: number): string {
+  return `${localDay(timeZone, instantMs).slice(0, 8)}01`;
+}
+
+/** Start of the UTC hour the instant falls in. */
+export function hourStart(instantMs: number): number {
+  return Math.floor(instantMs / HOUR_MS) * HOUR_MS;
+}
+
+/** The UTC instant of local midnight at the start of `day` ('YYYY-MM-DD') in `timeZone`. */
+export function localMidnight(timeZone: string, day: string): number {
+  const [year, month, date] = day.split('-').map(Number) as [number, number, number];
+  const wallClock = Date.UTC(year, month - 1, date);
+  let instant = wallClock - zoneOffsetMs(timeZone, wallClock);
+  // Once more with the offset in force at the first guess: right across a DST change too.
+  instant = wallClock - zoneOffsetMs(timeZone, instant);
+  return instant;
+}
+
+/** 'YYYY-MM-DD' of the day after `day`, or the first of the next month with `months`. */
+export function addCalendar(day: string, { days = 0, months = 0 }: { days?: number; months?: number }): string {
+  const [year, month, date] = day.split('-').map(Number) as [number, number, number];
+  const next = new Date(Date.UTC(year, month - 1 + months, date + days));
+  return `${pad(next.getUTCFullYear(), 4)}-${pad(next.getUTCMonth() + 1)}-${pad(next.getUTCDate())}`;
+}
+
+export interface Period {
+  /** 'YYYY-MM-01' in the tenant's zone: the key of the period in the rollups. */
+  startDay: string;
+  start: Date;
+  end: Date;
+}
+
+/** The quota period containing `instantMs` for a tenant in `timeZone`. */
+export function periodOf(timeZone: string, instantMs: number): Period {
+  const startDay = periodStartDay(timeZone, instantMs);
+  return {
+    startDay,
+    start: new Date(localMidnight(timeZone, startDay)),
+    end: new Date(localMidnight(timeZone, addCalendar(startDay, { months: 1 }))),
+  };
+}

@@ -1,0 +1,97 @@
+/** One validated usage event as it travels through the queue. */
+export interface QueuedEvent {
+  tenant: string;
+  feature: string;
+  tokens: number;
+  /** Event time, epoch milliseconds. */
+  timestamp: number;
+  /** Client idempotency key; events without one are never deduplicated. */
+  id?: string;
+}
+
+export interface EnqueueResult {
+  accepted: number;
+  duplicates: number;
+  /** Per event in request order: true where its `(tenant, id)` was already seen in the window. */
+  duplicateFlags: boolean[];
+}
+
+/** A stream entry: the events of one request that fell in one partition. */
+export interface QueueEntry {
+  id: string;
+  events: Omit<QueuedEvent, 'id'>[];
+  receivedAt: number;
+}
+
+export interface PartitionPosition {
+  partition: number;
+  /** Read strictly after this stream id. */
+  afterId: string;
+}
+
+export interface PartitionEntries {
+  partition: number;
+  entries: QueueEntry[];
+}
+
+export class QueueUnavailableError extends Error {
+  override name = 'QueueUnavailableError';
+}
+
+export class QueueFullError extends Error {
+  override name = 'QueueFullError';
+}
+
+export interface EventQueue {
+  readonly kind: 'valkey' | 'memory';
+  readonly partitions: number;
+  /** Dedupes and appends atomically: all events (less duplicates) are durable, or none is and it throws. */
+  enqueue(events: readonly QueuedEvent[], receivedAt: number): Promise<EnqueueResult>;
+  /** Entries after each position, waiting up to `blockMs` when there are none. */
+  read(positions: readonly PartitionPosition[], count: number, blockMs: number): Promise<PartitionEntries[]>;
+  /** Drops entries up to and including `lastAppliedId` (they are committed to the database). */
+  trim(partition: number, lastAppliedId: string): Promise<void>;
+  /** Events waiting per partition. */
+  backlog(): Promise<number[]>;
+  /** Round-trip time in ms; throws when unreachable. */
+  ping(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** FNV-1a: a stable tenant → partition map, the same in every process. */
+export function partitionOf(tenant: string, partitions: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < tenant.length; i++) {
+    hash ^= tenant.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % partitions;
+}
+
+/** Events in an entry are lines of `tenant \t feature \t tokens \t timestamp`; names never hold tabs. */
+export function encodeEvents(events: readonly Omit<QueuedEvent, 'id'>[]): string {
+  let text = '';
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i]!;
+    text += `${i === 0 ? '' : '\n'}${event.tenant}\t${event.feature}\t${event.tokens}\t${event.timestamp}`;
+  }
+  return text;
+}
+
+export function decodeEvents(text: string): Omit<QueuedEvent, 'id'>[] {
+  const events: Omit<QueuedEvent, 'id'>[] = [];
+  for (const line of text.split('\n')) {
+    const [tenant, feature, tokens, timestamp] = line.split('\t') as [string, string, string, string];
+    events.push({ tenant, feature, tokens: Number(tokens), timestamp: Number(timestamp) });
+  }
+  return events;
+}
+
+/** Compares stream ids `ms-seq` numerically. */
+export function compareStreamIds(a: string, b: string): number {
+  const [aMs, aSeq] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bMs, bSeq] = b.split('-').map(BigInt) as [bigint, bigint];
+  if (aMs !== bMs) return aMs < bMs ? -1 : 1;
+  if (aSeq !== bSeq) return aSeq < bSeq ? -1 : 1;
+  return 0;
+}

@@ -1,0 +1,77 @@
+import { mkdirSync } from 'node:fs';
+import { Authenticator, KeyStore } from './auth.ts';
+import { type Config, ConfigError, loadConfigOrExit } from './config.ts';
+import { connectPglite, connectPostgres, type Db } from './db.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { MemoryQueue } from './queue/memory.ts';
+import type { EventQueue } from './queue/types.ts';
+import { ValkeyQueue } from './queue/valkey.ts';
+
+/** What a function needs at run time, built once from the config. */
+export interface Runtime {
+  config: Config;
+  logger: Logger;
+  db: Db;
+  queue: EventQueue;
+  keys: KeyStore;
+  auth: Authenticator;
+  close(): Promise<void>;
+}
+
+export interface RuntimeOptions {
+  config?: Config;
+  /** `npm start`: fall back to PGlite and an in-process queue when the URLs are unset. */
+  embedded?: boolean;
+  /** Skip the key store (functions that authenticate nothing). */
+  withoutKeys?: boolean;
+}
+
+export function openQueue(config: Config, logger: Logger): EventQueue {
+  if (!config.VALKEY_URL) return new MemoryQueue(config.QUEUE_PARTITIONS, config.DEDUPE_WINDOW, config.QUEUE_MAX_BACKLOG);
+  return new ValkeyQueue({
+    url: config.VALKEY_URL,
+    prefix: config.VALKEY_PREFIX,
+    partitions: config.QUEUE_PARTITIONS,
+    dedupeWindowMs: config.DEDUPE_WINDOW,
+    maxBacklog: config.QUEUE_MAX_BACKLOG,
+    commandTimeoutMs: config.VALKEY_COMMAND_TIMEOUT,
+    logger,
+  });
+}
+
+export async function openDb(config: Config): Promise<Db> {
+  if (config.DATABASE_URL) return connectPostgres(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
+  mkdirSync(config.DATA_DIR, { recursive: true });
+  return connectPglite(`${config.DATA_DIR}/pglite`);
+}
+
+export async function createRuntime(service: string, options: RuntimeOptions = {}): Promise<Runtime> {
+  const config = options.config ?? loadConfigOrExit();
+  const logger = createLogger(service, config);
+  if (!options.embedded) {
+    for (const name of ['DATABASE_URL', 'VALKEY_URL'] as const) {
+      if (!config[name]) {
+        const error = new ConfigError(`${name}: required (only npm start runs without it, on embedded backends)`);
+        logger.fatal(error.message);
+        process.exit(78);
+      }
+    }
+  }
+  const db = await openDb(config);
+  const queue = openQueue(config, logger);
+  const keys = new KeyStore(db, logger);
+  if (!options.withoutKeys) await keys.start();
+  return {
+    config,
+    logger,
+    db,
+    queue,
+    keys,
+    auth: new Authenticator(keys, config.ADMIN_TOKEN),
+    async close() {
+      keys.stop();
+      await queue.close();
+      await db.close();
+    },
+  };
+}

@@ -1,0 +1,112 @@
+import { sql } from 'drizzle-orm';
+import {
+  bigint,
+  date,
+  index,
+  integer,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core';
+
+/** The one schema every function shares. Hot paths query it with raw SQL; the shape lives here only. */
+
+const createdAt = () => timestamp('created_at', { withTimezone: true }).notNull().defaultNow();
+const tokens = () => bigint('tokens', { mode: 'bigint' }).notNull().default(sql`0`);
+const events = () => bigint('events', { mode: 'bigint' }).notNull().default(sql`0`);
+
+export const tenants = pgTable('tenants', {
+  name: text('name').primaryKey(),
+  monthlyQuota: bigint('monthly_quota', { mode: 'bigint' }).notNull(),
+  timeZone: text('time_zone').notNull().default('UTC'),
+  slackWebhookUrl: text('slack_webhook_url'),
+  thresholds: integer('thresholds').array().notNull().default(sql`'{80,100}'::integer[]`),
+  createdAt: createdAt(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+export const apiKeys = pgTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    tenant: text('tenant'),
+    keyHash: text('key_hash').notNull(),
+    keyPrefix: text('key_prefix').notNull(),
+    createdAt: createdAt(),
+    revokedAt: timestamp('revoked_at', { withTimezone: true }),
+  },
+  (table) => [uniqueIndex('api_keys_key_hash_idx').on(table.keyHash)],
+);
+
+/** Hourly buckets are UTC hours. */
+export const usageHourly = pgTable(
+  'usage_hourly',
+  {
+    tenant: text('tenant').notNull(),
+    feature: text('feature').notNull(),
+    hour: timestamp('hour', { withTimezone: true }).notNull(),
+    tokens: tokens(),
+    events: events(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.tenant, table.feature, table.hour] }),
+    index('usage_hourly_tenant_hour_idx').on(table.tenant, table.hour),
+  ],
+);
+
+/** Daily buckets are calendar days in the tenant's time zone. */
+export const usageDaily = pgTable(
+  'usage_daily',
+  {
+    tenant: text('tenant').notNull(),
+    feature: text('feature').notNull(),
+    day: date('day', { mode: 'string' }).notNull(),
+    tokens: tokens(),
+    events: events(),
+  },
+  (table) => [
+    primaryKey({ columns: [table.tenant, table.feature, table.day] }),
+    index('usage_daily_tenant_day_idx').on(table.tenant, table.day),
+  ],
+);
+
+/** Per-feature totals of one quota period (a calendar month in the tenant's time zone). */
+export const usagePeriodFeatures = pgTable(
+  'usage_period_features',
+  {
+    tenant: text('tenant').notNull(),
+    periodStart: date('period_start', { mode: 'string' }).notNull(),
+    feature: text('feature').notNull(),
+    tokens: tokens(),
+    events: events(),
+  },
+  (table) => [primaryKey({ columns: [table.tenant, table.periodStart, table.feature] })],
+);
+
+/** One row per tenant and period: the O(1) quota check. */
+export const usagePeriods = pgTable(
+  'usage_periods',
+  {
+    tenant: text('tenant').notNull(),
+    periodStart: date('period_start', { mode: 'string' }).notNull(),
+    tokens: tokens(),
+    events: events(),
+    lastEventAt: timestamp('last_event_at', { withTimezone: true }),
+  },
+  (table) => [primaryKey({ columns: [table.tenant, table.periodStart] })],
+);
+
+/** Which aggregator owns a queue partition, under which fence, and the last stream id applied. */
+export const partitionCheckpoints = pgTable('partition_checkpoints', {
+  partition: integer('partition').primaryKey(),
+  lastId: text('last_id').notNull().default('0-0'),
+  owner: text('owner'),
+  fence: bigint('fence', { mode: 'bigint' }).notNull().default(sql`0`),
+  leaseUntil: timestamp('lease_until', { withTimezone: true }),
+  appliedEvents: bigint('applied_events', { mode: 'bigint' }).notNull().default(sql`0`),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
+

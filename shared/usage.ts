@@ -1,0 +1,102 @@
+import type { Queryable } from './db.ts';
+import { addCalendar, hourStart, localDay, localMidnight } from './periods.ts';
+
+export interface TenantUsage {
+  tenant: string;
+  timeZone: string;
+  quota: bigint;
+  tokens: bigint;
+  periodStartDay: string;
+  periodStart: Date;
+  periodEnd: Date;
+  features: { feature: string; tokens: bigint }[];
+}
+
+/** Percent of quota with two decimals, computed on exact integers. */
+export function percentOf(tokens: bigint, quota: bigint): number {
+  if (quota <= 0n) return 0;
+  return Number((tokens * 10_000n) / quota) / 100;
+}
+
+/**
+ * The tenant's current period in one round trip; the period is taken from the database clock in
+ * the tenant's zone, the same clock the aggregator's period rows are keyed against.
+ */
+export async function readTenantUsage(db: Queryable, tenant: string): Promise<TenantUsage | undefined> {
+  const [row] = await db.query<{
+    monthly_quota: bigint;
+    time_zone: string;
+    period_start: string;
+    tokens: bigint | null;
+    features: { feature: string; tokens: string }[];
+  }>(
+    `WITH t AS (
+       SELECT name, monthly_quota, time_zone,
+              to_char(date_trunc('month', now() AT TIME ZONE time_zone), 'YYYY-MM-DD') AS period_start
+       FROM tenants WHERE name = $1)
+     SELECT t.monthly_quota, t.time_zone, t.period_start, p.tokens,
+            coalesce((SELECT json_agg(json_build_object('feature', f.feature, 'tokens', f.tokens::text)
+                                      ORDER BY f.tokens DESC, f.feature)
+                      FROM usage_period_features f
+                      WHERE f.tenant = t.name AND f.period_start = t.period_start::date), '[]'::json) AS features
+     FROM t LEFT JOIN usage_periods p ON p.tenant = t.name AND p.period_start = t.period_start::date`,
+    [tenant],
+  );
+  if (!row) return undefined;
+  const features = typeof row.features === 'string' ? (JSON.parse(row.features) as typeof row.features) : row.features;
+  return {
+    tenant,
+    timeZone: row.time_zone,
+    quota: row.monthly_quota,
+    tokens: row.tokens ?? 0n,
+    periodStartDay: row.period_start,
+    periodStart: new Date(localMidnight(row.time_zone, row.period_start)),
+    periodEnd: new Date(localMidnight(row.time_zone, addCalendar(row.period_start, { months: 1 }))),
+    features: features.map((f) => ({ feature: f.feature, tokens: BigInt(f.tokens) })),
+  };
+}
+
+export interface SeriesRequest {
+  tenant: string;
+  timeZone: string;
+  granularity: 'hour' | 'day';
+  from: number;
+  to: number;
+  feature?: string;
+}
+
+/** Buckets from `from` to `to` (inclusive of the bucket holding `to`), empty ones filled with 0. */
+export async function readSeries(db: Queryable, request: SeriesRequest): Promise<{ start: string; tokens: bigint }[]> {
+  const featureFilter = request.feature === undefined ? '' : ' AND feature = $4';
+  const points: { start: string; tokens: bigint }[] = [];
+  if (request.granularity === 'hour') {
+    const first = hourStart(request.from);
+    const last = hourStart(request.to);
+    const params: unknown[] = [request.tenant, new Date(first).toISOString(), new Date(last).toISOString()];
+    if (request.feature !== undefined) params.push(request.feature);
+    const rows = await db.query<{ hour: Date; tokens: bigint }>(
+      `SELECT hour, sum(tokens)::bigint AS tokens FROM usage_hourly
+       WHERE tenant = $1 AND hour >= $2::timestamptz AND hour <= $3::timestamptz${featureFilter} GROUP BY hour`,
+      params,
+    );
+    const byHour = new Map(rows.map((row) => [new Date(row.hour).getTime(), row.tokens]));
+    for (let hour = first; hour <= last; hour += 3_600_000) {
+      points.push({ start: new Date(hour).toISOString(), tokens: byHour.get(hour) ?? 0n });
+    }
+    return points;
+  }
+  const firstDay = localDay(request.timeZone, request.from);
+  const lastDay = localDay(request.timeZone, request.to);
+  const params: unknown[] = [request.tenant, firstDay, lastDay];
+  if (request.feature !== undefined) params.push(request.feature);
+  const rows = await db.query<{ day: string; tokens: bigint }>(
+    `SELECT day, sum(tokens)::bigint AS tokens FROM usage_daily
+     WHERE tenant = $1 AND day >= $2::date AND day <= $3::date${featureFilter} GROUP BY day`,
+    params,
+  );
+  const byDay = new Map(rows.map((row) => [row.day, row.tokens]));
+  for (let day = firstDay; day <= lastDay; day = addCalendar(day, { days: 1 })) {
+    points.push({ start: new Date(localMidnight(request.timeZone, day)).toISOString(), tokens: byDay.get(day) ?? 0n });
+  }
+  return points;
+}
