@@ -4,8 +4,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createAggregatorHandler } from '../functions/aggregator/handler.ts';
-import { AggregatorRunner } from '../functions/aggregator/runner.ts';
+import { startAggregator } from '../functions/aggregator/service.ts';
 import { registerHealth } from '../functions/health/app.ts';
 import { registerIngest } from '../functions/ingest/app.ts';
 import { registerTenants } from '../functions/tenants/app.ts';
@@ -60,17 +59,7 @@ registerUsage(app, runtime);
 registerHealth(app, runtime);
 registerTenants(app, runtime);
 
-const handler = createAggregatorHandler({ db, defaultQuota: config.DEFAULT_MONTHLY_QUOTA });
-const runner = new AggregatorRunner({
-  db,
-  queue,
-  logger,
-  apply: (event) => handler(event, {} as never),
-  ownerId: config.AGGREGATOR_ID ?? `npm-start-${process.pid}`,
-  leaseMs: config.AGGREGATOR_LEASE,
-  batchSize: config.AGGREGATOR_BATCH_SIZE,
-});
-await runner.start();
+const aggregator = await startAggregator(runtime);
 await app.listen({ port: config.PORT, host: config.HOST });
 const address = app.server.address();
 const port = typeof address === 'object' && address ? address.port : config.PORT;
@@ -99,7 +88,7 @@ const stop = (signal: string) => {
   setTimeout(() => process.exit(1), 15_000).unref();
   app
     .close()
-    .then(() => runner.stop())
+    .then(() => aggregator.stop())
     .then(() => runtime.close())
     .then(() => process.exit(0), () => process.exit(1));
 };

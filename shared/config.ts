@@ -70,6 +70,8 @@ const configSchema = z.object({
     ),
   WEBHOOK_ALLOW_INSECURE: boolean(false),
   ALERT_DELIVERY_GIVE_UP: duration('24h'),
+  ALERT_RETRY_BASE: duration('1s'),
+  WEBHOOK_TIMEOUT: duration('5s'),
   PUBLIC_URL: z.url().default('http://127.0.0.1:3000'),
   METRICS_PORT: port(9464),
   METRICS_HOST: z.string().min(1).default('127.0.0.1'),

@@ -20,6 +20,10 @@ export const FUNCTION_ROUTES: Record<Exclude<FunctionName, 'site'>, RouteSpec[]>
     { method: 'POST', path: '/api/keys' },
     { method: 'GET', path: '/api/keys' },
     { method: 'DELETE', path: '/api/keys/:id' },
+    { method: 'GET', path: '/api/tenants' },
+    { method: 'GET', path: '/api/tenants/:tenant' },
+    { method: 'PUT', path: '/api/tenants/:tenant' },
+    { method: 'GET', path: '/api/tenants/:tenant/alerts' },
   ],
 };
 

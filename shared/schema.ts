@@ -1,6 +1,7 @@
 import { sql } from 'drizzle-orm';
 import {
   bigint,
+  bigserial,
   date,
   index,
   integer,
@@ -110,3 +111,36 @@ export const partitionCheckpoints = pgTable('partition_checkpoints', {
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });
 
+
+/**
+ * Alert outbox: one row per crossing of a threshold in a period. At most one live (not re-armed) row
+ * per tenant, period and threshold, enforced by a partial unique index, so concurrent aggregators
+ * and restarts cannot create a second. A quota change that takes usage back under a threshold sets
+ * `rearmed_at`, which lets the next crossing create a new row.
+ */
+export const alerts = pgTable(
+  'alerts',
+  {
+    id: bigserial('id', { mode: 'bigint' }).primaryKey(),
+    tenant: text('tenant').notNull(),
+    periodStart: date('period_start', { mode: 'string' }).notNull(),
+    threshold: integer('threshold').notNull(),
+    usedTokens: bigint('used_tokens', { mode: 'bigint' }).notNull(),
+    quota: bigint('quota', { mode: 'bigint' }).notNull(),
+    createdAt: createdAt(),
+    rearmedAt: timestamp('rearmed_at', { withTimezone: true }),
+    /** pending, delivered, failed (gave up) or no_webhook (nowhere to send it). */
+    status: text('status').notNull().default('pending'),
+    attempts: integer('attempts').notNull().default(0),
+    lastError: text('last_error'),
+    nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true }).notNull().defaultNow(),
+    deliveredAt: timestamp('delivered_at', { withTimezone: true }),
+  },
+  (table) => [
+    uniqueIndex('alerts_live_crossing_idx')
+      .on(table.tenant, table.periodStart, table.threshold)
+      .where(sql`rearmed_at IS NULL`),
+    index('alerts_due_idx').on(table.nextAttemptAt).where(sql`status = 'pending'`),
+    index('alerts_tenant_created_idx').on(table.tenant, table.createdAt),
+  ],
+);

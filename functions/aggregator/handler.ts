@@ -1,5 +1,7 @@
 import middy from '@middy/core';
+import { createCrossingAlerts } from '../../shared/alerts.ts';
 import type { Db, Queryable } from '../../shared/db.ts';
+import { periodStartDay } from '../../shared/periods.ts';
 import { stringifyExact } from '../../shared/http/json.ts';
 import type { QueueEntry } from '../../shared/queue/types.ts';
 import { type Rollups, preAggregate } from './rollup.ts';
@@ -22,6 +24,7 @@ export interface AggregatorResult {
   lastIds: Record<number, string>;
   /** Oldest receipt time in the batch (epoch ms), for the lag metric. */
   oldestReceivedAt: number;
+  alertsCreated: number;
 }
 
 export interface AggregatorDeps {
@@ -61,8 +64,17 @@ async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[]): Pro
   }
 }
 
-/** Creates unknown tenants with the default quota (race-free) and returns every tenant's zone. */
-async function tenantZones(tx: Queryable, tenants: string[], defaultQuota: bigint): Promise<Map<string, string>> {
+interface TenantSettings {
+  timeZone: string;
+  quota: bigint;
+  thresholds: number[];
+}
+
+/**
+ * Creates unknown tenants with the default quota (race-free) and returns their settings, read FOR
+ * SHARE so that a concurrent quota change waits for this commit (or this batch for it).
+ */
+async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bigint): Promise<Map<string, TenantSettings>> {
   const names = JSON.stringify(tenants);
   await tx.query(
     `INSERT INTO tenants (name, monthly_quota)
@@ -70,15 +82,17 @@ async function tenantZones(tx: Queryable, tenants: string[], defaultQuota: bigin
      ON CONFLICT (name) DO NOTHING`,
     [names, defaultQuota.toString()],
   );
-  const rows = await tx.query<{ name: string; time_zone: string }>(
-    'SELECT name, time_zone FROM tenants WHERE name IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))',
+  const rows = await tx.query<{ name: string; time_zone: string; monthly_quota: bigint; thresholds: number[] }>(
+    `SELECT name, time_zone, monthly_quota, thresholds FROM tenants
+     WHERE name IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) ORDER BY name FOR SHARE`,
     [names],
   );
-  return new Map(rows.map((row) => [row.name, row.time_zone]));
+  return new Map(rows.map((row) => [row.name, { timeZone: row.time_zone, quota: row.monthly_quota, thresholds: row.thresholds }]));
 }
 
-async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<void> {
-  await tx.query(
+/** Upserts the rollups; returns each touched period's new total. */
+async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<{ tenant: string; period_start: string; tokens: bigint }[]> {
+  return tx.query(
     `WITH hourly AS (
        INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
        SELECT tenant, feature, hour, tokens, events
@@ -99,7 +113,8 @@ async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<void> {
      SELECT tenant, period_start, tokens, events, last_event_at
      FROM jsonb_to_recordset($4::jsonb) AS x(tenant text, period_start date, tokens bigint, events bigint, last_event_at timestamptz)
      ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
-       last_event_at = greatest(u.last_event_at, excluded.last_event_at)`,
+       last_event_at = greatest(u.last_event_at, excluded.last_event_at)
+     RETURNING tenant, period_start, tokens`,
     [
       stringifyExact(rollups.hourly),
       stringifyExact(rollups.daily),
@@ -119,16 +134,23 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
   const lastIds: Record<number, string> = {};
   for (const batch of batches) lastIds[batch.partition] = batch.entries.at(-1)!.id;
   const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
-  if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now() };
+  if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertsCreated: 0 };
   const tenants = [...new Set(entries.flatMap((entry) => entry.events.map((e) => e.tenant)))].sort();
-  const events = await deps.db.transaction(async (tx) => {
+  const now = Date.now();
+  const { events, alertsCreated } = await deps.db.transaction(async (tx) => {
     await advanceCheckpoints(tx, batches);
-    const zones = await tenantZones(tx, tenants, deps.defaultQuota);
-    const rollups = preAggregate(entries, (tenant) => zones.get(tenant) ?? 'UTC');
-    await upsertRollups(tx, rollups);
-    return rollups.events;
+    const settings = await tenantSettings(tx, tenants, deps.defaultQuota);
+    const rollups = preAggregate(entries, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
+    const totals = await upsertRollups(tx, rollups);
+    // Only the current period alerts: late events counted into a past period never do.
+    const current = totals.flatMap((total) => {
+      const tenant = settings.get(total.tenant);
+      if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, now)) return [];
+      return [{ tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds }];
+    });
+    return { events: rollups.events, alertsCreated: await createCrossingAlerts(tx, current) };
   });
-  return { events, lastIds, oldestReceivedAt };
+  return { events, lastIds, oldestReceivedAt, alertsCreated };
 }
 
 /** The aggregator function: a middy handler over one batch of stream records. */

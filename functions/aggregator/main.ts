@@ -1,29 +1,17 @@
-import { hostname } from 'node:os';
 import { createRuntime } from '../../shared/runtime.ts';
-import { createAggregatorHandler } from './handler.ts';
-import { AggregatorRunner } from './runner.ts';
+import { startAggregator } from './service.ts';
 
 const runtime = await createRuntime('aggregator', { withoutKeys: true });
-const { config, logger } = runtime;
-const handler = createAggregatorHandler({ db: runtime.db, defaultQuota: config.DEFAULT_MONTHLY_QUOTA });
-const runner = new AggregatorRunner({
-  db: runtime.db,
-  queue: runtime.queue,
-  logger,
-  apply: (event) => handler(event, {} as never),
-  ownerId: config.AGGREGATOR_ID ?? `${hostname()}-${process.pid}`,
-  leaseMs: config.AGGREGATOR_LEASE,
-  batchSize: config.AGGREGATOR_BATCH_SIZE,
-});
-await runner.start();
-logger.info({ partitions: runtime.queue.partitions }, 'aggregator running');
+const aggregator = await startAggregator(runtime);
+runtime.logger.info({ partitions: runtime.queue.partitions }, 'aggregator running');
 
 let stopping = false;
 const stop = (signal: string) => {
   if (stopping) return;
   stopping = true;
-  logger.info({ signal }, 'finishing the batch in flight');
-  runner
+  runtime.logger.info({ signal }, 'finishing the batch in flight');
+  setTimeout(() => process.exit(1), 15_000).unref();
+  aggregator
     .stop()
     .then(() => runtime.close())
     .then(() => process.exit(0), () => process.exit(1));

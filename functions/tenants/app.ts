@@ -5,6 +5,7 @@ import type { Db } from '../../shared/db.ts';
 import { createHttpApp } from '../../shared/http/app.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { registerKeyRoutes } from './keys.ts';
+import { registerTenantRoutes } from './tenants.ts';
 
 export interface TenantsDeps {
   auth: Authenticator;
@@ -16,6 +17,7 @@ export interface TenantsDeps {
 /** The admin function: API keys (and tenants, quotas and alert history). */
 export function registerTenants(app: FastifyInstance, deps: TenantsDeps): void {
   registerKeyRoutes(app, deps);
+  registerTenantRoutes(app, deps);
 }
 
 export function buildTenantsApp(deps: TenantsDeps): FastifyInstance {

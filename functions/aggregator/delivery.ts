@@ -1,0 +1,173 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Db } from '../../shared/db.ts';
+import type { Logger } from '../../shared/logger.ts';
+import { percentOf } from '../../shared/usage.ts';
+import { type WebhookPolicy, postWebhook, retryAfterMs, webhookUrlProblem } from '../../shared/webhooks.ts';
+
+export type DeliveryOutcome = 'delivered' | 'retry' | 'rate_limited' | 'failed' | 'no_webhook';
+
+export interface DeliveryOptions {
+  db: Db;
+  logger: Logger;
+  policy: WebhookPolicy;
+  globalWebhookUrl: string | undefined;
+  publicUrl: string;
+  giveUpMs: number;
+  retryBaseMs: number;
+  timeoutMs: number;
+  pollMs?: number;
+  maxInFlight?: number;
+  onOutcome?: (outcome: DeliveryOutcome, attempts: number) => void;
+}
+
+interface ClaimedAlert {
+  id: bigint;
+  tenant: string;
+  period_start: string;
+  threshold: number;
+  used_tokens: bigint;
+  quota: bigint;
+  attempts: number;
+  created_at: Date;
+  webhook: string | null;
+  time_zone: string;
+}
+
+const MAX_BACKOFF_MS = 10 * 60_000;
+const number = (value: bigint): string => value.toLocaleString('en-US');
+
+/** The Slack message: blocks with tenant, percent, used/quota, period and a link to the tenant's page. */
+export function slackMessage(alert: Pick<ClaimedAlert, 'tenant' | 'period_start' | 'threshold' | 'used_tokens' | 'quota' | 'time_zone'>, publicUrl: string): object {
+  const percent = percentOf(alert.used_tokens, alert.quota);
+  const link = `${publicUrl.replace(/\/$/, '')}/dashboard/tenants/${encodeURIComponent(alert.tenant)}`;
+  const headline = `${alert.tenant} reached ${alert.threshold}% of its monthly quota`;
+  const usage = `${number(alert.used_tokens)} / ${number(alert.quota)} tokens`;
+  return {
+    text: `${headline}: ${percent}% used (${usage})`,
+    blocks: [
+      { type: 'header', text: { type: 'plain_text', text: `${alert.threshold >= 100 ? '🚨' : '⚠️'} ${headline}` } },
+      {
+        type: 'section',
+        fields: [
+          { type: 'mrkdwn', text: `*Tenant*\n${alert.tenant}` },
+          { type: 'mrkdwn', text: `*Used*\n${percent}%` },
+          { type: 'mrkdwn', text: `*Used / quota*\n${usage}` },
+          { type: 'mrkdwn', text: `*Period*\n${alert.period_start.slice(0, 7)} (${alert.time_zone})` },
+        ],
+      },
+      { type: 'actions', elements: [{ type: 'button', text: { type: 'plain_text', text: 'Open dashboard' }, url: link }] },
+    ],
+  };
+}
+
+/**
+ * The alert outbox worker. It claims due alerts with a visibility timeout (so replicas never send the
+ * same alert at once, and a crash mid-send only delays it), sends each on its own so that one slow or
+ * failing webhook holds up no other tenant, and never touches the aggregation path.
+ */
+export class AlertDelivery {
+  private readonly inFlight = new Set<Promise<void>>();
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(private readonly options: DeliveryOptions) {}
+
+  start(): void {
+    this.loop = this.run();
+  }
+
+  /** Look for due alerts now (called after a commit that created some). */
+  notify(): void {
+    this.wake?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.notify();
+    await this.loop;
+    await Promise.allSettled(this.inFlight);
+  }
+
+  private async run(): Promise<void> {
+    const pollMs = this.options.pollMs ?? 200;
+    while (!this.stopping) {
+      try {
+        await this.claimAndSend();
+      } catch (error) {
+        this.options.logger.warn({ err: (error as Error).message }, 'alert delivery poll failed');
+      }
+      const woken = new Promise<void>((resolve) => (this.wake = resolve));
+      await Promise.race([sleep(pollMs), woken]);
+    }
+  }
+
+  private async claimAndSend(): Promise<void> {
+    const capacity = (this.options.maxInFlight ?? 16) - this.inFlight.size;
+    if (capacity <= 0) return;
+    const claimMs = this.options.timeoutMs + 30_000;
+    const claimed = await this.options.db.query<ClaimedAlert>(
+      `UPDATE alerts a SET attempts = a.attempts + 1, next_attempt_at = now() + $2::int * interval '1 millisecond'
+       FROM tenants t
+       WHERE t.name = a.tenant AND a.id IN (
+         SELECT id FROM alerts WHERE status = 'pending' AND next_attempt_at <= now()
+         ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+       RETURNING a.id, a.tenant, a.period_start, a.threshold, a.used_tokens, a.quota, a.attempts, a.created_at,
+                 t.slack_webhook_url AS webhook, t.time_zone`,
+      [capacity, claimMs],
+    );
+    for (const alert of claimed) {
+      const sending: Promise<void> = this.send(alert)
+        .catch((error: Error) => this.options.logger.error({ err: error.message, alert: alert.id.toString() }, 'alert delivery bookkeeping failed'))
+        .finally(() => this.inFlight.delete(sending));
+      this.inFlight.add(sending);
+    }
+  }
+
+  private async send(alert: ClaimedAlert): Promise<void> {
+    const { db, policy, logger } = this.options;
+    const url = alert.webhook ?? this.options.globalWebhookUrl;
+    const log = { alert: alert.id.toString(), tenant: alert.tenant, threshold: alert.threshold, attempts: alert.attempts };
+    if (!url) {
+      await db.query(`UPDATE alerts SET status = 'no_webhook', last_error = 'no webhook configured' WHERE id = $1`, [alert.id.toString()]);
+      return this.outcome('no_webhook', alert.attempts);
+    }
+    const problem = webhookUrlProblem(url, policy);
+    if (problem) {
+      await db.query(`UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`, [alert.id.toString(), `webhook URL ${problem}`]);
+      logger.warn(log, 'alert not sent: webhook URL refused');
+      return this.outcome('failed', alert.attempts);
+    }
+    let error: string;
+    let delayMs: number | undefined;
+    try {
+      const response = await postWebhook(url, slackMessage(alert, this.options.publicUrl), policy, this.options.timeoutMs);
+      if (response.status >= 200 && response.status < 300) {
+        await db.query(`UPDATE alerts SET status = 'delivered', delivered_at = now(), last_error = NULL WHERE id = $1`, [alert.id.toString()]);
+        logger.info(log, 'alert delivered');
+        return this.outcome('delivered', alert.attempts);
+      }
+      error = `HTTP ${response.status}${response.body ? `: ${response.body.slice(0, 200)}` : ''}`;
+      if (response.status === 429) delayMs = retryAfterMs(response.retryAfter);
+    } catch (failure) {
+      error = (failure as Error).message;
+    }
+    const backoff = Math.min(MAX_BACKOFF_MS, this.options.retryBaseMs * 2 ** (alert.attempts - 1));
+    const wait = delayMs ?? Math.round(backoff * (0.8 + Math.random() * 0.4));
+    if (Date.now() + wait - new Date(alert.created_at).getTime() > this.options.giveUpMs) {
+      await db.query(`UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`, [alert.id.toString(), `gave up: ${error}`]);
+      logger.warn({ ...log, error }, 'alert delivery given up');
+      return this.outcome('failed', alert.attempts);
+    }
+    await db.query(
+      `UPDATE alerts SET last_error = $2, next_attempt_at = now() + $3::int * interval '1 millisecond' WHERE id = $1`,
+      [alert.id.toString(), error, wait],
+    );
+    logger.warn({ ...log, error, retryInMs: wait }, 'alert delivery failed; will retry');
+    return this.outcome(delayMs === undefined ? 'retry' : 'rate_limited', alert.attempts);
+  }
+
+  private outcome(outcome: DeliveryOutcome, attempts: number): void {
+    this.options.onOutcome?.(outcome, attempts);
+  }
+}

@@ -1,0 +1,59 @@
+import { hostname } from 'node:os';
+import type { Runtime } from '../../shared/runtime.ts';
+import { AlertDelivery, type DeliveryOutcome } from './delivery.ts';
+import { type AggregatorResult, createAggregatorHandler } from './handler.ts';
+import { AggregatorRunner } from './runner.ts';
+
+export interface AggregatorHooks {
+  onApplied?: (result: AggregatorResult) => void;
+  onDelivery?: (outcome: DeliveryOutcome, attempts: number) => void;
+}
+
+export interface RunningAggregator {
+  runner: AggregatorRunner;
+  delivery: AlertDelivery;
+  stop(): Promise<void>;
+}
+
+/** The aggregator function as a process runs it: runner feeding the middy handler, plus the alert outbox. */
+export async function startAggregator(runtime: Runtime, hooks: AggregatorHooks = {}): Promise<RunningAggregator> {
+  const { config, db, queue, logger } = runtime;
+  if (config.WEBHOOK_ALLOW_INSECURE) {
+    logger.warn('WEBHOOK_ALLOW_INSECURE=true: webhooks may use http and internal addresses; for local testing only');
+  }
+  const delivery = new AlertDelivery({
+    db,
+    logger,
+    policy: { allowedHosts: config.WEBHOOK_ALLOWED_HOSTS, allowInsecure: config.WEBHOOK_ALLOW_INSECURE },
+    globalWebhookUrl: config.SLACK_WEBHOOK_URL,
+    publicUrl: config.PUBLIC_URL,
+    giveUpMs: config.ALERT_DELIVERY_GIVE_UP,
+    retryBaseMs: config.ALERT_RETRY_BASE,
+    timeoutMs: config.WEBHOOK_TIMEOUT,
+    ...(hooks.onDelivery ? { onOutcome: hooks.onDelivery } : {}),
+  });
+  const handler = createAggregatorHandler({ db, defaultQuota: config.DEFAULT_MONTHLY_QUOTA });
+  const runner = new AggregatorRunner({
+    db,
+    queue,
+    logger,
+    apply: (event) => handler(event, {} as never),
+    ownerId: config.AGGREGATOR_ID ?? `${hostname()}-${process.pid}`,
+    leaseMs: config.AGGREGATOR_LEASE,
+    batchSize: config.AGGREGATOR_BATCH_SIZE,
+    onApplied: (result) => {
+      if (result.alertsCreated > 0) delivery.notify();
+      hooks.onApplied?.(result);
+    },
+  });
+  await runner.start();
+  delivery.start();
+  return {
+    runner,
+    delivery,
+    async stop() {
+      await runner.stop();
+      await delivery.stop();
+    },
+  };
+}

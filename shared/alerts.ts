@@ -1,0 +1,110 @@
+import type { Queryable } from './db.ts';
+import { percentOf } from './usage.ts';
+
+/** Thresholds (percent of quota) that `used` has reached; exact integer comparison. */
+export function crossedThresholds(used: bigint, quota: bigint, thresholds: readonly number[]): number[] {
+  return thresholds.filter((threshold) => used * 100n >= BigInt(threshold) * quota);
+}
+
+export interface PeriodUsage {
+  tenant: string;
+  periodStart: string;
+  used: bigint;
+  quota: bigint;
+  thresholds: readonly number[];
+}
+
+/**
+ * Creates one alert per threshold reached in the period, unless a live alert for it exists (the
+ * partial unique index makes that atomic across aggregators). Returns how many were created.
+ */
+export async function createCrossingAlerts(tx: Queryable, usages: readonly PeriodUsage[]): Promise<number> {
+  const rows = usages.flatMap((usage) =>
+    crossedThresholds(usage.used, usage.quota, usage.thresholds).map((threshold) => ({
+      tenant: usage.tenant,
+      period_start: usage.periodStart,
+      threshold,
+      used_tokens: usage.used.toString(),
+      quota: usage.quota.toString(),
+    })),
+  );
+  if (rows.length === 0) return 0;
+  const created = await tx.query(
+    `INSERT INTO alerts (tenant, period_start, threshold, used_tokens, quota)
+     SELECT tenant, period_start, threshold, used_tokens, quota
+     FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, period_start date, threshold int, used_tokens bigint, quota bigint)
+     ORDER BY tenant, threshold
+     ON CONFLICT (tenant, period_start, threshold) WHERE rearmed_at IS NULL DO NOTHING
+     RETURNING id`,
+    [JSON.stringify(rows)],
+  );
+  return created.length;
+}
+
+/**
+ * After a quota or threshold change: re-arms live alerts whose threshold usage is now under (or that
+ * is no longer configured), and fires thresholds usage is now over. Runs in the transaction that
+ * changed the tenant, which holds the tenant row lock the aggregator also takes.
+ */
+export async function reevaluateAlerts(tx: Queryable, usage: PeriodUsage): Promise<{ rearmed: number; created: number }> {
+  const crossed = crossedThresholds(usage.used, usage.quota, usage.thresholds);
+  const rearmed = await tx.query(
+    `UPDATE alerts SET rearmed_at = now()
+     WHERE tenant = $1 AND period_start = $2::date AND rearmed_at IS NULL
+       AND NOT (threshold = ANY (SELECT value::int FROM jsonb_array_elements_text($3::jsonb)))
+     RETURNING id`,
+    [usage.tenant, usage.periodStart, JSON.stringify(crossed)],
+  );
+  const created = await createCrossingAlerts(tx, [usage]);
+  return { rearmed: rearmed.length, created };
+}
+
+export interface AlertView {
+  id: string;
+  threshold: number;
+  period: string;
+  usedTokens: bigint;
+  quota: bigint;
+  percent: number;
+  status: string;
+  createdAt: string;
+  deliveredAt: string | null;
+  attempts: number;
+  lastError: string | null;
+  rearmedAt: string | null;
+}
+
+export async function listAlerts(db: Queryable, tenant: string, limit = 100): Promise<AlertView[]> {
+  const rows = await db.query<{
+    id: bigint;
+    threshold: number;
+    period_start: string;
+    used_tokens: bigint;
+    quota: bigint;
+    status: string;
+    created_at: Date;
+    delivered_at: Date | null;
+    attempts: number;
+    last_error: string | null;
+    rearmed_at: Date | null;
+  }>(
+    `SELECT id, threshold, period_start, used_tokens, quota, status, created_at, delivered_at, attempts, last_error, rearmed_at
+     FROM alerts WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
+    [tenant, limit],
+  );
+  const iso = (value: Date | null) => (value ? new Date(value).toISOString() : null);
+  return rows.map((row) => ({
+    id: row.id.toString(),
+    threshold: row.threshold,
+    period: row.period_start.slice(0, 7),
+    usedTokens: row.used_tokens,
+    quota: row.quota,
+    percent: percentOf(row.used_tokens, row.quota),
+    status: row.status,
+    createdAt: iso(row.created_at)!,
+    deliveredAt: iso(row.delivered_at),
+    attempts: row.attempts,
+    lastError: row.last_error,
+    rearmedAt: iso(row.rearmed_at),
+  }));
+}

@@ -1,0 +1,170 @@
+import { reevaluateAlerts } from './alerts.ts';
+import type { Queryable } from './db.ts';
+import { periodOf } from './periods.ts';
+import { percentOf } from './usage.ts';
+
+export const DEFAULT_THRESHOLDS = [80, 100] as const;
+
+export interface TenantPatch {
+  monthlyQuota?: bigint;
+  slackWebhookUrl?: string | null;
+  thresholds?: number[];
+  timeZone?: string;
+}
+
+export type TenantStatus = 'ok' | 'warning' | 'over';
+
+export interface TenantView {
+  tenant: string;
+  monthlyQuota: bigint;
+  timeZone: string;
+  thresholds: number[];
+  slackWebhookUrl: string | null;
+  usage: { period: { start: string; end: string }; tokens: bigint; percent: number; remaining: bigint; status: TenantStatus; lastEventAt: string | null };
+  createdAt: string;
+  updatedAt: string;
+}
+
+interface TenantRow {
+  name: string;
+  monthly_quota: bigint;
+  time_zone: string;
+  thresholds: number[];
+  slack_webhook_url: string | null;
+  created_at: Date;
+  updated_at: Date;
+  tokens: bigint | null;
+  last_event_at: Date | null;
+}
+
+/** Webhook URLs carry a secret path; views show only the host and the last characters. */
+export function maskWebhookUrl(url: string | null): string | null {
+  if (!url) return null;
+  try {
+    const parsed = new URL(url);
+    return `${parsed.protocol}//${parsed.host}/…${url.slice(-4)}`;
+  } catch {
+    return '…';
+  }
+}
+
+export function statusOf(percent: number): TenantStatus {
+  return percent >= 100 ? 'over' : percent >= 80 ? 'warning' : 'ok';
+}
+
+function toView(row: TenantRow, now: number): TenantView {
+  const period = periodOf(row.time_zone, now);
+  const tokens = row.tokens ?? 0n;
+  const percent = percentOf(tokens, row.monthly_quota);
+  return {
+    tenant: row.name,
+    monthlyQuota: row.monthly_quota,
+    timeZone: row.time_zone,
+    thresholds: row.thresholds,
+    slackWebhookUrl: maskWebhookUrl(row.slack_webhook_url),
+    usage: {
+      period: { start: period.start.toISOString(), end: period.end.toISOString() },
+      tokens,
+      percent,
+      remaining: row.monthly_quota > tokens ? row.monthly_quota - tokens : 0n,
+      status: statusOf(percent),
+      lastEventAt: row.last_event_at ? new Date(row.last_event_at).toISOString() : null,
+    },
+    createdAt: new Date(row.created_at).toISOString(),
+    updatedAt: new Date(row.updated_at).toISOString(),
+  };
+}
+
+// The current period of each tenant, in its own zone, by the database clock.
+const TENANT_WITH_USAGE = `
+  SELECT t.name, t.monthly_quota, t.time_zone, t.thresholds, t.slack_webhook_url, t.created_at, t.updated_at,
+         p.tokens, p.last_event_at
+  FROM tenants t
+  LEFT JOIN usage_periods p ON p.tenant = t.name
+   AND p.period_start = date_trunc('month', now() AT TIME ZONE t.time_zone)::date`;
+
+export async function getTenant(db: Queryable, tenant: string): Promise<TenantView | undefined> {
+  const [row] = await db.query<TenantRow>(`${TENANT_WITH_USAGE} WHERE t.name = $1`, [tenant]);
+  return row ? toView(row, Date.now()) : undefined;
+}
+
+export interface TenantListQuery {
+  search?: string;
+  sort?: 'name' | 'usage' | 'percent';
+  limit?: number;
+  offset?: number;
+}
+
+/** A page of tenants with current usage; sorting and filtering happen in SQL so 10,000 tenants stay fast. */
+export async function listTenants(db: Queryable, query: TenantListQuery = {}): Promise<{ tenants: TenantView[]; total: number }> {
+  const order = {
+    name: 't.name ASC',
+    usage: 'coalesce(p.tokens, 0) DESC, t.name ASC',
+    percent: 'coalesce(p.tokens, 0)::numeric / t.monthly_quota DESC, t.name ASC',
+  }[query.sort ?? 'name'];
+  const search = query.search ? `%${query.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%` : '%';
+  const rows = await db.query<TenantRow & { total: bigint }>(
+    `SELECT *, count(*) OVER () AS total FROM (${TENANT_WITH_USAGE} WHERE t.name ILIKE $1 ORDER BY ${order} ) page
+     LIMIT $2 OFFSET $3`,
+    [search, query.limit ?? 100, query.offset ?? 0],
+  );
+  const now = Date.now();
+  return { tenants: rows.map((row) => toView(row, now)), total: Number(rows[0]?.total ?? 0) };
+}
+
+/**
+ * Creates or updates a tenant (fields left out keep their value, or their default on create), then
+ * re-evaluates its alerts for the current period in the same transaction.
+ */
+export async function upsertTenant(
+  db: { transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> },
+  tenant: string,
+  patch: TenantPatch,
+  defaultQuota: bigint,
+): Promise<{ created: boolean; rearmed: number; alertsCreated: number }> {
+  const thresholds = patch.thresholds ? JSON.stringify([...new Set(patch.thresholds)].sort((a, b) => a - b)) : null;
+  return db.transaction(async (tx) => {
+    // The upsert holds the tenant row lock until commit; the aggregator reads quotas FOR SHARE, so
+    // a quota change and a rollup never judge a crossing against each other's stale state.
+    const [row] = await tx.query<{ created: boolean; monthly_quota: bigint; time_zone: string; thresholds: number[] }>(
+      `INSERT INTO tenants AS t (name, monthly_quota, time_zone, slack_webhook_url, thresholds)
+       VALUES ($1, coalesce($2::bigint, $6::bigint), coalesce($3::text, 'UTC'), $4::text,
+               coalesce((SELECT array_agg(value::int) FROM jsonb_array_elements_text($5::jsonb)), '{80,100}'::int[]))
+       ON CONFLICT (name) DO UPDATE SET
+         monthly_quota = coalesce($2::bigint, t.monthly_quota),
+         time_zone = coalesce($3::text, t.time_zone),
+         slack_webhook_url = CASE WHEN $7::boolean THEN $4::text ELSE t.slack_webhook_url END,
+         thresholds = coalesce((SELECT array_agg(value::int) FROM jsonb_array_elements_text($5::jsonb)), t.thresholds),
+         updated_at = now()
+       RETURNING (xmax = 0) AS created, monthly_quota, time_zone, thresholds`,
+      [
+        tenant,
+        patch.monthlyQuota?.toString() ?? null,
+        patch.timeZone ?? null,
+        patch.slackWebhookUrl ?? null,
+        thresholds,
+        defaultQuota.toString(),
+        patch.slackWebhookUrl !== undefined,
+      ],
+    );
+    const { startDay } = periodOf(row!.time_zone, Date.now());
+    const [usage] = await tx.query<{ tokens: bigint }>(
+      'SELECT tokens FROM usage_periods WHERE tenant = $1 AND period_start = $2::date',
+      [tenant, startDay],
+    );
+    const { rearmed, created } = await reevaluateAlerts(tx, {
+      tenant,
+      periodStart: startDay,
+      used: usage?.tokens ?? 0n,
+      quota: row!.monthly_quota,
+      thresholds: row!.thresholds,
+    });
+    return { created: row!.created, rearmed, alertsCreated: created };
+  });
+}
+
+/** The webhook an alert for this tenant goes to: its own, else the global one. */
+export async function webhookFor(db: Queryable, tenant: string, globalUrl: string | undefined): Promise<string | undefined> {
+  const [row] = await db.query<{ slack_webhook_url: string | null }>('SELECT slack_webhook_url FROM tenants WHERE name = $1', [tenant]);
+  return row?.slack_webhook_url ?? globalUrl;
+}

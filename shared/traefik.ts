@@ -1,0 +1,180 @@
+/**
+ * The route table (shared/routes.ts) as Traefik v3 rules. The same rule strings become the router
+ * labels in stacks/app.yml and drive the local router of `npm run stack:local`, which evaluates them
+ * with `matchesRule` below — so the routing exercised locally is the routing Swarm users get.
+ */
+import { FUNCTION_ROUTES, type FunctionName, type RouteSpec, SITE_FUNCTION } from './routes.ts';
+
+export type RoutedFunction = Exclude<FunctionName, 'site'>;
+
+/** The HTTP functions in table order. */
+export const ROUTED_FUNCTIONS = Object.keys(FUNCTION_ROUTES) as RoutedFunction[];
+
+/** The site catches every path no function owns, so it must lose to every function router. */
+export const SITE_RULE = 'PathPrefix(`/`)';
+export const SITE_PRIORITY = 1;
+
+/**
+ * Fastify matches `:param` as one non-empty segment and ignores a trailing slash
+ * (`ignoreTrailingSlash`), so the regexp does the same; anchored because Traefik's PathRegexp is not.
+ */
+export function pathPattern(path: string): string {
+  const segments = path
+    .split('/')
+    .filter(Boolean)
+    .map((segment) => (segment.startsWith(':') ? '[^/]+' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+  return `^/${segments.join('/')}/?$`;
+}
+
+export function routeRule(route: RouteSpec): string {
+  return `Method(\`${route.method}\`) && PathRegexp(\`${pathPattern(route.path)}\`)`;
+}
+
+/** One router per function: its routes joined with `||`, each route appearing exactly once. */
+export function functionRule(name: RoutedFunction): string {
+  const routes = FUNCTION_ROUTES[name];
+  if (routes.length === 1) return routeRule(routes[0]!);
+  return routes.map((route) => `(${routeRule(route)})`).join(' || ');
+}
+
+export interface RouterSpec {
+  service: FunctionName;
+  rule: string;
+  priority?: number;
+}
+
+/** Every router of the stack, functions first, then the site's catch-all. */
+export function stackRouters(): RouterSpec[] {
+  return [
+    ...ROUTED_FUNCTIONS.map((name) => ({ service: name, rule: functionRule(name) })),
+    { service: SITE_FUNCTION, rule: SITE_RULE, priority: SITE_PRIORITY },
+  ];
+}
+
+// --- A small evaluator for the rule subset above (Method, Path, PathPrefix, PathRegexp, &&, ||, !, ()).
+
+type RuleNode =
+  | { kind: 'and' | 'or'; left: RuleNode; right: RuleNode }
+  | { kind: 'not'; operand: RuleNode }
+  | { kind: 'matcher'; name: string; args: string[] };
+
+const MATCHERS = new Set(['Method', 'Path', 'PathPrefix', 'PathRegexp']);
+
+function tokenize(rule: string): string[] {
+  const tokens: string[] = [];
+  const pattern = /\s*(&&|\|\||!|\(|\)|,|`[^`]*`|[A-Za-z]+)/y;
+  let position = 0;
+  while (position < rule.length) {
+    if (/^\s*$/.test(rule.slice(position))) break;
+    pattern.lastIndex = position;
+    const match = pattern.exec(rule);
+    if (!match) throw new Error(`cannot parse rule at ${position}: ${rule}`);
+    tokens.push(match[1]!);
+    position = pattern.lastIndex;
+  }
+  return tokens;
+}
+
+/** Parses a Traefik rule of the supported subset; throws on anything else so no rule is silently misread. */
+export function parseRule(rule: string): RuleNode {
+  const tokens = tokenize(rule);
+  let index = 0;
+  const peek = () => tokens[index];
+  const take = (expected?: string): string => {
+    const token = tokens[index++];
+    if (token === undefined || (expected !== undefined && token !== expected)) {
+      throw new Error(`expected ${expected ?? 'a token'} in rule: ${rule}`);
+    }
+    return token;
+  };
+  const primary = (): RuleNode => {
+    const token = take();
+    if (token === '!') return { kind: 'not', operand: primary() };
+    if (token === '(') {
+      const inner = or();
+      take(')');
+      return inner;
+    }
+    if (!MATCHERS.has(token)) throw new Error(`unsupported matcher ${token} in rule: ${rule}`);
+    take('(');
+    const args: string[] = [];
+    while (peek() !== ')') {
+      const arg = take();
+      if (!arg.startsWith('`')) throw new Error(`expected a backquoted argument in rule: ${rule}`);
+      args.push(arg.slice(1, -1));
+      if (peek() === ',') take(',');
+    }
+    take(')');
+    return { kind: 'matcher', name: token, args };
+  };
+  const and = (): RuleNode => {
+    let node = primary();
+    while (peek() === '&&') {
+      take();
+      node = { kind: 'and', left: node, right: primary() };
+    }
+    return node;
+  };
+  const or = (): RuleNode => {
+    let node = and();
+    while (peek() === '||') {
+      take();
+      node = { kind: 'or', left: node, right: and() };
+    }
+    return node;
+  };
+  const root = or();
+  if (index !== tokens.length) throw new Error(`unexpected ${tokens[index]} in rule: ${rule}`);
+  return root;
+}
+
+export interface RequestLine {
+  method: string;
+  /** The path without the query string. */
+  path: string;
+}
+
+function evaluate(node: RuleNode, request: RequestLine): boolean {
+  switch (node.kind) {
+    case 'and':
+      return evaluate(node.left, request) && evaluate(node.right, request);
+    case 'or':
+      return evaluate(node.left, request) || evaluate(node.right, request);
+    case 'not':
+      return !evaluate(node.operand, request);
+    case 'matcher': {
+      const [arg = ''] = node.args;
+      if (node.name === 'Method') return node.args.includes(request.method.toUpperCase());
+      if (node.name === 'Path') return request.path === arg;
+      if (node.name === 'PathPrefix') return request.path.startsWith(arg);
+      return new RegExp(arg).test(request.path);
+    }
+  }
+}
+
+export function matchesRule(rule: string | RuleNode, request: RequestLine): boolean {
+  return evaluate(typeof rule === 'string' ? parseRule(rule) : rule, request);
+}
+
+export interface CompiledRouter<T extends string = string> {
+  name: T;
+  match(request: RequestLine): boolean;
+  priority: number;
+}
+
+/**
+ * Orders routers the way Traefik does: explicit priority, else the rule's length; the highest wins.
+ */
+export function compileRouters<T extends string>(routers: { name: T; rule: string; priority?: number }[]): CompiledRouter<T>[] {
+  return routers
+    .map((router) => {
+      const node = parseRule(router.rule);
+      return { name: router.name, priority: router.priority ?? router.rule.length, match: (request: RequestLine) => evaluate(node, request) };
+    })
+    .sort((a, b) => b.priority - a.priority);
+}
+
+/** The router a request goes to, or undefined when none matches (Traefik answers 404). */
+export function routeRequest<T extends string>(routers: CompiledRouter<T>[], request: RequestLine): T | undefined {
+  return routers.find((router) => router.match(request))?.name;
+}
