@@ -178,3 +178,30 @@ export function compileRouters<T extends string>(routers: { name: T; rule: strin
 export function routeRequest<T extends string>(routers: CompiledRouter<T>[], request: RequestLine): T | undefined {
   return routers.find((router) => router.match(request))?.name;
 }
+
+/** Router and service names in Traefik are global across stacks; prefix ours. */
+export const routerName = (service: FunctionName): string => `flagmeter-${service}`;
+
+/** The overlay network Traefik reaches the functions on (stacks/app.yml `networks.flagmeter.name`). */
+export const STACK_NETWORK = 'flagmeter';
+
+/** Port every function and the site listen on inside their containers. */
+export const CONTAINER_PORT = 3000;
+
+/**
+ * The `deploy.labels` of one routed service in stacks/app.yml, as written in the file: `$` doubled,
+ * because `docker stack deploy` interpolates `$` in every value; the resolver stays a variable.
+ */
+export function traefikLabels(router: RouterSpec): Record<string, string> {
+  const name = routerName(router.service);
+  return {
+    'traefik.enable': 'true',
+    'traefik.swarm.network': STACK_NETWORK,
+    [`traefik.http.routers.${name}.rule`]: router.rule.replaceAll('$', () => '$$'),
+    ...(router.priority === undefined ? {} : { [`traefik.http.routers.${name}.priority`]: String(router.priority) }),
+    [`traefik.http.routers.${name}.entrypoints`]: 'websecure',
+    [`traefik.http.routers.${name}.tls.certresolver`]: '${ACME_RESOLVER:-letsencrypt}',
+    [`traefik.http.routers.${name}.service`]: name,
+    [`traefik.http.services.${name}.loadbalancer.server.port`]: String(CONTAINER_PORT),
+  };
+}

@@ -1,0 +1,129 @@
+/**
+ * `npm run build`: bundles each function (its container entry), the aggregator, the migrate job and —
+ * when it has been built — the site server with esbuild into `dist/<name>/`, one self-contained
+ * folder each: `index.mjs` plus only what cannot be bundled (migrations, the site's static files).
+ * Prints each bundle's size. `--outdir <dir>` builds elsewhere (tests use their own folder).
+ */
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { build, type BuildOptions } from 'esbuild';
+
+const ROOT = resolve(import.meta.dirname, '..');
+
+/** Container entries: what `node dist/<name>/index.mjs` runs. */
+const BUNDLES = {
+  ingest: 'functions/ingest/server.ts',
+  usage: 'functions/usage/server.ts',
+  health: 'functions/health/server.ts',
+  tenants: 'functions/tenants/server.ts',
+  aggregator: 'functions/aggregator/main.ts',
+  migrate: 'scripts/migrate.ts',
+} as const;
+
+type BundleName = keyof typeof BUNDLES;
+
+/** HTTP functions also ship as AWS Lambda handlers (same app, through @fastify/aws-lambda). */
+const LAMBDA_HANDLERS = ['ingest', 'usage', 'health', 'tenants'] as const;
+
+const SITE_SERVER = 'site/dist/server/entry.mjs';
+
+// Bundled CommonJS dependencies call require(); ESM output has none, so give it one.
+const REQUIRE_BANNER = "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);";
+
+const common: BuildOptions = {
+  bundle: true,
+  platform: 'node',
+  target: 'node24',
+  format: 'esm',
+  minify: true,
+  // Fastify and pino read function and class names (plugin names, error names in logs).
+  keepNames: true,
+  legalComments: 'external',
+  logLevel: 'warning',
+  // Function bundles always run on real PostgreSQL; PGlite (a 10 MB WebAssembly build) is only for
+  // `npm start`, loaded by a dynamic import the container path never reaches.
+  external: ['@electric-sql/pglite'],
+  banner: { js: REQUIRE_BANNER },
+  absWorkingDir: ROOT,
+};
+
+function folderSize(dir: string): number {
+  return readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((entry) => entry.isFile())
+    .reduce((sum, entry) => sum + statSync(join(entry.parentPath, entry.name)).size, 0);
+}
+
+const formatSize = (bytes: number): string =>
+  bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(2)} MB` : `${(bytes / 1024).toFixed(1)} kB`;
+
+async function bundleEntry(name: BundleName, outdir: string): Promise<void> {
+  const dir = join(outdir, name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const migrate = name === 'migrate';
+  await build({
+    ...common,
+    entryPoints: [join(ROOT, BUNDLES[name])],
+    outfile: join(dir, 'index.mjs'),
+    // shared/migrate.ts finds migrations at `<its folder>/../migrations`; in the bundle the
+    // migrations sit beside index.mjs, so its folder is presented as one level below the bundle's.
+    ...(migrate
+      ? {
+          define: { 'import.meta.dirname': '__bundleModuleDir' },
+          banner: { js: `${REQUIRE_BANNER} const __bundleModuleDir = import.meta.dirname + '/lib';` },
+        }
+      : {}),
+  });
+  if (migrate) cpSync(join(ROOT, 'migrations'), join(dir, 'migrations'), { recursive: true });
+  writeFileSync(join(dir, 'package.json'), `${JSON.stringify({ name: `flagmeter-${name}`, private: true, type: 'module' }, null, 2)}\n`);
+}
+
+async function bundleLambda(name: (typeof LAMBDA_HANDLERS)[number], outdir: string): Promise<void> {
+  const dir = join(outdir, 'lambda', name);
+  rmSync(dir, { recursive: true, force: true });
+  await build({ ...common, entryPoints: [join(ROOT, `functions/${name}/handler.ts`)], outfile: join(dir, 'index.mjs') });
+}
+
+/**
+ * The Astro node server (`astro build` output) bundled the same way; the client folder is copied
+ * beside it so the adapter finds its static files at the same relative path.
+ */
+async function bundleSite(outdir: string): Promise<boolean> {
+  if (!existsSync(join(ROOT, SITE_SERVER))) return false;
+  const dir = join(outdir, 'site');
+  rmSync(dir, { recursive: true, force: true });
+  await build({ ...common, entryPoints: [join(ROOT, SITE_SERVER)], outfile: join(dir, 'server', 'entry.mjs') });
+  const client = join(ROOT, 'site/dist/client');
+  if (existsSync(client)) cpSync(client, join(dir, 'client'), { recursive: true });
+  writeFileSync(join(dir, 'package.json'), `${JSON.stringify({ name: 'flagmeter-site', private: true, type: 'module' }, null, 2)}\n`);
+  return true;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { outdir: { type: 'string', default: 'dist' }, 'no-lambda': { type: 'boolean', default: false } } });
+  const outdir = resolve(ROOT, values.outdir);
+  mkdirSync(outdir, { recursive: true });
+  const started = performance.now();
+  const names = Object.keys(BUNDLES) as BundleName[];
+  const [siteBuilt] = await Promise.all([
+    bundleSite(outdir),
+    ...names.map((name) => bundleEntry(name, outdir)),
+    ...(values['no-lambda'] ? [] : LAMBDA_HANDLERS.map((name) => bundleLambda(name, outdir))),
+  ]);
+  const rows = [...names, ...(siteBuilt ? ['site'] : [])].map((name) => {
+    const entry = name === 'site' ? 'server/entry.mjs' : 'index.mjs';
+    return [name, formatSize(statSync(join(outdir, name, entry)).size), formatSize(folderSize(join(outdir, name)))];
+  });
+  if (!values['no-lambda']) {
+    for (const name of LAMBDA_HANDLERS) rows.push([`lambda/${name}`, formatSize(statSync(join(outdir, 'lambda', name, 'index.mjs')).size), '']);
+  }
+  const widths = [0, 1, 2].map((column) => Math.max(...[['bundle', 'entry file', 'folder'], ...rows].map((row) => row[column]!.length)));
+  const line = (row: string[]) => row.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
+  process.stdout.write(`${line(['bundle', 'entry file', 'folder'])}\n`);
+  for (const row of rows) process.stdout.write(`${line(row)}\n`);
+  if (!siteBuilt) process.stdout.write(`site: ${SITE_SERVER} not found (run the site's astro build first); not bundled\n`);
+  process.stdout.write(`built into ${relative(ROOT, outdir) || '.'} in ${Math.round(performance.now() - started)} ms\n`);
+}
+
+await main();
