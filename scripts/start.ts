@@ -5,11 +5,8 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startAggregator } from '../functions/aggregator/service.ts';
-import { registerHealth } from '../functions/health/app.ts';
-import { registerIngest } from '../functions/ingest/app.ts';
-import { registerTenants } from '../functions/tenants/app.ts';
+import { registerAllFunctions } from '../functions/api.ts';
 import { createApiKey } from '../functions/tenants/keys.ts';
-import { registerUsage } from '../functions/usage/app.ts';
 import { generateAdminToken, hashSecret } from '../shared/auth.ts';
 import { loadConfigOrExit } from '../shared/config.ts';
 import { createHttpApp } from '../shared/http/app.ts';
@@ -54,10 +51,7 @@ if (!apiKey) {
 }
 
 const app = createHttpApp(logger);
-registerIngest(app, runtime);
-registerUsage(app, runtime);
-registerHealth(app, runtime);
-registerTenants(app, runtime);
+registerAllFunctions(app, runtime);
 
 const aggregator = await startAggregator(runtime);
 await app.listen({ port: config.PORT, host: config.HOST });

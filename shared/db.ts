@@ -16,6 +16,8 @@ export interface Db extends Queryable {
 
 const INT8 = 20;
 const DATE = 1082;
+const JSON_OID = 114;
+const JSONB = 3802;
 
 /**
  * int8 comes back as bigint (sums are exact), date as 'YYYY-MM-DD' (periods are calendar dates).
@@ -35,6 +37,13 @@ export function connectPostgres(url: string, options: { max?: number; connectTim
         parse: (value: string) => BigInt(value),
       },
       date: { to: DATE, from: [DATE], serialize: (value: string) => value, parse: (value: string) => value },
+      // Callers pass JSON parameters already serialised (the same text PGlite takes); don't quote them again.
+      json: {
+        to: JSONB,
+        from: [JSON_OID, JSONB],
+        serialize: (value: unknown) => (typeof value === 'string' ? value : JSON.stringify(value)),
+        parse: (value: string) => JSON.parse(value) as unknown,
+      },
     },
   });
   const run = <T>(client: postgres.Sql | postgres.TransactionSql, text: string, params?: readonly unknown[]) =>

@@ -144,3 +144,9 @@ export const alerts = pgTable(
     index('alerts_tenant_created_idx').on(table.tenant, table.createdAt),
   ],
 );
+
+/** Live aggregator replicas, so partitions are shared fairly even with ones that own none yet. */
+export const aggregatorMembers = pgTable('aggregator_members', {
+  owner: text('owner').primaryKey(),
+  seenAt: timestamp('seen_at', { withTimezone: true }).notNull().defaultNow(),
+});

@@ -138,6 +138,9 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
   const tenants = [...new Set(entries.flatMap((entry) => entry.events.map((e) => e.tenant)))].sort();
   const now = Date.now();
   const { events, alertsCreated } = await deps.db.transaction(async (tx) => {
+    // The stream is trimmed after this commit, so the commit must be on disk even where the server
+    // runs synchronous_commit=off for throughput.
+    await tx.query('SET LOCAL synchronous_commit = on');
     await advanceCheckpoints(tx, batches);
     const settings = await tenantSettings(tx, tenants, deps.defaultQuota);
     const rollups = preAggregate(entries, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');

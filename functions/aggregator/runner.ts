@@ -57,6 +57,7 @@ export class AggregatorRunner {
     this.stopping = true;
     await this.loop;
     await this.release([...this.owned.keys()]).catch(() => undefined);
+    await this.options.db.query('DELETE FROM aggregator_members WHERE owner = $1', [this.options.ownerId]).catch(() => undefined);
   }
 
   private async run(): Promise<void> {
@@ -125,9 +126,15 @@ export class AggregatorRunner {
         }
       }
     }
-    const [others] = await db.query<{ count: number }>(
-      'SELECT count(DISTINCT owner)::int AS count FROM partition_checkpoints WHERE lease_until > now() AND owner <> $1',
+    await db.query(
+      `INSERT INTO aggregator_members (owner, seen_at) VALUES ($1, now())
+       ON CONFLICT (owner) DO UPDATE SET seen_at = now()`,
       [ownerId],
+    );
+    const [others] = await db.query<{ count: number }>(
+      `SELECT count(*)::int AS count FROM aggregator_members
+       WHERE owner <> $1 AND seen_at > now() - $2::int * interval '1 millisecond'`,
+      [ownerId, leaseMs],
     );
     const target = Math.ceil(queue.partitions / ((others?.count ?? 0) + 1));
     if (this.owned.size > target) {

@@ -1,0 +1,60 @@
+import { registerAllFunctions } from '../../functions/api.ts';
+import { createApiKey } from '../../functions/tenants/keys.ts';
+import { loadConfig } from '../../shared/config.ts';
+import { createHttpApp } from '../../shared/http/app.ts';
+import { createRuntime, type Runtime } from '../../shared/runtime.ts';
+import { createKeySpace, createTestDatabase, VALKEY_URL } from './services.ts';
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+/** The environment a function process under test gets: its own database and key space. */
+export function functionEnv(databaseUrl: string, prefix: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATABASE_URL: databaseUrl,
+    VALKEY_URL,
+    VALKEY_PREFIX: prefix,
+    ADMIN_TOKEN,
+    LOG_LEVEL: 'warn',
+    QUEUE_PARTITIONS: '4',
+    AGGREGATOR_LEASE: '2s',
+    ...extra,
+  };
+}
+
+export interface TestStack {
+  runtime: Runtime;
+  databaseUrl: string;
+  prefix: string;
+  env: Record<string, string>;
+  /** A key that may act for every tenant. */
+  apiKey: string;
+  close(): Promise<void>;
+}
+
+/** A fresh database, key space and in-process runtime for one test file. */
+export async function createTestStack(extra: Record<string, string> = {}): Promise<TestStack> {
+  const database = await createTestDatabase();
+  const keySpace = createKeySpace();
+  const env = functionEnv(database.url, keySpace.prefix, extra);
+  const runtime = await createRuntime('test', { config: loadConfig(env) });
+  const { key } = await createApiKey(runtime, 'test', null);
+  return {
+    runtime,
+    databaseUrl: database.url,
+    prefix: keySpace.prefix,
+    env,
+    apiKey: key,
+    async close() {
+      await runtime.close();
+      await keySpace.clear();
+      await database.drop();
+    },
+  };
+}
+
+/** All HTTP functions on one in-process app, for `inject()` tests. */
+export function buildApi(runtime: Runtime) {
+  const app = createHttpApp(runtime.logger);
+  registerAllFunctions(app, runtime);
+  return app;
+}
