@@ -9,9 +9,12 @@ import { registerAllFunctions } from '../functions/api.ts';
 import { createApiKey } from '../functions/tenants/keys.ts';
 import { generateAdminToken, hashSecret } from '../shared/auth.ts';
 import { loadConfigOrExit } from '../shared/config.ts';
+import { mountSite } from '../site/server.ts';
 import { createHttpApp } from '../shared/http/app.ts';
 import { migrate } from '../shared/migrate.ts';
 import { createRuntime } from '../shared/runtime.ts';
+import { observeRuntime } from '../shared/telemetry/runtime.ts';
+import { startTelemetry } from '../shared/telemetry/sdk.ts';
 
 if (Number(process.versions.node.split('.')[0]) < 24) {
   process.stderr.write(`FlagMeter needs Node.js 24 or newer; this is ${process.version}.\n`);
@@ -33,7 +36,11 @@ function rememberedSecret(file: string, generate: () => string): string {
 const generatedAdmin = !config.ADMIN_TOKEN;
 config.ADMIN_TOKEN ??= rememberedSecret('admin-token', generateAdminToken);
 
+// Before any app exists: instruments made earlier would stay no-ops.
+const telemetry = await startTelemetry('flagmeter', config);
 const runtime = await createRuntime('flagmeter', { config, embedded: true });
+telemetry.announce(runtime.logger);
+observeRuntime(runtime);
 const { db, queue, logger } = runtime;
 await migrate(db);
 await runtime.keys.refresh();
@@ -52,6 +59,7 @@ if (!apiKey) {
 
 const app = createHttpApp(logger);
 registerAllFunctions(app, runtime);
+await mountSite(app, runtime);
 
 const aggregator = await startAggregator(runtime);
 await app.listen({ port: config.PORT, host: config.HOST });
@@ -66,6 +74,8 @@ const lines = [
   `  queue:    ${queue.kind === 'memory' ? 'in-process (set VALKEY_URL for a durable Valkey queue)' : 'Valkey at VALKEY_URL'}`,
   generatedAdmin ? `  admin token (generated, kept in ${config.DATA_DIR}/admin-token): ${config.ADMIN_TOKEN}` : '  admin token: from ADMIN_TOKEN',
   `  API key (kept in ${keyFile}): ${apiKey}`,
+  `  metrics:  ${telemetry.metricsUrl ?? 'off'}`,
+  `  dashboard: ${base}/dashboard (log in with the admin token)`,
   '',
   'Try it:',
   `  curl -s -X POST ${base}/api/events -H 'Authorization: Bearer ${apiKey}' -H 'Content-Type: application/json' -d '{"tenant":"acme","feature":"gpt-4o","tokens":1200}'`,

@@ -17,6 +17,7 @@ export function functionEnv(databaseUrl: string, prefix: string, extra: Record<s
     LOG_LEVEL: 'warn',
     QUEUE_PARTITIONS: '4',
     AGGREGATOR_LEASE: '2s',
+    DEDUPE_WINDOW: '15m',
     ...extra,
   };
 }

@@ -56,7 +56,11 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
 }
 
-/** A key prefix of its own, so test files never see each other's streams; removed afterwards. */
+/**
+ * A key prefix of its own, so test files never see each other's streams. Cleanup deletes the streams
+ * and counters by name (a SCAN would walk every key on the server); dedupe keys expire on their own
+ * (tests run with a short DEDUPE_WINDOW).
+ */
 export function createKeySpace(): { prefix: string; clear(): Promise<void> } {
   const prefix = `fmt_${randomBytes(5).toString('hex')}`;
   return {
@@ -65,12 +69,8 @@ export function createKeySpace(): { prefix: string; clear(): Promise<void> } {
       const redis = new Redis(VALKEY_URL, { maxRetriesPerRequest: 1 });
       redis.on('error', () => {});
       try {
-        let cursor = '0';
-        do {
-          const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-          cursor = next;
-          if (keys.length > 0) await redis.del(...keys);
-        } while (cursor !== '0');
+        const keys = Array.from({ length: 256 }, (_, p) => [`${prefix}:s:${p}`, `${prefix}:b:${p}`]).flat();
+        await redis.del(...keys);
       } finally {
         redis.disconnect();
       }

@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { addCalendar, localDay, periodOf, zoneOffsetMs } from './periods.ts';
+
+describe('periods', () => {
+  it('puts 23:59:59.999 on the last day of a month and 00:00 on the first of the next in different UTC periods', () => {
+    expect(periodOf('UTC', Date.parse('2026-01-31T23:59:59.999Z')).startDay).toBe('2026-01-01');
+    expect(periodOf('UTC', Date.parse('2026-02-01T00:00:00.000Z')).startDay).toBe('2026-02-01');
+  });
+
+  it('splits periods at local midnight in the tenant zone, across a DST change', () => {
+    const march = periodOf('America/New_York', Date.parse('2026-03-15T12:00:00Z'));
+    expect(march.start.toISOString()).toBe('2026-03-01T05:00:00.000Z');
+    expect(march.end.toISOString()).toBe('2026-04-01T04:00:00.000Z');
+    expect(periodOf('America/New_York', Date.parse('2026-04-01T03:59:59.999Z')).startDay).toBe('2026-03-01');
+    expect(periodOf('America/New_York', Date.parse('2026-04-01T04:00:00.000Z')).startDay).toBe('2026-04-01');
+  });
+
+  it('handles zones with half-hour and quarter-hour offsets', () => {
+    expect(periodOf('Asia/Kolkata', Date.parse('2026-02-28T18:29:59.999Z')).startDay).toBe('2026-02-01');
+    expect(periodOf('Asia/Kolkata', Date.parse('2026-02-28T18:30:00.000Z')).startDay).toBe('2026-03-01');
+    expect(zoneOffsetMs('Asia/Kathmandu', Date.parse('2026-06-01T00:00:00Z'))).toBe((5 * 60 + 45) * 60_000);
+  });
+
+  it('knows the local day of an instant and steps calendar days and months', () => {
+    expect(localDay('Europe/Berlin', Date.parse('2026-06-30T22:00:00Z'))).toBe('2026-07-01');
+    expect(addCalendar('2026-12-01', { months: 1 })).toBe('2027-01-01');
+    expect(addCalendar('2026-02-28', { days: 1 })).toBe('2026-03-01');
+  });
+});
