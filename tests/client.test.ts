@@ -152,7 +152,7 @@ describe.skipIf(!servicesAvailable)('client against the real server', () => {
   });
 
   afterAll(async () => {
-    await Promise.all([ingest, usage, aggregator].map((process) => process?.kill()));
+    await Promise.all([ingest, usage, aggregator].map((child) => child?.kill()));
     await router?.close();
     await runtime?.close();
     await keySpace?.clear();
@@ -174,7 +174,8 @@ describe.skipIf(!servicesAvailable)('client against the real server', () => {
         const current = await meter.usage(tenant).catch(() => undefined);
         return current?.features.some((row) => row.feature === 'sentinel') ? current : undefined;
       },
-      { timeoutMs: 60_000, intervalMs: 100, what: `the aggregator to apply ${tenant}'s events` },
+      // Shorter than the test's own timeout, so a stuck aggregator fails with this message.
+      { timeoutMs: 45_000, intervalMs: 100, what: `the aggregator to apply ${tenant}'s events` },
     );
     const total = [...expected.values()].reduce((sum, tokens) => sum + tokens, 1);
     expect(report.tokens).toBe(BigInt(total));
