@@ -15,7 +15,10 @@ export const FUNCTION_ROUTES: Record<Exclude<FunctionName, 'site'>, RouteSpec[]>
     { method: 'GET', path: '/api/usage/:tenant' },
     { method: 'GET', path: '/api/usage/:tenant/series' },
   ],
-  health: [{ method: 'GET', path: '/api/health' }],
+  health: [
+    { method: 'GET', path: '/api/health' },
+    { method: 'GET', path: '/api/openapi.json' },
+  ],
   tenants: [
     { method: 'POST', path: '/api/keys' },
     { method: 'GET', path: '/api/keys' },

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Db } from '../../shared/db.ts';
 import { createHttpApp } from '../../shared/http/app.ts';
 import type { Logger } from '../../shared/logger.ts';
+import { buildOpenApiDocument } from '../../shared/openapi.ts';
 import type { EventQueue } from '../../shared/queue/types.ts';
 import type { HealthResponse } from './schema.ts';
 
@@ -28,6 +29,10 @@ async function timed(probe: () => Promise<unknown>): Promise<HealthResponse['che
 }
 
 export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
+  // The API description is open like health: it holds no data, and clients generate from it.
+  const openApi = buildOpenApiDocument();
+  app.get('/api/openapi.json', async () => openApi);
+
   app.get('/api/health', async (_request, reply): Promise<HealthResponse> => {
     const [postgres, valkey] = await Promise.all([timed(() => deps.db.query('SELECT 1')), timed(() => deps.queue.ping())]);
     const ok = postgres.ok && valkey.ok;
