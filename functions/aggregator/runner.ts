@@ -21,10 +21,12 @@ export interface RunnerOptions {
 interface Owned {
   fence: string;
   lastId: string;
+  trimmedId?: string;
 }
 
 const READ_BLOCK_MS = 250;
 const MAX_BACKOFF_MS = 5_000;
+const TRIM_INTERVAL_MS = 1_000;
 
 /**
  * Feeds the aggregator from the queue. It owns partitions through leases in PostgreSQL; each
@@ -37,6 +39,7 @@ export class AggregatorRunner {
   private loop: Promise<void> | undefined;
   private backoffMs = 0;
   private nextLeaseAt = 0;
+  private lastTrimAt = 0;
 
   constructor(private readonly options: RunnerOptions) {}
 
@@ -86,7 +89,7 @@ export class AggregatorRunner {
     }
   }
 
-  /** Reads after the last applied ids, applies, then trims what is committed. */
+  /** Reads after the last applied ids, applies, then trims what is committed (at most every TRIM_INTERVAL_MS). */
   private async round(): Promise<void> {
     const { queue, apply } = this.options;
     const positions = [...this.owned].map(([partition, owned]) => ({ partition, afterId: owned.lastId }));
@@ -94,17 +97,33 @@ export class AggregatorRunner {
     const batches = read
       .filter((found) => this.owned.has(found.partition))
       .map((found) => ({ partition: found.partition, fence: this.owned.get(found.partition)!.fence, entries: found.entries }));
-    if (batches.length === 0) return;
-    const result = await apply({ batches });
-    for (const [partition, lastId] of Object.entries(result.lastIds)) {
-      const owned = this.owned.get(Number(partition));
-      if (owned) owned.lastId = lastId;
-      // Trimming is housekeeping: a failure leaves entries the checkpoint already skips.
-      await queue.trim(Number(partition), lastId).catch((error: Error) =>
-        this.options.logger.warn({ err: error.message, partition }, 'stream trim failed'),
+    if (batches.length > 0) {
+      const result = await apply({ batches });
+      for (const [partition, lastId] of Object.entries(result.lastIds)) {
+        const owned = this.owned.get(Number(partition));
+        if (owned) owned.lastId = lastId;
+      }
+      this.options.onApplied?.(result);
+    }
+    await this.trimApplied(batches.length === 0);
+  }
+
+  /**
+   * Trimming is housekeeping, batched to one call per partition per interval: entries up to the
+   * checkpoint stay readable a little longer, and a restart skips them by the checkpoint alone
+   * (which is what makes the checkpoint, not the trim, carry exactly-once).
+   */
+  private async trimApplied(idle: boolean): Promise<void> {
+    const now = Date.now();
+    if (!idle && now - this.lastTrimAt < TRIM_INTERVAL_MS) return;
+    this.lastTrimAt = now;
+    for (const [partition, owned] of this.owned) {
+      if (owned.trimmedId === owned.lastId) continue;
+      await this.options.queue.trim(partition, owned.lastId).then(
+        () => (owned.trimmedId = owned.lastId),
+        (error: Error) => this.options.logger.warn({ err: error.message, partition }, 'stream trim failed'),
       );
     }
-    this.options.onApplied?.(result);
   }
 
   private async maintainLeases(): Promise<void> {
