@@ -10,7 +10,7 @@ import { LoginThrottle } from './src/lib/throttle.ts';
 type NodeHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 /** Paths the site answers on the shared port; everything else (the API) stays Fastify's. */
-export const SITE_ROUTES = ['/', '/favicon.svg', '/login', '/logout', '/dashboard', '/dashboard/*', '/_astro/*'] as const;
+export const SITE_ROUTES = ['/', '/favicon.svg', '/login', '/logout', '/docs/api', '/dashboard', '/dashboard/*', '/_astro/*'] as const;
 
 /**
  * Serves the Astro site from the same Fastify app as the API (`npm start`): builds it if needed,
