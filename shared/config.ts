@@ -75,6 +75,8 @@ const configSchema = z.object({
   PUBLIC_URL: z.url().default('http://127.0.0.1:3000'),
   METRICS_PORT: port(9464),
   METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+  // Off: no metrics endpoint and every instrument a no-op (for measuring what telemetry costs).
+  TELEMETRY_ENABLED: boolean(true),
   LOKI_URL: optionalUrl,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DATA_DIR: z.string().min(1).default('.data'),

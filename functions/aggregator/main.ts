@@ -1,7 +1,8 @@
-import { createRuntime } from '../../shared/runtime.ts';
+import { createObservedRuntime } from '../../shared/telemetry/runtime.ts';
 import { startAggregator } from './service.ts';
 
-const runtime = await createRuntime('aggregator', { withoutKeys: true });
+// 9465, not the HTTP functions' 9464: the stack's health check probes the aggregator there.
+const runtime = await createObservedRuntime('aggregator', { withoutKeys: true, defaultMetricsPort: 9465 });
 const aggregator = await startAggregator(runtime);
 runtime.logger.info({ partitions: runtime.queue.partitions }, 'aggregator running');
 

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import type { Runtime } from '../../shared/runtime.ts';
+import { aggregatorMetrics } from '../../shared/telemetry/metrics.ts';
 import { AlertDelivery, type DeliveryOutcome } from './delivery.ts';
 import { type AggregatorResult, createAggregatorHandler } from './handler.ts';
 import { AggregatorRunner } from './runner.ts';
@@ -21,6 +22,7 @@ export async function startAggregator(runtime: Runtime, hooks: AggregatorHooks =
   if (config.WEBHOOK_ALLOW_INSECURE) {
     logger.warn('WEBHOOK_ALLOW_INSECURE=true: webhooks may use http and internal addresses; for local testing only');
   }
+  const metrics = aggregatorMetrics(() => queue.backlog());
   const delivery = new AlertDelivery({
     db,
     logger,
@@ -30,18 +32,27 @@ export async function startAggregator(runtime: Runtime, hooks: AggregatorHooks =
     giveUpMs: config.ALERT_DELIVERY_GIVE_UP,
     retryBaseMs: config.ALERT_RETRY_BASE,
     timeoutMs: config.WEBHOOK_TIMEOUT,
-    ...(hooks.onDelivery ? { onOutcome: hooks.onDelivery } : {}),
+    onOutcome: (outcome, attempts) => {
+      metrics.delivery(outcome, attempts);
+      hooks.onDelivery?.(outcome, attempts);
+    },
   });
   const handler = createAggregatorHandler({ db, defaultQuota: config.DEFAULT_MONTHLY_QUOTA });
   const runner = new AggregatorRunner({
     db,
     queue,
     logger,
-    apply: (event) => handler(event, {} as never),
+    apply: async (event) => {
+      const started = performance.now();
+      const result = await handler(event, {} as never);
+      metrics.committed((performance.now() - started) / 1_000);
+      return result;
+    },
     ownerId: config.AGGREGATOR_ID ?? `${hostname()}-${process.pid}`,
     leaseMs: config.AGGREGATOR_LEASE,
     batchSize: config.AGGREGATOR_BATCH_SIZE,
     onApplied: (result) => {
+      metrics.applied(result.events, result.oldestReceivedAt, result.alertsCreated);
       if (result.alertsCreated > 0) delivery.notify();
       hooks.onApplied?.(result);
     },
@@ -54,6 +65,7 @@ export async function startAggregator(runtime: Runtime, hooks: AggregatorHooks =
     async stop() {
       await runner.stop();
       await delivery.stop();
+      metrics.close();
     },
   };
 }

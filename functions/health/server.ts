@@ -1,6 +1,6 @@
 import { serve } from '../../shared/http/serve.ts';
-import { createRuntime } from '../../shared/runtime.ts';
+import { createObservedRuntime } from '../../shared/telemetry/runtime.ts';
 import { buildHealthApp } from './app.ts';
 
-const runtime = await createRuntime('health', { withoutKeys: true });
+const runtime = await createObservedRuntime('health', { withoutKeys: true });
 await serve(buildHealthApp(runtime), runtime);

@@ -6,6 +6,7 @@ import { createHttpApp } from '../../shared/http/app.ts';
 import { ApiError, type ErrorDetail, zodDetails } from '../../shared/http/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
 import { type EventQueue, QueueFullError, type QueuedEvent, QueueUnavailableError } from '../../shared/queue/types.ts';
+import { ingestMetrics } from '../../shared/telemetry/metrics.ts';
 import type { IngestResponse } from './schema.ts';
 
 export interface IngestDeps {
@@ -71,12 +72,25 @@ async function enqueue(queue: EventQueue, events: QueuedEvent[], receivedAt: num
   }
 }
 
+// Error bodies are `{"error":{"code":"<code>",...`: the code a client saw is the rejection reason.
+const ERROR_PREFIX = '{"error":{"code":"';
+
 export function registerIngest(app: FastifyInstance, deps: IngestDeps): void {
-  app.post('/api/events', { onRequest: deps.auth.requireKey }, async (request, reply): Promise<IngestResponse> => {
+  const metrics = ingestMetrics();
+  // onSend sees every answer of this route, auth and body-parser errors included.
+  const countRejection = (_request: unknown, reply: { statusCode: number }, payload: unknown, done: (error: null, payload: unknown) => void) => {
+    if (reply.statusCode >= 400 && typeof payload === 'string' && payload.startsWith(ERROR_PREFIX)) {
+      metrics.rejected(payload.slice(ERROR_PREFIX.length, payload.indexOf('"', ERROR_PREFIX.length)));
+    }
+    done(null, payload);
+  };
+  app.post('/api/events', { onRequest: deps.auth.requireKey, onSend: countRejection }, async (request, reply): Promise<IngestResponse> => {
     const receivedAt = Date.now();
     const events = validateBatch(eventsOf(request.body), receivedAt);
     for (const event of events) authoriseTenant(request.principal, event.tenant);
     const result = await enqueue(deps.queue, events, receivedAt);
+    metrics.accepted(result.accepted);
+    if (result.duplicates > 0) metrics.duplicates(result.duplicates);
     const duplicateIndexes: number[] = [];
     result.duplicateFlags.forEach((duplicate, index) => duplicate && duplicateIndexes.push(index));
     reply.code(202);

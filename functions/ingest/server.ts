@@ -1,6 +1,6 @@
 import { serve } from '../../shared/http/serve.ts';
-import { createRuntime } from '../../shared/runtime.ts';
+import { createObservedRuntime } from '../../shared/telemetry/runtime.ts';
 import { buildIngestApp } from './app.ts';
 
-const runtime = await createRuntime('ingest');
+const runtime = await createObservedRuntime('ingest');
 await serve(buildIngestApp(runtime), runtime);

@@ -1,6 +1,6 @@
 import { serve } from '../../shared/http/serve.ts';
-import { createRuntime } from '../../shared/runtime.ts';
+import { createObservedRuntime } from '../../shared/telemetry/runtime.ts';
 import { buildTenantsApp } from './app.ts';
 
-const runtime = await createRuntime('tenants');
+const runtime = await createObservedRuntime('tenants');
 await serve(buildTenantsApp(runtime), runtime);

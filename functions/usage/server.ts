@@ -1,6 +1,6 @@
 import { serve } from '../../shared/http/serve.ts';
-import { createRuntime } from '../../shared/runtime.ts';
+import { createObservedRuntime } from '../../shared/telemetry/runtime.ts';
 import { buildUsageApp } from './app.ts';
 
-const runtime = await createRuntime('usage');
+const runtime = await createObservedRuntime('usage');
 await serve(buildUsageApp(runtime), runtime);

@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from '../logger.ts';
+import { installHttpMetrics } from '../telemetry/http.ts';
 import { installErrorHandling } from './errors.ts';
 import { stringifyExact } from './json.ts';
 
@@ -22,5 +23,6 @@ export function createHttpApp(logger: Logger): FastifyInstance {
   // Only JSON is accepted; anything else (text/plain included) is 415.
   app.removeContentTypeParser('text/plain');
   installErrorHandling(app);
+  installHttpMetrics(app);
   return app;
 }
