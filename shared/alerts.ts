@@ -16,9 +16,9 @@ export interface PeriodUsage {
 
 /**
  * Creates one alert per threshold reached in the period, unless a live alert for it exists (the
- * partial unique index makes that atomic across aggregators). Returns how many were created.
+ * partial unique index makes that atomic across aggregators). Returns the thresholds of those created.
  */
-export async function createCrossingAlerts(tx: Queryable, usages: readonly PeriodUsage[]): Promise<number> {
+export async function createCrossingAlerts(tx: Queryable, usages: readonly PeriodUsage[]): Promise<number[]> {
   const rows = usages.flatMap((usage) =>
     crossedThresholds(usage.used, usage.quota, usage.thresholds).map((threshold) => ({
       tenant: usage.tenant,
@@ -28,17 +28,17 @@ export async function createCrossingAlerts(tx: Queryable, usages: readonly Perio
       quota: usage.quota.toString(),
     })),
   );
-  if (rows.length === 0) return 0;
-  const created = await tx.query(
+  if (rows.length === 0) return [];
+  const created = await tx.query<{ threshold: number }>(
     `INSERT INTO alerts (tenant, period_start, threshold, used_tokens, quota)
      SELECT tenant, period_start, threshold, used_tokens, quota
      FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, period_start date, threshold int, used_tokens bigint, quota bigint)
      ORDER BY tenant, threshold
      ON CONFLICT (tenant, period_start, threshold) WHERE rearmed_at IS NULL DO NOTHING
-     RETURNING id`,
+     RETURNING threshold`,
     [JSON.stringify(rows)],
   );
-  return created.length;
+  return created.map((row) => row.threshold);
 }
 
 /**
@@ -56,7 +56,7 @@ export async function reevaluateAlerts(tx: Queryable, usage: PeriodUsage): Promi
     [usage.tenant, usage.periodStart, JSON.stringify(crossed)],
   );
   const created = await createCrossingAlerts(tx, [usage]);
-  return { rearmed: rearmed.length, created };
+  return { rearmed: rearmed.length, created: created.length };
 }
 
 export interface AlertView {

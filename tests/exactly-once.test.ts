@@ -93,7 +93,7 @@ describe.skipIf(!servicesAvailable)('exactly once through aggregator crashes', (
     await expectExactly(tenants, accepted);
     // A graceful stop releases the leases at once.
     expect(await aggregator.kill('SIGTERM')).toBe(0);
-  });
+  }, 240_000);
 
   it('counts exactly once with two aggregators running at once and one of them killed with SIGKILL', async () => {
     const tenants = Array.from({ length: 20 }, (_, i) => uniqueName(`pair${i}`));
@@ -119,7 +119,7 @@ describe.skipIf(!servicesAvailable)('exactly once through aggregator crashes', (
     await expectExactly(tenants, accepted);
     const owners = await runtime.db.query<{ owner: string }>('SELECT DISTINCT owner FROM partition_checkpoints WHERE lease_until > now()');
     expect(owners.map((row) => row.owner)).toEqual(['agg-a']);
-  });
+  }, 180_000);
 
   it('counts an event with a stable id once however often the client retries it', async () => {
     const tenant = uniqueName('retry');

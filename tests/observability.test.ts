@@ -189,6 +189,8 @@ describe.skipIf(!servicesAvailable)('metrics and logs of the real function proce
       what: 'two alerts delivered',
     });
     expect(await valueOf('aggregator', 'flagmeter_alerts_created_total')).toBe(2);
+    expect(await valueOf('aggregator', 'flagmeter_alerts_created_total', { threshold: '80' })).toBe(1);
+    expect(await valueOf('aggregator', 'flagmeter_alerts_created_total', { threshold: '100' })).toBe(1);
     expect(await valueOf('aggregator', 'flagmeter_alert_deliveries_total', { outcome: 'retry' })).toBe(1);
     expect(await valueOf('aggregator', 'flagmeter_alert_delivery_attempts_count', { outcome: 'delivered' })).toBe(2);
     // One alert went through at its first attempt, the other at its second.

@@ -24,7 +24,8 @@ export interface AggregatorResult {
   lastIds: Record<number, string>;
   /** Oldest receipt time in the batch (epoch ms), for the lag metric. */
   oldestReceivedAt: number;
-  alertsCreated: number;
+  /** Thresholds of the alerts this batch created. */
+  alertThresholds: number[];
 }
 
 export interface AggregatorDeps {
@@ -134,10 +135,10 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
   const lastIds: Record<number, string> = {};
   for (const batch of batches) lastIds[batch.partition] = batch.entries.at(-1)!.id;
   const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
-  if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertsCreated: 0 };
+  if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertThresholds: [] };
   const tenants = [...new Set(entries.flatMap((entry) => entry.events.map((e) => e.tenant)))].sort();
   const now = Date.now();
-  const { events, alertsCreated } = await deps.db.transaction(async (tx) => {
+  const { events, alertThresholds } = await deps.db.transaction(async (tx) => {
     // The stream is trimmed after this commit, so the commit must be on disk even where the server
     // runs synchronous_commit=off for throughput.
     await tx.query('SET LOCAL synchronous_commit = on');
@@ -151,9 +152,9 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
       if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, now)) return [];
       return [{ tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds }];
     });
-    return { events: rollups.events, alertsCreated: await createCrossingAlerts(tx, current) };
+    return { events: rollups.events, alertThresholds: await createCrossingAlerts(tx, current) };
   });
-  return { events, lastIds, oldestReceivedAt, alertsCreated };
+  return { events, lastIds, oldestReceivedAt, alertThresholds };
 }
 
 /** The aggregator function: a middy handler over one batch of stream records. */

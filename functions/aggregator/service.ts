@@ -52,8 +52,8 @@ export async function startAggregator(runtime: Runtime, hooks: AggregatorHooks =
     leaseMs: config.AGGREGATOR_LEASE,
     batchSize: config.AGGREGATOR_BATCH_SIZE,
     onApplied: (result) => {
-      metrics.applied(result.events, result.oldestReceivedAt, result.alertsCreated);
-      if (result.alertsCreated > 0) delivery.notify();
+      metrics.applied(result.events, result.oldestReceivedAt, result.alertThresholds);
+      if (result.alertThresholds.length > 0) delivery.notify();
       hooks.onApplied?.(result);
     },
   });

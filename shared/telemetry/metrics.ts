@@ -82,7 +82,7 @@ export function ingestMetrics(meter = flagmeterMeter()): IngestMetrics {
 }
 
 export interface AggregatorMetrics {
-  applied(events: number, oldestReceivedAt: number, alertsCreated: number): void;
+  applied(events: number, oldestReceivedAt: number, alertThresholds: readonly number[]): void;
   committed(seconds: number): void;
   delivery(outcome: string, attempts: number): void;
   /** Stops observing the queue (the aggregator stopped). */
@@ -124,7 +124,6 @@ export function aggregatorMetrics(backlog: () => Promise<number[]>, meter = flag
     unit: 's',
   });
   applied.add(0);
-  alertsCreated.add(0);
   let lastLagSeconds = 0;
   const partitionAttributes: Attributes[] = [];
   const observe = async (result: BatchObservableResult): Promise<void> => {
@@ -138,11 +137,11 @@ export function aggregatorMetrics(backlog: () => Promise<number[]>, meter = flag
   meter.addBatchObservableCallback(observe, [backlogGauge, lagGauge]);
   const outcomes = new Map<string, Attributes>();
   return {
-    applied(events, oldestReceivedAt, created) {
+    applied(events, oldestReceivedAt, alertThresholds) {
       batchEvents.record(events);
       applied.add(events);
       lastLagSeconds = Math.max(0, (Date.now() - oldestReceivedAt) / 1_000);
-      if (created > 0) alertsCreated.add(created);
+      for (const threshold of alertThresholds) alertsCreated.add(1, { threshold: String(threshold) });
     },
     committed: (seconds) => commitDuration.record(seconds),
     delivery(outcome, attemptCount) {
