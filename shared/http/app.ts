@@ -22,6 +22,14 @@ export function createHttpApp(logger: Logger): FastifyInstance {
   app.setReplySerializer((payload) => stringifyExact(payload));
   // Only JSON is accepted; anything else (text/plain included) is 415.
   app.removeContentTypeParser('text/plain');
+  // An empty body with a JSON content type (curl -X DELETE -H 'Content-Type: application/json') is
+  // no body, not malformed JSON; prototype-pollution keys stay refused.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '') return done(null, undefined);
+    return parseJson(request, body as string, done);
+  });
   installErrorHandling(app);
   installHttpMetrics(app);
   return app;
