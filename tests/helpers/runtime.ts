@@ -37,7 +37,8 @@ export async function createTestStack(extra: Record<string, string> = {}): Promi
   const database = await createTestDatabase();
   const keySpace = createKeySpace();
   const env = functionEnv(database.url, keySpace.prefix, extra);
-  const runtime = await createRuntime('test', { config: loadConfig(env) });
+  // In-process logs would interleave with the test report; errors still show.
+  const runtime = await createRuntime('test', { config: loadConfig({ ...env, LOG_LEVEL: 'error' }) });
   const { key } = await createApiKey(runtime, 'test', null);
   return {
     runtime,
