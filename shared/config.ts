@@ -80,6 +80,17 @@ const configSchema = z.object({
   LOKI_URL: optionalUrl,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DATA_DIR: z.string().min(1).default('.data'),
+  USAGE_CACHE_TTL: z
+    .string()
+    .default('250ms')
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration such as 0ms or 250ms' });
+        return z.NEVER;
+      }
+      return ms;
+    }),
 });
 
 export type Config = z.infer<typeof configSchema>;

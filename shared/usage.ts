@@ -100,3 +100,63 @@ export async function readSeries(db: Queryable, request: SeriesRequest): Promise
   }
   return points;
 }
+
+export interface CachedUsage {
+  usage: TenantUsage | undefined;
+  /** When the read this answer comes from started (epoch ms). */
+  asOf: number;
+  /** The serialised answer, made once per read by whoever needs it first. */
+  body?: string;
+}
+
+interface Entry {
+  readAt: number;
+  current: Promise<CachedUsage>;
+  refreshing: boolean;
+}
+
+/**
+ * A tenant's current usage, shared across requests: within `ttlMs` of a read every request gets that
+ * read; up to `staleMs` the last answer is served while one background read refreshes it; older than
+ * that a request waits for a fresh read. So a hot tenant costs one query per `ttlMs` whatever the
+ * request rate, requests never queue behind the database, and `asOf` says how fresh the answer is.
+ */
+export class UsageCache {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(
+    private readonly db: Queryable,
+    private readonly ttlMs: number,
+    private readonly staleMs = Math.max(ttlMs * 4, 1_000),
+    private readonly maxEntries = 50_000,
+  ) {}
+
+  private load(tenant: string): Promise<CachedUsage> {
+    const asOf = Date.now();
+    return readTenantUsage(this.db, tenant).then((usage) => ({ usage, asOf }));
+  }
+
+  read(tenant: string): Promise<CachedUsage> {
+    if (this.ttlMs <= 0) return this.load(tenant);
+    const now = Date.now();
+    const entry = this.entries.get(tenant);
+    if (entry && now - entry.readAt < this.ttlMs) return entry.current;
+    if (entry && now - entry.readAt < this.staleMs) {
+      if (!entry.refreshing) {
+        entry.refreshing = true;
+        const next = this.load(tenant);
+        next.then(
+          () => this.entries.set(tenant, { readAt: now, current: next, refreshing: false }),
+          () => (entry.refreshing = false),
+        );
+      }
+      return entry.current;
+    }
+    if (this.entries.size >= this.maxEntries) this.entries.clear();
+    const current = this.load(tenant);
+    this.entries.set(tenant, { readAt: now, current, refreshing: false });
+    // A failed read must not be served to the next caller.
+    current.catch(() => this.entries.get(tenant)?.current === current && this.entries.delete(tenant));
+    return current;
+  }
+}

@@ -1,50 +1,59 @@
 import type { FastifyInstance } from 'fastify';
 import { type Authenticator, authoriseTenant } from '../../shared/auth.ts';
+import type { Config } from '../../shared/config.ts';
 import type { Db } from '../../shared/db.ts';
 import { createHttpApp } from '../../shared/http/app.ts';
 import { ApiError } from '../../shared/http/errors.ts';
 import { parseRequest } from '../../shared/http/validate.ts';
 import type { Logger } from '../../shared/logger.ts';
-import { percentOf, readSeries, readTenantUsage } from '../../shared/usage.ts';
+import { type CachedUsage, type TenantUsage, UsageCache, percentOf, readSeries } from '../../shared/usage.ts';
+import { stringifyExact } from '../../shared/http/json.ts';
 import { type SeriesResponse, type UsageResponse, seriesQuery, usageParams } from './schema.ts';
 
 export interface UsageDeps {
   auth: Authenticator;
   db: Db;
+  config: Pick<Config, 'USAGE_CACHE_TTL'>;
 }
 
 const MAX_RANGE_MS = 400 * 86_400_000;
 
+function usageView(usage: TenantUsage, asOf: number): UsageResponse {
+  return {
+    tenant: usage.tenant,
+    period: { start: usage.periodStart.toISOString(), end: usage.periodEnd.toISOString() },
+    tokens: usage.tokens,
+    quota: usage.quota,
+    percent: percentOf(usage.tokens, usage.quota),
+    remaining: usage.quota > usage.tokens ? usage.quota - usage.tokens : 0n,
+    over: usage.tokens >= usage.quota,
+    features: usage.features,
+    asOf: new Date(asOf).toISOString(),
+  };
+}
+
 export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
-  const loadTenant = async (tenant: string) => {
-    const usage = await readTenantUsage(deps.db, tenant);
-    if (!usage) throw new ApiError('not_found', `unknown tenant "${tenant}"`);
-    return usage;
+  const cache = new UsageCache(deps.db, deps.config.USAGE_CACHE_TTL);
+  const loadTenant = async (tenant: string): Promise<CachedUsage & { usage: TenantUsage }> => {
+    const cached = await cache.read(tenant);
+    if (!cached.usage) throw new ApiError('not_found', `unknown tenant "${tenant}"`);
+    return cached as CachedUsage & { usage: TenantUsage };
   };
 
-  app.get('/api/usage/:tenant', { onRequest: deps.auth.requireKey }, async (request): Promise<UsageResponse> => {
+  app.get('/api/usage/:tenant', { onRequest: deps.auth.requireKey }, async (request, reply) => {
     const { tenant } = parseRequest(usageParams, request.params, 'path');
     authoriseTenant(request.principal, tenant);
-    const usage = await loadTenant(tenant);
-    const remaining = usage.quota > usage.tokens ? usage.quota - usage.tokens : 0n;
-    return {
-      tenant,
-      period: { start: usage.periodStart.toISOString(), end: usage.periodEnd.toISOString() },
-      tokens: usage.tokens,
-      quota: usage.quota,
-      percent: percentOf(usage.tokens, usage.quota),
-      remaining,
-      over: usage.tokens >= usage.quota,
-      features: usage.features,
-      asOf: new Date().toISOString(),
-    };
+    const cached = await loadTenant(tenant);
+    // Serialised once per read and shared by every request that read answers.
+    cached.body ??= stringifyExact(usageView(cached.usage, cached.asOf));
+    return reply.type('application/json; charset=utf-8').send(cached.body);
   });
 
   app.get('/api/usage/:tenant/series', { onRequest: deps.auth.requireKey }, async (request): Promise<SeriesResponse> => {
     const { tenant } = parseRequest(usageParams, request.params, 'path');
     const query = parseRequest(seriesQuery, request.query, 'query');
     authoriseTenant(request.principal, tenant);
-    const usage = await loadTenant(tenant);
+    const { usage } = await loadTenant(tenant);
     const from = query.from === undefined ? usage.periodStart.getTime() : Date.parse(query.from);
     const to = query.to === undefined ? Date.now() : Date.parse(query.to);
     if (from > to) throw new ApiError('invalid_request', 'from must not be after to', [{ field: 'from', message: 'is after to' }]);
