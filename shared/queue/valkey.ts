@@ -74,6 +74,16 @@ if redis.call('DECRBY', KEYS[2], sum) < 0 then redis.call('SET', KEYS[2], 0) end
 return sum
 `;
 
+/** Upper bound of events one combined script call carries (a request's batch is never split). */
+const MAX_EVENTS_PER_CALL = 2_000;
+
+interface PendingEnqueue {
+  events: readonly QueuedEvent[];
+  receivedAt: number;
+  resolve: (result: EnqueueResult) => void;
+  reject: (error: Error) => void;
+}
+
 type ScriptClient = Valkey & {
   fmEnqueue(numKeys: number, ...args: (string | number)[]): Promise<[number, string]>;
   fmTrim(stream: string, backlog: string, lastId: string): Promise<number>;
@@ -114,6 +124,9 @@ export class ValkeyQueue implements EventQueue {
   private reader: ScriptClient | undefined;
   private readonly backlogKeys: string[];
   private readonly streamKeys: string[];
+  private pending: PendingEnqueue[] = [];
+  private pendingEvents = 0;
+  private flushScheduled = false;
 
   constructor(private readonly options: ValkeyQueueOptions) {
     this.partitions = options.partitions;
@@ -132,7 +145,55 @@ export class ValkeyQueue implements EventQueue {
     return this.streamKeys[partition]!;
   }
 
-  async enqueue(events: readonly QueuedEvent[], receivedAt: number): Promise<EnqueueResult> {
+  /**
+   * Requests that arrive in the same event-loop turn share one script call: one write and one round
+   * trip to Valkey instead of one per request. The script is atomic, so each request's events are
+   * still all appended or none is, and duplicates are judged in arrival order as before.
+   */
+  enqueue(events: readonly QueuedEvent[], receivedAt: number): Promise<EnqueueResult> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ events, receivedAt, resolve, reject });
+      this.pendingEvents += events.length;
+      if (this.pendingEvents >= MAX_EVENTS_PER_CALL) this.flush();
+      else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const requests = this.pending;
+    if (requests.length === 0) return;
+    this.pending = [];
+    this.pendingEvents = 0;
+    const events = requests.length === 1 ? requests[0]!.events : requests.flatMap((request) => request.events);
+    const receivedAt = requests.reduce((earliest, request) => Math.min(earliest, request.receivedAt), Number.POSITIVE_INFINITY);
+    this.enqueueNow(events, receivedAt).then(
+      (flags) => {
+        let offset = 0;
+        for (const request of requests) {
+          const count = request.events.length;
+          const duplicateFlags = new Array<boolean>(count);
+          let duplicates = 0;
+          for (let i = 0; i < count; i++) {
+            const duplicate = flags.charCodeAt(offset + i) === 49;
+            duplicateFlags[i] = duplicate;
+            if (duplicate) duplicates++;
+          }
+          offset += count;
+          request.resolve({ accepted: count - duplicates, duplicates, duplicateFlags });
+        }
+      },
+      (error: Error) => {
+        for (const request of requests) request.reject(error);
+      },
+    );
+  }
+
+  /** One script call; resolves to a '0'/'1' duplicate flag per event. */
+  private async enqueueNow(events: readonly QueuedEvent[], receivedAt: number): Promise<string> {
     const slots = new Map<number, number>();
     const eventArgs: (string | number)[] = [];
     const dedupeKeys: string[] = [];
@@ -175,9 +236,7 @@ export class ValkeyQueue implements EventQueue {
       throw new QueueUnavailableError((error as Error).message);
     }
     if (reply[0] === -1) throw new QueueFullError('queue backlog is over its cap');
-    const flags = reply[1];
-    const duplicateFlags = Array.from({ length: events.length }, (_, i) => flags.charCodeAt(i) === 49);
-    return { accepted: reply[0], duplicates: events.length - reply[0], duplicateFlags };
+    return reply[1];
   }
 
   async read(positions: readonly PartitionPosition[], count: number, blockMs: number): Promise<PartitionEntries[]> {
