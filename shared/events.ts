@@ -5,13 +5,17 @@ export const MAX_BATCH_EVENTS = 1_000;
 export const PAST_WINDOW_MS = 35 * 86_400_000;
 export const FUTURE_WINDOW_MS = 5 * 60_000;
 
-export const tenantName = z
-  .string()
-  .regex(/^[A-Za-z0-9._:@-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ -');
-export const featureName = z
-  .string()
-  .regex(/^[A-Za-z0-9._:@/-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ / -');
-export const eventId = z.string().regex(/^[!-~]{1,128}$/, 'must be 1-128 printable ASCII characters (! to ~)');
+const TENANT_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
+const FEATURE_PATTERN = /^[A-Za-z0-9._:@/-]{1,128}$/;
+const ID_PATTERN = /^[!-~]{1,128}$/;
+
+export const tenantName = z.string().regex(TENANT_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ -');
+export const featureName = z.string().regex(FEATURE_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ / -');
+export const eventId = z.string().regex(ID_PATTERN, 'must be 1-128 printable ASCII characters (! to ~)');
+const isoTimestamp = z.iso.datetime({
+  offset: true,
+  message: 'must be an ISO-8601 date-time with a time zone, e.g. 2026-05-01T12:00:00Z',
+});
 
 export const usageEvent = z.strictObject({
   tenant: tenantName,
@@ -22,11 +26,29 @@ export const usageEvent = z.strictObject({
     .min(1, 'must be an integer from 1 to 10^12')
     .max(MAX_TOKENS, 'must be an integer from 1 to 10^12'),
   id: eventId.optional(),
-  timestamp: z.iso
-    .datetime({ offset: true, message: 'must be an ISO-8601 date-time with a time zone, e.g. 2026-05-01T12:00:00Z' })
-    .optional(),
+  timestamp: isoTimestamp.optional(),
 });
 export type UsageEvent = z.infer<typeof usageEvent>;
+
+const EVENT_KEYS = new Set(['tenant', 'feature', 'tokens', 'id', 'timestamp']);
+
+/**
+ * The common case — a well-formed event — checked by hand, about ten times cheaper than the schema.
+ * It accepts only what `usageEvent` accepts (same patterns, same bounds, no unknown keys); anything
+ * else returns undefined and goes through the schema, which also writes the error messages.
+ */
+export function parseEventFast(raw: unknown): UsageEvent | undefined {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return undefined;
+  const event = raw as Record<string, unknown>;
+  for (const key in event) if (!EVENT_KEYS.has(key)) return undefined;
+  const { tenant, feature, tokens, id, timestamp } = event;
+  if (typeof tenant !== 'string' || !TENANT_PATTERN.test(tenant)) return undefined;
+  if (typeof feature !== 'string' || !FEATURE_PATTERN.test(feature)) return undefined;
+  if (typeof tokens !== 'number' || !Number.isInteger(tokens) || tokens < 1 || tokens > MAX_TOKENS) return undefined;
+  if (id !== undefined && (typeof id !== 'string' || !ID_PATTERN.test(id))) return undefined;
+  if (timestamp !== undefined && (typeof timestamp !== 'string' || !isoTimestamp.safeParse(timestamp).success)) return undefined;
+  return event as UsageEvent;
+}
 
 /** Where a timestamp may fall relative to receipt; outside it the event is refused, not clamped. */
 export function timestampProblem(timestampMs: number, receivedAt: number): string | undefined {

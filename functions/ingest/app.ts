@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { type Authenticator, authoriseTenant } from '../../shared/auth.ts';
-import { MAX_BATCH_EVENTS, timestampProblem, usageEvent } from '../../shared/events.ts';
+import { MAX_BATCH_EVENTS, parseEventFast, timestampProblem, usageEvent } from '../../shared/events.ts';
 import { createHttpApp } from '../../shared/http/app.ts';
 import { ApiError, type ErrorDetail, zodDetails } from '../../shared/http/errors.ts';
 import type { Logger } from '../../shared/logger.ts';
@@ -37,12 +37,16 @@ function validateBatch(rawEvents: unknown[], receivedAt: number): QueuedEvent[] 
   const details: ErrorDetail[] = [];
   const events: QueuedEvent[] = [];
   for (let index = 0; index < rawEvents.length; index++) {
-    const parsed = usageEvent.safeParse(rawEvents[index]);
-    if (!parsed.success) {
-      for (const detail of zodDetails(parsed.error)) details.push({ index, ...detail });
-      continue;
+    let valid = parseEventFast(rawEvents[index]);
+    if (!valid) {
+      const parsed = usageEvent.safeParse(rawEvents[index]);
+      if (!parsed.success) {
+        for (const detail of zodDetails(parsed.error)) details.push({ index, ...detail });
+        continue;
+      }
+      valid = parsed.data;
     }
-    const { tenant, feature, tokens, id, timestamp } = parsed.data;
+    const { tenant, feature, tokens, id, timestamp } = valid;
     const timestampMs = timestamp === undefined ? receivedAt : Date.parse(timestamp);
     const problem = timestamp === undefined ? undefined : timestampProblem(timestampMs, receivedAt);
     if (problem) {
