@@ -14,7 +14,7 @@
  * `--write` puts the table into README.md and docs/benchmarks.md between the bench markers.
  * `--bundles DIR` runs already built bundles (e.g. `dist`) instead of building; `--cpu-prof DIR` has
  * every function process write a V8 CPU profile (read it with scripts/bench/profile.ts).
- * NODE_OPTIONS and NODE_COMPILE_CACHE, when set, are passed on to the function processes.
+ * Function processes get the images' NODE_OPTIONS heap caps (or NODE_OPTIONS when set) and NODE_COMPILE_CACHE.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -92,6 +92,7 @@ let keySpace: BenchKeySpace | undefined;
 let apiKey = '';
 const live: Partial<Record<FunctionName, RunningProcess>> = {};
 
+const PRODUCTION_NODE_OPTIONS = '--max-old-space-size=96 --max-semi-space-size=4';
 const passThrough = (names: string[]): Record<string, string> =>
   Object.fromEntries(names.filter((name) => process.env[name]).map((name) => [name, process.env[name]!]));
 
@@ -114,7 +115,9 @@ async function functionEnv(name: FunctionName): Promise<{ env: Record<string, st
       QUEUE_MAX_BACKLOG: String(Number(args.backlog) * 3),
       DEDUPE_WINDOW: '10m',
       LOG_LEVEL: 'info',
-      ...passThrough(['NODE_OPTIONS', 'NODE_COMPILE_CACHE']),
+      // The images' heap caps (stacks/Dockerfile), unless the caller sets its own.
+      NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS,
+      ...passThrough(['NODE_COMPILE_CACHE']),
       ...(name === 'aggregator' ? { AGGREGATOR_ID: `bench-${keySpace!.prefix}` } : {}),
     },
   };

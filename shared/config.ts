@@ -58,6 +58,7 @@ const configSchema = z.object({
   AGGREGATOR_ID: z.string().min(1).max(128).optional(),
   AGGREGATOR_BATCH_SIZE: z.coerce.number().int().min(1).max(100_000).default(500),
   AGGREGATOR_LEASE: duration('10s'),
+  AGGREGATOR_LANES: z.coerce.number().int().min(1).max(16).default(2),
   SLACK_WEBHOOK_URL: optionalUrl,
   WEBHOOK_ALLOWED_HOSTS: z
     .string()

@@ -15,6 +15,8 @@ export interface RunnerOptions {
   leaseMs: number;
   /** Stream entries read per partition per round. */
   batchSize: number;
+  /** Concurrent apply loops over disjoint partition sets (default 1). */
+  lanes?: number;
   onApplied?: (result: AggregatorResult) => void;
 }
 
@@ -37,9 +39,7 @@ export class AggregatorRunner {
   private readonly owned = new Map<number, Owned>();
   private stopping = false;
   private loop: Promise<void> | undefined;
-  private backoffMs = 0;
-  private nextLeaseAt = 0;
-  private lastTrimAt = 0;
+  private readonly lastTrimAt: number[] = [];
 
   constructor(private readonly options: RunnerOptions) {}
 
@@ -53,7 +53,9 @@ export class AggregatorRunner {
       'INSERT INTO partition_checkpoints (partition) SELECT generate_series(0, $1::int - 1) ON CONFLICT DO NOTHING',
       [queue.partitions],
     );
-    this.loop = this.run();
+    await this.maintainLeases().catch((error: Error) => this.options.logger.warn({ err: error.message }, 'lease maintenance failed'));
+    const lanes = Array.from({ length: this.options.lanes ?? 1 }, (_, lane) => this.lane(lane));
+    this.loop = Promise.all([this.leases(), ...lanes]).then(() => undefined);
   }
 
   async stop(): Promise<void> {
@@ -63,37 +65,51 @@ export class AggregatorRunner {
     await this.options.db.query('DELETE FROM aggregator_members WHERE owner = $1', [this.options.ownerId]).catch(() => undefined);
   }
 
-  private async run(): Promise<void> {
+  private async leases(): Promise<void> {
     while (!this.stopping) {
+      await sleep(this.options.leaseMs / 4);
+      if (this.stopping) break;
+      await this.maintainLeases().catch((error: Error) => this.options.logger.warn({ err: error.message }, 'lease maintenance failed'));
+    }
+  }
+
+  /**
+   * One lane applies the owned partitions `p` with `p % lanes === lane`. Lanes hold disjoint tenants,
+   * so their transactions never wait on each other and PostgreSQL applies them on separate cores.
+   */
+  private async lane(lane: number): Promise<void> {
+    const lanes = this.options.lanes ?? 1;
+    let backoffMs = 0;
+    while (!this.stopping) {
+      const partitions = this.ownedPartitions.filter((partition) => partition % lanes === lane);
+      if (partitions.length === 0) {
+        await sleep(Math.min(250, this.options.leaseMs / 4));
+        continue;
+      }
       try {
-        if (Date.now() >= this.nextLeaseAt) {
-          await this.maintainLeases();
-          this.nextLeaseAt = Date.now() + this.options.leaseMs / 4;
-        }
-        if (this.owned.size === 0) {
-          await sleep(Math.min(250, this.options.leaseMs / 4));
-          continue;
-        }
-        await this.round();
-        this.backoffMs = 0;
+        await this.round(lane, partitions);
+        backoffMs = 0;
       } catch (error) {
         if (error instanceof StaleOwnerError) {
           for (const partition of error.partitions) this.owned.delete(partition);
           this.options.logger.warn({ partitions: error.partitions }, 'partitions taken over by another aggregator');
           continue;
         }
-        this.backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(100, this.backoffMs * 2));
-        this.options.logger.warn({ err: (error as Error).message, retryInMs: this.backoffMs }, 'aggregator round failed; retrying');
-        await sleep(this.backoffMs);
+        backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(100, backoffMs * 2));
+        this.options.logger.warn({ err: (error as Error).message, retryInMs: backoffMs, lane }, 'aggregator round failed; retrying');
+        await sleep(backoffMs);
       }
     }
   }
 
   /** Reads after the last applied ids, applies, then trims what is committed (at most every TRIM_INTERVAL_MS). */
-  private async round(): Promise<void> {
+  private async round(lane: number, partitions: number[]): Promise<void> {
     const { queue, apply } = this.options;
-    const positions = [...this.owned].map(([partition, owned]) => ({ partition, afterId: owned.lastId }));
-    const read = await queue.read(positions, this.options.batchSize, READ_BLOCK_MS);
+    const positions = partitions.flatMap((partition) => {
+      const owned = this.owned.get(partition);
+      return owned ? [{ partition, afterId: owned.lastId }] : [];
+    });
+    const read = await queue.read(positions, this.options.batchSize, READ_BLOCK_MS, lane);
     const batches = read
       .filter((found) => this.owned.has(found.partition))
       .map((found) => ({ partition: found.partition, fence: this.owned.get(found.partition)!.fence, entries: found.entries }));
@@ -105,7 +121,7 @@ export class AggregatorRunner {
       }
       this.options.onApplied?.(result);
     }
-    await this.trimApplied(batches.length === 0);
+    await this.trimApplied(lane, partitions, batches.length === 0);
   }
 
   /**
@@ -113,12 +129,13 @@ export class AggregatorRunner {
    * checkpoint stay readable a little longer, and a restart skips them by the checkpoint alone
    * (which is what makes the checkpoint, not the trim, carry exactly-once).
    */
-  private async trimApplied(idle: boolean): Promise<void> {
+  private async trimApplied(lane: number, partitions: number[], idle: boolean): Promise<void> {
     const now = Date.now();
-    if (!idle && now - this.lastTrimAt < TRIM_INTERVAL_MS) return;
-    this.lastTrimAt = now;
-    for (const [partition, owned] of this.owned) {
-      if (owned.trimmedId === owned.lastId) continue;
+    if (!idle && now - (this.lastTrimAt[lane] ?? 0) < TRIM_INTERVAL_MS) return;
+    this.lastTrimAt[lane] = now;
+    for (const partition of partitions) {
+      const owned = this.owned.get(partition);
+      if (!owned || owned.trimmedId === owned.lastId) continue;
       await this.options.queue.trim(partition, owned.lastId).then(
         () => (owned.trimmedId = owned.lastId),
         (error: Error) => this.options.logger.warn({ err: error.message, partition }, 'stream trim failed'),

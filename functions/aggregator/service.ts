@@ -51,6 +51,7 @@ export async function startAggregator(runtime: Runtime, hooks: AggregatorHooks =
     ownerId: config.AGGREGATOR_ID ?? `${hostname()}-${process.pid}`,
     leaseMs: config.AGGREGATOR_LEASE,
     batchSize: config.AGGREGATOR_BATCH_SIZE,
+    lanes: config.AGGREGATOR_LANES,
     onApplied: (result) => {
       metrics.applied(result.events, result.oldestReceivedAt, result.alertThresholds);
       if (result.alertThresholds.length > 0) delivery.notify();

@@ -47,8 +47,8 @@ export interface EventQueue {
   readonly partitions: number;
   /** Dedupes and appends atomically: all events (less duplicates) are durable, or none is and it throws. */
   enqueue(events: readonly QueuedEvent[], receivedAt: number): Promise<EnqueueResult>;
-  /** Entries after each position, waiting up to `blockMs` when there are none. */
-  read(positions: readonly PartitionPosition[], count: number, blockMs: number): Promise<PartitionEntries[]>;
+  /** Entries after each position, waiting up to `blockMs` when there are none; each `lane` blocks on its own connection. */
+  read(positions: readonly PartitionPosition[], count: number, blockMs: number, lane?: number): Promise<PartitionEntries[]>;
   /** Drops entries up to and including `lastAppliedId` (they are committed to the database). */
   trim(partition: number, lastAppliedId: string): Promise<void>;
   /** Events waiting per partition. */

@@ -121,7 +121,7 @@ export class ValkeyQueue implements EventQueue {
   readonly kind = 'valkey' as const;
   readonly partitions: number;
   private readonly client: ScriptClient;
-  private reader: ScriptClient | undefined;
+  private readonly readers: ScriptClient[] = [];
   private readonly backlogKeys: string[];
   private readonly streamKeys: string[];
   private pending: PendingEnqueue[] = [];
@@ -239,11 +239,12 @@ export class ValkeyQueue implements EventQueue {
     return reply[1];
   }
 
-  async read(positions: readonly PartitionPosition[], count: number, blockMs: number): Promise<PartitionEntries[]> {
+  async read(positions: readonly PartitionPosition[], count: number, blockMs: number, lane = 0): Promise<PartitionEntries[]> {
     if (positions.length === 0) return [];
-    this.reader ??= createClient(this.options.url, this.options.logger, { connectTimeout: 2_000 });
+    // A blocking read holds its connection, so each lane has its own.
+    const reader = (this.readers[lane] ??= createClient(this.options.url, this.options.logger, { connectTimeout: 2_000 }));
     const keys = positions.map((position) => this.streamKeys[position.partition]!);
-    const reply = (await this.reader.xread(
+    const reply = (await reader.xread(
       'COUNT',
       count,
       'BLOCK',
@@ -285,6 +286,6 @@ export class ValkeyQueue implements EventQueue {
 
   async close(): Promise<void> {
     this.client.disconnect();
-    this.reader?.disconnect();
+    for (const reader of this.readers) reader.disconnect();
   }
 }
