@@ -1,0 +1,92 @@
+import { request as httpRequest } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { addTo } from '../helpers/load.ts';
+import { waitFor } from '../helpers/processes.ts';
+import { servicesAvailable } from '../helpers/services.ts';
+import { createFaultStack, createTenants, expectReconciled, type FaultStack, SteadyLoad } from './harness.ts';
+
+interface HeldRequest {
+  /** Resolves once the server has the request's headers (it answered 100 Continue). */
+  received: Promise<void>;
+  /** Sends the body; resolves with the status and body of the answer. */
+  finish(): Promise<{ status: number; body: string }>;
+}
+
+/** A POST whose body is held back until `finish`: a request the server is in the middle of. */
+function holdRequest(url: string, apiKey: string, body: string): HeldRequest {
+  const request = httpRequest(`${url}/api/events`, {
+    method: 'POST',
+    agent: false,
+    headers: {
+      authorization: `Bearer ${apiKey}`,
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      expect: '100-continue',
+    },
+  });
+  const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    request.on('response', (response) => {
+      let text = '';
+      response.on('data', (chunk: Buffer) => (text += chunk.toString()));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: text }));
+    });
+    request.on('error', reject);
+  });
+  const received = new Promise<void>((resolve) => request.once('continue', () => resolve()));
+  request.flushHeaders();
+  return {
+    received,
+    finish() {
+      request.end(body);
+      return answered;
+    },
+  };
+}
+
+describe.skipIf(!servicesAvailable)('fault: ingest sent SIGTERM under load', () => {
+  let stack: FaultStack;
+
+  beforeAll(async () => {
+    stack = await createFaultStack();
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it('finishes the requests in flight, exits 0, and loses nothing it accepted', async () => {
+    const [first, second] = [await stack.start('functions/ingest/server.ts'), await stack.start('functions/ingest/server.ts')];
+    await stack.startAggregator('sigterm-agg');
+    const tenants = await createTenants(stack.runtime, 'term', 8);
+    let firstGone = false;
+    void first.exited.then(() => (firstGone = true));
+    const load = new SteadyLoad({ apiKey: stack.apiKey, tenants, targets: () => (firstGone ? [second.url] : [first.url, second.url]), label: 'term' }).start();
+    const held = Array.from({ length: 10 }, (_, r) =>
+      Array.from({ length: 50 }, (_, i) => ({ tenant: tenants[(r + i) % tenants.length]!, feature: 'held', tokens: 1 + r * 50 + i, id: `held-${r}-${i}` })),
+    );
+    let exitCode: number | null;
+    try {
+      await waitFor(() => load.ackedBatches > 100, { what: 'load to be flowing' });
+      const requests = held.map((batch) => holdRequest(first.url, stack.apiKey, JSON.stringify(batch)));
+      await Promise.all(requests.map((r) => r.received));
+      const signalledAt = Date.now();
+      first.child.kill('SIGTERM');
+      // The bodies arrive while the process drains: it must still read, enqueue and answer them.
+      await sleep(300);
+      const answers = await Promise.all(requests.map((r) => r.finish()));
+      expect(answers.map((answer) => answer.status)).toEqual(held.map(() => 202));
+      for (const batch of held) for (const event of batch) addTo(load.accepted, event.tenant, event.feature, event.tokens);
+      exitCode = await first.exited;
+      expect(Date.now() - signalledAt).toBeLessThan(15_000);
+      // The load carried on against the other instance.
+      const afterExit = Date.now();
+      await waitFor(() => load.attempts.filter((a) => a.at > afterExit && a.status === 202).length > 50, { what: 'load on the remaining instance' });
+    } finally {
+      await load.stop();
+    }
+    expect(exitCode).toBe(0);
+    // Load attempts on the draining instance were answered 202 or 503 (return503OnClosing), or refused once it stopped listening.
+    expect(load.attempts.filter((a) => a.target === first.url).every((a) => [0, 202, 503].includes(a.status))).toBe(true);
+    await expectReconciled(stack.runtime, tenants, load.accepted);
+  }, 180_000);
+});
