@@ -19,11 +19,42 @@ const DATE = 1082;
 const JSON_OID = 114;
 const JSONB = 3802;
 
+let driverGuardInstalled = false;
+
+/**
+ * postgres.js 3.4.9 can write to a socket it has already dropped when a connection is cut at the
+ * wrong moment (connection.js nextWrite, porsager/postgres#1154/#1208). The TypeError is thrown from a
+ * setImmediate callback, out of reach of any await, and would end the process. The connection is
+ * gone either way and its queries fail through the driver's close handling (so a rollup transaction
+ * is retried, never half-applied); only that exact error is absorbed, everything else still crashes.
+ */
+export function isDroppedSocketWrite(error: unknown): boolean {
+  return (
+    error instanceof TypeError &&
+    /Cannot read properties of null \(reading 'write'\)/.test(error.message) &&
+    (error.stack ?? '').includes('nextWrite')
+  );
+}
+
+function guardAgainstDroppedSocketWrites(): void {
+  if (driverGuardInstalled) return;
+  driverGuardInstalled = true;
+  process.on('uncaughtException', (error) => {
+    if (isDroppedSocketWrite(error)) {
+      process.stderr.write(`${JSON.stringify({ level: 'warn', msg: 'postgres connection dropped mid-write; its queries fail and are retried' })}\n`);
+      return;
+    }
+    process.stderr.write(`${JSON.stringify({ level: 'fatal', msg: 'uncaught exception', err: { message: error.message, stack: error.stack } })}\n`);
+    process.exit(1);
+  });
+}
+
 /**
  * int8 comes back as bigint (sums are exact), date as 'YYYY-MM-DD' (periods are calendar dates).
  * Bigint parameters are passed as strings by callers.
  */
 export function connectPostgres(url: string, options: { max?: number; connectTimeoutSeconds?: number } = {}): Db {
+  guardAgainstDroppedSocketWrites();
   const sql = postgres(url, {
     max: options.max ?? 10,
     connect_timeout: options.connectTimeoutSeconds ?? 5,
