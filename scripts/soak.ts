@@ -11,15 +11,15 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'iovalkey';
 import postgres from 'postgres';
 import { connectPostgres } from '../shared/db.ts';
 import { migrate } from '../shared/migrate.ts';
+import { buildBundles } from './bench/stack.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const ADMIN_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -117,19 +117,6 @@ async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs:
   throw new Error(`timed out waiting for ${what}`);
 }
 
-async function buildBundles(): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'flagmeter-soak-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/build.ts'), '--outdir', dir, '--no-lambda'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const code = await new Promise<number | null>((done) => child.once('exit', done));
-  if (code !== 0) throw new Error(`build failed (${code}):\n${output}`);
-  return dir;
-}
 
 class Latencies {
   private readonly values: number[] = [];
@@ -175,7 +162,7 @@ async function main(): Promise<void> {
   });
   try {
     await migrate(db);
-    if (!options.tsx) bundleDir = await buildBundles();
+    if (!options.tsx) bundleDir = (await buildBundles()).dir;
     const env = {
       DATABASE_URL: dbUrl.toString(),
       VALKEY_URL,

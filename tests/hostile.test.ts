@@ -197,16 +197,15 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
     expect(served.status).toBe(400);
     expect(Date.now() - started).toBeLessThan(5_000);
     const closed = await Promise.all(attackers);
-    // requestTimeout is 30 s, but Node enforces it only when its connection check runs (every 30 s by
-    // default) and the trickle defers the idle timeout: measured 60-90 s here (docs/reliability.md).
+    // Headers must arrive within 10 s and the whole request within 15 s; the server checks every second.
     for (const kind of ['headers', 'body']) {
       console.info(`slowloris (${kind}) closed after at most ${Math.max(...closed.filter((c) => c.kind === kind).map((c) => c.closedAfterMs))} ms`);
     }
     for (const { closedAfterMs, answer } of closed) {
-      expect(closedAfterMs).toBeLessThan(110_000);
+      expect(closedAfterMs).toBeLessThan(25_000);
       expect(answer === '' || /^HTTP\/1\.1 408/.test(answer)).toBe(true);
     }
-  }, 150_000);
+  }, 60_000);
 
   it('is still up, healthy and unpolluted afterwards, and counts exactly what it accepted', async () => {
     for (const server of Object.values(servers)) expect(server.child.exitCode).toBeNull();

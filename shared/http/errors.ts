@@ -75,7 +75,23 @@ export function zodDetails(error: z.ZodError, indexed = false): ErrorDetail[] {
   });
 }
 
+/** postgres.js and socket errors that mean the database is away, not that the request was wrong. */
+const DATABASE_UNAVAILABLE = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'CONNECT_TIMEOUT',
+  'CONNECTION_CLOSED',
+  'CONNECTION_DESTROYED',
+  'CONNECTION_ENDED',
+  '57P01',
+  '57P03',
+]);
+
 function fromFramework(error: FastifyError): ApiError | undefined {
+  if (DATABASE_UNAVAILABLE.has(String(error.code))) {
+    return new ApiError('service_unavailable', 'the database is unreachable; retry shortly', undefined, 2);
+  }
   switch (error.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
