@@ -34,6 +34,7 @@ import {
   freePort,
   type FunctionName,
   killAll,
+  PRODUCTION_NODE_OPTIONS,
   QUEUE_PARTITIONS,
   ROOT,
   type RunningProcess,
@@ -92,7 +93,6 @@ let keySpace: BenchKeySpace | undefined;
 let apiKey = '';
 const live: Partial<Record<FunctionName, RunningProcess>> = {};
 
-const PRODUCTION_NODE_OPTIONS = '--max-old-space-size=96 --max-semi-space-size=4';
 const passThrough = (names: string[]): Record<string, string> =>
   Object.fromEntries(names.filter((name) => process.env[name]).map((name) => [name, process.env[name]!]));
 

@@ -19,7 +19,7 @@ import { Redis } from 'iovalkey';
 import postgres from 'postgres';
 import { connectPostgres } from '../shared/db.ts';
 import { migrate } from '../shared/migrate.ts';
-import { buildBundles } from './bench/stack.ts';
+import { PRODUCTION_NODE_OPTIONS, buildBundles } from './bench/stack.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const ADMIN_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -92,7 +92,7 @@ function startFunction(name: FunctionName, bundleDir: string | undefined, env: R
   const args = bundleDir ? [join(bundleDir, name, 'index.mjs')] : ['--import', 'tsx', join(ROOT, ENTRIES[name])];
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env, PORT: String(port) },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS, ...env, PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

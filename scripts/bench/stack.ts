@@ -34,6 +34,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** The heap caps the images run with (stacks/Dockerfile): bench and soak measure what production runs. */
+export const PRODUCTION_NODE_OPTIONS = '--max-old-space-size=96 --max-semi-space-size=4';
+
 /** Builds every function bundle into a folder of its own, so a concurrent `npm run build` is never disturbed. */
 export async function buildBundles(): Promise<{ dir: string; remove(): void }> {
   const dir = mkdtempSync(join(tmpdir(), 'flagmeter-bench-'));
