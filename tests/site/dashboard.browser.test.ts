@@ -166,7 +166,11 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     await page.waitForURL(/saved=1/);
     await expect(page.locator('#usage-summary [data-field="percent"]').textContent()).resolves.toBe('42.5%');
     await expect(page.locator('#usage-summary [data-field="status"]').textContent()).resolves.toBe('OK');
-    const usage = (await server.api('GET', '/api/usage/acme')).json;
+    // The usage function answers from a read at most USAGE_CACHE_TTL old: wait for the next read.
+    const usage = await waitFor(async () => {
+      const answer = (await server.api('GET', '/api/usage/acme')).json;
+      return answer.quota === 20_000 ? answer : undefined;
+    }, { timeoutMs: 5_000, what: 'the usage API to show the new quota' });
     expect([usage.quota, usage.percent]).toEqual([20_000, 42.5]);
   });
 
