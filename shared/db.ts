@@ -29,11 +29,13 @@ let driverGuardInstalled = false;
  * is retried, never half-applied); only that exact error is absorbed, everything else still crashes.
  */
 export function isDroppedSocketWrite(error: unknown): boolean {
-  return (
-    error instanceof TypeError &&
-    /Cannot read properties of null \(reading 'write'\)/.test(error.message) &&
-    (error.stack ?? '').includes('nextWrite')
-  );
+  if (error instanceof TypeError) {
+    return /Cannot read properties of null \(reading 'write'\)/.test(error.message) && (error.stack ?? '').includes('nextWrite');
+  }
+  // The same dropped socket can still report the reset, after the driver removed its listeners:
+  // a bare socket error nobody listens for. Every socket of ours has an error handler.
+  const { code, syscall } = error as NodeJS.ErrnoException;
+  return error instanceof Error && (code === 'ECONNRESET' || code === 'EPIPE') && (syscall === 'read' || syscall === 'write');
 }
 
 function guardAgainstDroppedSocketWrites(): void {
@@ -41,7 +43,7 @@ function guardAgainstDroppedSocketWrites(): void {
   driverGuardInstalled = true;
   process.on('uncaughtException', (error) => {
     if (isDroppedSocketWrite(error)) {
-      process.stderr.write(`${JSON.stringify({ level: 'warn', msg: 'postgres connection dropped mid-write; its queries fail and are retried' })}\n`);
+      process.stderr.write(`${JSON.stringify({ level: 'warn', msg: 'a dropped database connection reported late; its queries fail and are retried', err: error.message })}\n`);
       return;
     }
     process.stderr.write(`${JSON.stringify({ level: 'fatal', msg: 'uncaught exception', err: { message: error.message, stack: error.stack } })}\n`);
