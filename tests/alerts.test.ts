@@ -95,6 +95,16 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     expect(slack.postsTo(hook)).toHaveLength(2);
   });
 
+  it('fires at exactly the threshold and not one token below it', async () => {
+    const { tenant, hook } = await tenantWithHook('edge', 1000);
+    await post({ tenant, feature: 'f', tokens: 799 });
+    await waitFor(() => usageIs(tenant, 799n), { what: '79.9% to be counted' });
+    expect(await alertsOf(tenant)).toEqual([]);
+    await post({ tenant, feature: 'f', tokens: 1 });
+    await waitFor(() => slack.postsTo(hook).length === 1, { what: 'the alert at exactly 80%' });
+    expect((await alertsOf(tenant)).map((a) => [a.threshold, a.usedTokens])).toEqual([[80, 800n]]);
+  });
+
   it('posts both messages when a single batch jumps from 10% to 120%', async () => {
     const { tenant, hook } = await tenantWithHook('jump', 1000);
     await post({ tenant, feature: 'f', tokens: 100 });
