@@ -4,7 +4,7 @@ import type { Db, Queryable } from '../../shared/db.ts';
 import { periodStartDay } from '../../shared/periods.ts';
 import { stringifyExact } from '../../shared/http/json.ts';
 import type { QueueEntry } from '../../shared/queue/types.ts';
-import { type Rollups, preAggregate } from './rollup.ts';
+import { type Rollups, groupByQuarterHour, rollUp } from './rollup.ts';
 
 /** The entries read from one partition by the owner holding `fence`. */
 export interface PartitionBatch {
@@ -136,15 +136,15 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
   for (const batch of batches) lastIds[batch.partition] = batch.entries.at(-1)!.id;
   const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
   if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertThresholds: [] };
-  const tenants = [...new Set(entries.flatMap((entry) => entry.events.map((e) => e.tenant)))].sort();
+  const grouped = groupByQuarterHour(entries);
   const now = Date.now();
   const { events, alertThresholds } = await deps.db.transaction(async (tx) => {
     // The stream is trimmed after this commit, so the commit must be on disk even where the server
     // runs synchronous_commit=off for throughput.
     await tx.query('SET LOCAL synchronous_commit = on');
     await advanceCheckpoints(tx, batches);
-    const settings = await tenantSettings(tx, tenants, deps.defaultQuota);
-    const rollups = preAggregate(entries, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
+    const settings = await tenantSettings(tx, grouped.tenants, deps.defaultQuota);
+    const rollups = rollUp(grouped, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
     const totals = await upsertRollups(tx, rollups);
     // Only the current period alerts: late events counted into a past period never do.
     const current = totals.flatMap((total) => {

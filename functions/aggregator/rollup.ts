@@ -4,12 +4,12 @@ import type { QueueEntry } from '../../shared/queue/types.ts';
 /** Exact integer sum that stays a number while it is safe and becomes a bigint past 2^53. */
 export type Sum = number | bigint;
 
-export function addExact(sum: Sum, tokens: number): Sum {
-  if (typeof sum === 'number') {
+export function addExact(sum: Sum, tokens: Sum): Sum {
+  if (typeof sum === 'number' && typeof tokens === 'number') {
     const next = sum + tokens;
-    return Number.isSafeInteger(next) ? next : BigInt(sum) + BigInt(tokens);
+    if (Number.isSafeInteger(next)) return next;
   }
-  return sum + BigInt(tokens);
+  return BigInt(sum) + BigInt(tokens);
 }
 
 export interface HourlyRow { tenant: string; feature: string; hour: string; tokens: Sum; events: number }
@@ -35,20 +35,25 @@ function upsert<T extends { tokens: Sum; events: number }>(map: Map<string, T>, 
     row = make();
     map.set(key, row);
   }
-  row.tokens = typeof row.tokens === 'number' && typeof tokens === 'number' && Number.isSafeInteger(row.tokens + tokens)
-    ? row.tokens + tokens
-    : BigInt(row.tokens) + BigInt(tokens);
+  row.tokens = addExact(row.tokens, tokens);
   row.events += events;
   return row;
 }
 
+/** A batch's events summed per tenant, feature and quarter hour, and the tenants it touches. */
+export interface QuarterHourGroups {
+  groups: Group[];
+  tenants: string[];
+  events: number;
+}
+
 /**
- * Pre-aggregates a batch into the four rollups, so one upsert row carries many events. Events are
- * grouped by quarter hour first: zone offsets only change on quarter hours, so each group has one
- * local day and one period whatever the tenant's zone.
+ * The one pass over a batch's events. Zone offsets only change on quarter hours, so each group has
+ * one local day and one period whatever its tenant's zone — the zone is needed only afterwards.
  */
-export function preAggregate(entries: readonly QueueEntry[], timeZoneOf: (tenant: string) => string): Rollups {
+export function groupByQuarterHour(entries: readonly QueueEntry[]): QuarterHourGroups {
   const groups = new Map<string, Group>();
+  const tenants = new Set<string>();
   let events = 0;
   for (const entry of entries) {
     for (const event of entry.events) {
@@ -59,17 +64,28 @@ export function preAggregate(entries: readonly QueueEntry[], timeZoneOf: (tenant
       if (!group) {
         group = { tenant: event.tenant, feature: event.feature, quarter, tokens: 0, events: 0, lastAt: 0 };
         groups.set(key, group);
+        tenants.add(event.tenant);
       }
       group.tokens = addExact(group.tokens, event.tokens);
       group.events++;
       if (event.timestamp > group.lastAt) group.lastAt = event.timestamp;
     }
   }
+  return { groups: [...groups.values()], tenants: [...tenants].sort(), events };
+}
+
+/** Pre-aggregates a batch into the four rollups, so one upsert row carries many events. */
+export function preAggregate(entries: readonly QueueEntry[], timeZoneOf: (tenant: string) => string): Rollups {
+  return rollUp(groupByQuarterHour(entries), timeZoneOf);
+}
+
+/** Turns quarter-hour groups into hourly, daily, per-feature period and period rows. */
+export function rollUp({ groups, events }: QuarterHourGroups, timeZoneOf: (tenant: string) => string): Rollups {
   const hourly = new Map<string, HourlyRow>();
   const daily = new Map<string, DailyRow>();
   const periodFeatures = new Map<string, PeriodFeatureRow>();
   const periods = new Map<string, PeriodRow>();
-  for (const group of groups.values()) {
+  for (const group of groups) {
     const { tenant, feature, tokens, events: count } = group;
     const instant = group.quarter * QUARTER_HOUR_MS;
     const hour = new Date(hourStart(instant)).toISOString();
