@@ -18,6 +18,8 @@ import {
 export class MemoryQueue implements EventQueue {
   readonly kind = 'memory' as const;
   private readonly streams: QueueEntry[][];
+  /** Events per partition not yet trimmed, kept with the streams instead of recounted per request. */
+  private readonly waiting: number[];
   private readonly seen = new Map<string, number>();
   private readonly arrivals = new EventEmitter();
   private lastMs = 0;
@@ -29,6 +31,7 @@ export class MemoryQueue implements EventQueue {
     private readonly maxBacklog: number,
   ) {
     this.streams = Array.from({ length: partitions }, () => []);
+    this.waiting = Array.from({ length: partitions }, () => 0);
     this.arrivals.setMaxListeners(0);
   }
 
@@ -44,8 +47,7 @@ export class MemoryQueue implements EventQueue {
   }
 
   async enqueue(events: readonly QueuedEvent[], receivedAt: number): Promise<EnqueueResult> {
-    const backlog = (await this.backlog()).reduce((sum, n) => sum + n, 0);
-    if (backlog >= this.maxBacklog) throw new QueueFullError('queue backlog is over its cap');
+    if (this.waiting.reduce((sum, n) => sum + n, 0) >= this.maxBacklog) throw new QueueFullError('queue backlog is over its cap');
     const now = Date.now();
     const byPartition = new Map<number, QueueEntry['events']>();
     const duplicateFlags = events.map((event) => {
@@ -63,6 +65,7 @@ export class MemoryQueue implements EventQueue {
     });
     for (const [partition, list] of byPartition) {
       this.streams[partition]!.push({ id: this.nextId(), events: list, receivedAt });
+      this.waiting[partition]! += list.length;
     }
     if (this.seen.size > 1_000_000) {
       for (const [key, expires] of this.seen) if (expires <= now) this.seen.delete(key);
@@ -88,12 +91,18 @@ export class MemoryQueue implements EventQueue {
   }
 
   async trim(partition: number, lastAppliedId: string): Promise<void> {
+    // Entries are in id order: drop the applied head.
     const stream = this.streams[partition]!;
-    this.streams[partition] = stream.filter((entry) => compareStreamIds(entry.id, lastAppliedId) > 0);
+    let applied = 0;
+    while (applied < stream.length && compareStreamIds(stream[applied]!.id, lastAppliedId) <= 0) {
+      this.waiting[partition]! -= stream[applied]!.events.length;
+      applied++;
+    }
+    stream.splice(0, applied);
   }
 
   async backlog(): Promise<number[]> {
-    return this.streams.map((stream) => stream.reduce((sum, entry) => sum + entry.events.length, 0));
+    return [...this.waiting];
   }
 
   async ping(): Promise<number> {
