@@ -9,7 +9,7 @@ import { periodOf } from '../shared/periods.ts';
 import { createRuntime } from '../shared/runtime.ts';
 import { type FakeSlack, startFakeSlack } from './helpers/fake-slack.ts';
 import { parseExact } from './helpers/json.ts';
-import { type RunningProcess, startProcess, waitFor } from './helpers/processes.ts';
+import { type RunningProcess, startAggregatorProcess, waitFor } from './helpers/processes.ts';
 import { ADMIN_TOKEN, buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from './helpers/services.ts';
 
@@ -208,7 +208,7 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
   it('creates one alert per threshold with two aggregator processes applying the traffic and one killed', async () => {
     const tenants = await Promise.all(Array.from({ length: 8 }, (_, i) => tenantWithHook(`dual${i}`, 10_000)));
     const start = (id: string) =>
-      startProcess('functions/aggregator/main.ts', { ...stack.env, AGGREGATOR_ID: id, LOG_LEVEL: 'info' }, { ready: (out) => out.includes('aggregator running') });
+      startAggregatorProcess(stack.env, id);
     const [a, b] = await Promise.all([start('alert-a'), start('alert-b')]);
     processes.push(a!, b!);
     for (let round = 0; round < 12; round++) {

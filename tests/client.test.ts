@@ -21,7 +21,7 @@ import {
 import { loadConfig } from '../shared/config.ts';
 import type { UsageEvent } from '../shared/events.ts';
 import { createRuntime, type Runtime } from '../shared/runtime.ts';
-import { type RunningProcess, startProcess, waitFor } from './helpers/processes.ts';
+import { type RunningProcess, startAggregatorProcess, startProcess, waitFor } from './helpers/processes.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, uniqueName, VALKEY_URL } from './helpers/services.ts';
 
 // The client's wire types are written out by hand so that it has no dependencies; these fail to
@@ -146,7 +146,7 @@ describe.skipIf(!servicesAvailable)('client against the real server', () => {
     [ingest, usage, aggregator] = await Promise.all([
       startProcess('functions/ingest/server.ts', env),
       startProcess('functions/usage/server.ts', env),
-      startProcess('functions/aggregator/main.ts', env, { ready: (output) => output.includes('aggregator running') }),
+      startAggregatorProcess(env),
     ]);
     router = await startRouter(ingest.url, usage.url);
   });

@@ -3,11 +3,9 @@ import { createApiKey } from '../functions/tenants/keys.ts';
 import { loadConfig } from '../shared/config.ts';
 import { createRuntime, type Runtime } from '../shared/runtime.ts';
 import { addTo, byTenant, rolledUp, sendBatches, type SentEvent, sortedEntries, type Totals } from './helpers/load.ts';
-import { type RunningProcess, startProcess, waitFor } from './helpers/processes.ts';
+import { type RunningProcess, startAggregatorProcess, startProcess, waitFor } from './helpers/processes.ts';
 import { functionEnv } from './helpers/runtime.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, uniqueName } from './helpers/services.ts';
-
-const aggregatorReady = (output: string) => output.includes('aggregator running');
 
 function makeBatches(tenants: string[], requests: number, perRequest: number): SentEvent[][] {
   const features = ['gpt-4o', 'openai/gpt-4o-mini', 'claude-3.5', 'embed', 'whisper'];
@@ -30,7 +28,7 @@ describe.skipIf(!servicesAvailable)('exactly once through aggregator crashes', (
   const running: RunningProcess[] = [];
 
   const startAggregator = async (id: string) => {
-    const aggregator = await startProcess('functions/aggregator/main.ts', { ...env, AGGREGATOR_ID: id, LOG_LEVEL: 'info' }, { ready: aggregatorReady });
+    const aggregator = await startAggregatorProcess(env, id);
     running.push(aggregator);
     return aggregator;
   };

@@ -7,7 +7,7 @@ import { loadConfig } from '../shared/config.ts';
 import { createRuntime, type Runtime } from '../shared/runtime.ts';
 import { FUNCTION_ROUTES } from '../shared/routes.ts';
 import { addTo, byTenant, rolledUp, sortedEntries, type Totals } from './helpers/load.ts';
-import { type RunningProcess, startProcess, waitFor } from './helpers/processes.ts';
+import { type RunningProcess, startAggregatorProcess, startProcess, waitFor } from './helpers/processes.ts';
 import { ADMIN_TOKEN, functionEnv } from './helpers/runtime.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase } from './helpers/services.ts';
 
@@ -213,7 +213,7 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
     const valid = await raw(servers.ingest!.url, 'POST', '/api/events', { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, JSON.stringify({ tenant: 'hostile-check', feature: 'f', tokens: 3, polluted: undefined }));
     await check(valid, JSON.stringify({ tenant: 'hostile-check', feature: 'f', tokens: 3 }));
     expect(valid.status).toBe(202);
-    const aggregator = await startProcess('functions/aggregator/main.ts', { ...env, AGGREGATOR_ID: 'hostile', LOG_LEVEL: 'info' }, { ready: (output) => output.includes('aggregator running') });
+    const aggregator = await startAggregatorProcess(env, 'hostile');
     try {
       await waitFor(async () => (await backlogTotal()) === 0, { timeoutMs: 60_000, what: 'the backlog to drain' });
       // Only what was answered 202 reached the rollups: no rejected request changed any tenant's usage.

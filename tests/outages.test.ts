@@ -5,7 +5,7 @@ import { loadConfig } from '../shared/config.ts';
 import { errorBody } from '../shared/http/errors.ts';
 import { createRuntime, type Runtime } from '../shared/runtime.ts';
 import { byTenant, rolledUp, sendBatches, sortedEntries, type Totals } from './helpers/load.ts';
-import { freePort, type RunningProcess, startProcess, waitFor } from './helpers/processes.ts';
+import { freePort, type RunningProcess, startAggregatorProcess, startProcess, waitFor } from './helpers/processes.ts';
 import { type CuttableProxy, startProxy } from './helpers/proxy.ts';
 import { functionEnv } from './helpers/runtime.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, uniqueName } from './helpers/services.ts';
@@ -64,11 +64,7 @@ describe.skipIf(!servicesAvailable)('outages', () => {
     const proxied = new URL(database.url);
     proxied.port = String(proxy.port);
     const ingest = await startProcess('functions/ingest/server.ts', env);
-    const aggregator = await startProcess(
-      'functions/aggregator/main.ts',
-      { ...env, DATABASE_URL: proxied.toString(), AGGREGATOR_ID: 'behind-proxy', LOG_LEVEL: 'info' },
-      { ready: (output) => output.includes('aggregator running') },
-    );
+    const aggregator = await startAggregatorProcess({ ...env, DATABASE_URL: proxied.toString() }, 'behind-proxy');
     processes.push(ingest, aggregator);
     const tenants = Array.from({ length: 5 }, (_, i) => uniqueName(`pgdown${i}`));
     const accepted: Totals = new Map();
