@@ -27,6 +27,11 @@ export interface Rollups {
 
 const QUARTER_HOUR_MS = 900_000;
 
+/** The group an event is summed into: its tenant, feature and quarter hour. */
+export function groupKey(event: { tenant: string; feature: string; timestamp: number }): string {
+  return `${event.tenant}\t${event.feature}\t${Math.floor(event.timestamp / QUARTER_HOUR_MS)}`;
+}
+
 interface Group { tenant: string; feature: string; quarter: number; tokens: Sum; events: number; lastAt: number }
 
 function upsert<T extends { tokens: Sum; events: number }>(map: Map<string, T>, key: string, make: () => T, tokens: Sum, events: number): T {
