@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { startAggregator } from '../functions/aggregator/service.ts';
 import { registerAllFunctions } from '../functions/api.ts';
 import { createApiKey } from '../functions/tenants/keys.ts';
-import { generateAdminToken, hashSecret } from '../shared/auth.ts';
+import { generateAdminToken, generateApiKey, hashSecret } from '../shared/auth.ts';
 import { loadConfigOrExit } from '../shared/config.ts';
+import { retryUntilDone } from '../shared/db.ts';
 import { mountSite } from '../site/server.ts';
 import { createHttpApp } from '../shared/http/app.ts';
 import { migrate } from '../shared/migrate.ts';
@@ -42,18 +43,25 @@ const runtime = await createRuntime('flagmeter', { config, embedded: true });
 telemetry.announce(runtime.logger);
 observeRuntime(runtime);
 const { db, queue, logger } = runtime;
-await migrate(db);
-await runtime.keys.refresh();
+// Every start-up step is retried until the database is steady: a flaky connection delays start-up
+// instead of ending it. Each step may run again after an attempt whose outcome was unknown.
+await retryUntilDone('migrations', logger, () => migrate(db));
+await retryUntilDone('loading API keys', logger, () => runtime.keys.refresh());
 
-let apiKey: string | undefined;
 const keyFile = join(config.DATA_DIR, 'api-key');
-if (existsSync(keyFile)) {
-  const saved = readFileSync(keyFile, 'utf8').trim();
-  const [active] = await db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashSecret(saved)]);
-  if (active) apiKey = saved;
-}
-if (!apiKey) {
-  apiKey = (await createApiKey(runtime, 'npm start', null)).key;
+const savedKey = existsSync(keyFile) ? readFileSync(keyFile, 'utf8').trim() : undefined;
+const savedActive =
+  savedKey !== undefined &&
+  (await retryUntilDone('checking the saved API key', logger, () =>
+    db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashSecret(savedKey)]),
+  )).length > 0;
+let apiKey: string;
+if (savedKey !== undefined && savedActive) {
+  apiKey = savedKey;
+} else {
+  // Generated once, outside the retries: an insert whose answer was lost is repeated with the same key.
+  const generated = generateApiKey();
+  apiKey = (await retryUntilDone('creating the API key', logger, () => createApiKey(runtime, 'npm start', null, generated))).key;
   writeFileSync(keyFile, `${apiKey}\n`, { mode: 0o600 });
 }
 

@@ -41,6 +41,7 @@ const configSchema = z.object({
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
     .optional(),
   DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+  DATABASE_STATEMENT_TIMEOUT: duration('30s'),
   VALKEY_URL: z
     .string()
     .regex(/^(redis|rediss|valkey|valkeys):\/\//, 'must be a redis:// or valkey:// URL')

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Db } from '../../shared/db.ts';
+import { type Db, retryUntilDone } from '../../shared/db.ts';
 import type { Logger } from '../../shared/logger.ts';
 import type { EventQueue } from '../../shared/queue/types.ts';
 import type { QueueEntry } from '../../shared/queue/types.ts';
@@ -66,11 +66,11 @@ export class AggregatorRunner {
   }
 
   async start(): Promise<void> {
-    const { db, queue } = this.options;
-    await db.query(
-      'INSERT INTO partition_checkpoints (partition) SELECT generate_series(0, $1::int - 1) ON CONFLICT DO NOTHING',
-      [queue.partitions],
-    );
+    const { db, queue, logger } = this.options;
+    // Idempotent, so retried until the database answers: a flaky start delays the aggregator, never ends it.
+    await retryUntilDone('creating partition checkpoints', logger, () =>
+      db.query('INSERT INTO partition_checkpoints (partition) SELECT generate_series(0, $1::int - 1) ON CONFLICT DO NOTHING', [queue.partitions]),
+    { cancelled: () => this.stopping });
     await this.maintainLeases().catch((error: Error) => this.options.logger.warn({ err: error.message }, 'lease maintenance failed'));
     const lanes = Array.from({ length: this.options.lanes ?? 1 }, (_, lane) => this.lane(lane));
     this.loop = Promise.all([this.leases(), ...lanes]).then(() => undefined);

@@ -23,6 +23,12 @@ export interface PostgresProxy extends CuttableProxy {
   readonly droppedCommitAnswers: number;
   /** COMMITs forwarded so far. */
   readonly commits: number;
+  /** Drops every open connection at random intervals of `minMs`-`maxMs` (new ones are accepted) until `steady()`. */
+  flap(minMs: number, maxMs: number): void;
+  /** Stops flapping and losing COMMIT answers: from now on the connection is steady. */
+  steady(): void;
+  /** Connections cut by `cut()` and flapping so far. */
+  readonly cuts: number;
 }
 
 const SSL_REQUEST = 80_877_103;
@@ -79,6 +85,8 @@ export async function startProxy(targetHost: string, targetPort: number): Promis
   let dropShare = 0;
   let dropped = 0;
   let commits = 0;
+  let cuts = 0;
+  let flapping: NodeJS.Timeout | undefined;
   const server: Server = createServer((client) => {
     if (!open) {
       client.destroy();
@@ -124,10 +132,20 @@ export async function startProxy(targetHost: string, targetPort: number): Promis
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
-  const cut = () => {
-    open = false;
+  const dropAll = () => {
+    cuts += sockets.size / 2;
     for (const socket of sockets) socket.destroy();
     sockets.clear();
+  };
+  const cut = () => {
+    open = false;
+    dropAll();
+  };
+  const steady = () => {
+    clearTimeout(flapping);
+    flapping = undefined;
+    dropShare = 0;
+    pendingDrops = 0;
   };
   return {
     port: typeof address === 'object' && address ? address.port : 0,
@@ -147,7 +165,22 @@ export async function startProxy(targetHost: string, targetPort: number): Promis
     get commits() {
       return commits;
     },
+    flap(minMs, maxMs) {
+      clearTimeout(flapping);
+      const next = () => {
+        flapping = setTimeout(() => {
+          dropAll();
+          next();
+        }, minMs + Math.random() * (maxMs - minMs));
+      };
+      next();
+    },
+    steady,
+    get cuts() {
+      return cuts;
+    },
     close() {
+      steady();
       cut();
       return new Promise<void>((resolve) => server.close(() => resolve()));
     },
