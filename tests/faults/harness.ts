@@ -76,6 +76,8 @@ export interface Attempt {
   status: number;
   target: string;
   retryAfter: string | null;
+  /** Why no response came back (status 0). */
+  error?: string;
 }
 
 export interface LoadOptions {
@@ -151,14 +153,18 @@ export class SteadyLoad {
         const targets = this.options.targets();
         const target = targets[this.targetIndex++ % targets.length]!;
         const started = Date.now();
+        let error: string | undefined;
         const response = await fetch(`${target}/api/events`, {
           method: 'POST',
           headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
           body,
           signal: AbortSignal.timeout(10_000),
-        }).catch(() => undefined);
+        }).catch((failure: Error) => {
+          error = `${failure.message}${failure.cause ? `: ${(failure.cause as Error).message ?? String(failure.cause)}` : ''}`;
+          return undefined;
+        });
         const status = response?.status ?? 0;
-        this.attempts.push({ at: started, ms: Date.now() - started, status, target, retryAfter: response?.headers.get('retry-after') ?? null });
+        this.attempts.push({ at: started, ms: Date.now() - started, status, target, retryAfter: response?.headers.get('retry-after') ?? null, ...(error ? { error } : {}) });
         if (status === 202) {
           await response!.body?.cancel();
           // Acknowledged, whether fresh or a duplicate of an earlier attempt whose answer was lost.
