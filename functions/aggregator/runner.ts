@@ -1,8 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Db, retryUntilDone } from '../../shared/db.ts';
-import type { Logger } from '../../shared/logger.ts';
-import type { EventQueue } from '../../shared/queue/types.ts';
-import type { QueueEntry } from '../../shared/queue/types.ts';
+import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
+import type { Logger } from '../../shared/platform/logger.ts';
+import type { EventQueue, QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type AggregatorEvent, type AggregatorResult, CheckpointMovedError, type PartitionBatch, StaleOwnerError } from './handler.ts';
 import { groupKey } from './rollup.ts';
 
