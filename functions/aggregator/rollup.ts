@@ -27,9 +27,9 @@ export interface Rollups {
 
 const QUARTER_HOUR_MS = 900_000;
 
-/** The group an event is summed into: its tenant, feature and quarter hour. */
-export function groupKey(event: { tenant: string; feature: string; timestamp: number }): string {
-  return `${event.tenant}\t${event.feature}\t${Math.floor(event.timestamp / QUARTER_HOUR_MS)}`;
+/** The quarter hour an event is summed into, with its tenant and feature. */
+export function quarterOf(timestamp: number): number {
+  return Math.floor(timestamp / QUARTER_HOUR_MS);
 }
 
 interface Group { tenant: string; feature: string; quarter: number; tokens: Sum; events: number; lastAt: number }
@@ -63,7 +63,7 @@ export function groupByQuarterHour(entries: readonly QueueEntry[]): QuarterHourG
   for (const entry of entries) {
     for (const event of entry.events) {
       events++;
-      const quarter = Math.floor(event.timestamp / QUARTER_HOUR_MS);
+      const quarter = quarterOf(event.timestamp);
       const key = `${event.tenant}\t${event.feature}\t${quarter}`;
       let group = groups.get(key);
       if (!group) {
