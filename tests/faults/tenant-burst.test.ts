@@ -6,7 +6,7 @@ import { createFaultStack, type FaultStack } from './harness.ts';
 
 // The images' heap flags (stacks/Dockerfile, scripts/bench/stack.ts PRODUCTION_NODE_OPTIONS).
 const IMAGE_NODE_OPTIONS = '--max-old-space-size=96 --max-semi-space-size=4';
-const TENANTS = 15_000;
+const TENANTS = 10_000;
 const FEATURES = 10;
 // Requests of the most events ingest takes (shared/events.ts MAX_BATCH_EVENTS): entries of ~125 events each.
 const PER_REQUEST = 1_000;
