@@ -35,7 +35,10 @@ describe.skipIf(!servicesAvailable)('fault: aggregator kill -9 with two replicas
         const slot = kill % 2 === 0 ? 'a' : 'b';
         // Every few seconds, and only once the victim is applying (it has committed since it started).
         const before = await appliedBy(names[slot]);
-        await waitFor(async () => (await appliedBy(names[slot])) > before, { timeoutMs: 30_000, what: `${names[slot]} to commit` });
+        await waitFor(async () => (await appliedBy(names[slot])) > before, { timeoutMs: 30_000, what: `${names[slot]} to commit` }).catch(async (error: Error) => {
+          const rows = await stack.runtime.db.query('SELECT partition, owner, fence::text, last_id, lease_until::text FROM partition_checkpoints ORDER BY partition');
+          throw new Error(`${error.message}\n${JSON.stringify(rows)}\n--- a ---\n${replicas.a.output().slice(-4_000)}\n--- b ---\n${replicas.b.output().slice(-4_000)}`);
+        });
         await sleep(1_000 + Math.random() * 2_000);
         await replicas[slot].kill('SIGKILL');
         // Most restarts come back under the same name (it takes its partitions back at once); every
