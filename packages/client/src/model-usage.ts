@@ -72,6 +72,7 @@ export function tokensFromUsage(usage: OpenAIUsage | AnthropicUsage | AISDKUsage
 
 /** What `trackResponse()` meters: tokens (the all-steps sum where there is one), model and id. */
 export function readResponse(response: ModelResponse, options: { includeCache?: boolean } = {}): { tokens: number; model: string | undefined; id: string | undefined } {
-  const model = typeof response.model === 'string' ? response.model : (response.model?.modelId ?? response.response?.modelId);
+  // The AI SDK's `response.modelId` is the model that answered (`gpt-4o-2024-08-06`), `model` the one asked for.
+  const model = typeof response.model === 'string' ? response.model : (response.response?.modelId ?? response.model?.modelId);
   return { tokens: tokensFromUsage(response.totalUsage ?? response.usage, options), model, id: response.id ?? response.response?.id };
 }
