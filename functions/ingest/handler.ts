@@ -1,5 +1,5 @@
 import awsLambdaFastify from '@fastify/aws-lambda';
-import { createRuntime } from '../../shared/runtime.ts';
+import { createRuntime } from '../../shared/runtime/runtime.ts';
 import { buildIngestApp } from './app.ts';
 
 const runtime = await createRuntime('ingest');

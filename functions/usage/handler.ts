@@ -1,5 +1,5 @@
 import awsLambdaFastify from '@fastify/aws-lambda';
-import { createRuntime } from '../../shared/runtime.ts';
+import { createRuntime } from '../../shared/runtime/runtime.ts';
 import { buildUsageApp } from './app.ts';
 
 const runtime = await createRuntime('usage');
