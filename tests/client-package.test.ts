@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { packClient, type PackedClient } from '../scripts/pack-client.ts';
+import { CLIENT_PACKAGE_DIR, packClient, type PackedClient } from '../scripts/pack-client.ts';
 import { type RunningProcess, startAggregatorProcess, waitFor } from './helpers/processes.ts';
 import { buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from './helpers/services.ts';
@@ -158,6 +158,12 @@ describe('the @flagmeter/client tarball', () => {
       isMeter: true,
       tokens: 5,
     });
+  });
+
+  it('has source that plain node 24 runs by type stripping, as the tests and scripts here import it', async () => {
+    const script = `import('${join(CLIENT_PACKAGE_DIR, 'src', 'index.ts')}').then((client) => process.stdout.write(String(client.createMeter({ url: 'http://127.0.0.1:9', apiKey: 'k' }) instanceof client.Meter)))`;
+    const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '-e', script], { cwd: workDir, env: { PATH: process.env.PATH, HOME: process.env.HOME } });
+    expect(stdout).toBe('true');
   });
 
   it.each(['node16', 'bundler'])('type-checks a TypeScript consumer with moduleResolution %s, without @types/node', (resolution) => {
