@@ -199,6 +199,7 @@ export function traefikLabels(router: RouterSpec): Record<string, string> {
     [`traefik.http.routers.${name}.rule`]: router.rule.replaceAll('$', () => '$$'),
     ...(router.priority === undefined ? {} : { [`traefik.http.routers.${name}.priority`]: String(router.priority) }),
     [`traefik.http.routers.${name}.entrypoints`]: 'websecure',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a stack-file variable, resolved by docker stack deploy.
     [`traefik.http.routers.${name}.tls.certresolver`]: '${ACME_RESOLVER:-letsencrypt}',
     [`traefik.http.routers.${name}.service`]: name,
     [`traefik.http.services.${name}.loadbalancer.server.port`]: String(CONTAINER_PORT),
