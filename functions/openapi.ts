@@ -96,7 +96,10 @@ function fieldSchema(field: z.ZodType): JsonSchema {
 
 function parametersOf(operation: RouteSpec): JsonSchema[] {
   const parameters: JsonSchema[] = [];
-  for (const [location, shape] of [['path', operation.params], ['query', operation.query]] as const) {
+  for (const [location, shape] of [
+    ['path', operation.params],
+    ['query', operation.query],
+  ] as const) {
     if (!shape) continue;
     for (const [name, field] of Object.entries(shape.shape as Record<string, z.ZodType>)) {
       const { description, ...schema } = fieldSchema(field);
@@ -144,9 +147,16 @@ function operationOf(operation: RouteSpec): JsonSchema {
     security: SECURITY[operation.auth],
     ...(parameters.length > 0 ? { parameters } : {}),
     ...(operation.body
-      ? { requestBody: { required: true, content: { 'application/json': { schema: schemaRef(componentName(requestSchemas, operation.body, operation)) } } } }
+      ? {
+          requestBody: {
+            required: true,
+            content: { 'application/json': { schema: schemaRef(componentName(requestSchemas, operation.body, operation)) } },
+          },
+        }
       : {}),
-    responses: Object.fromEntries(Object.entries(operation.responses).map(([status, response]) => [status, responseOf(response, operation)])),
+    responses: Object.fromEntries(
+      Object.entries(operation.responses).map(([status, response]) => [status, responseOf(response, operation)]),
+    ),
   };
 }
 
@@ -179,7 +189,11 @@ export function buildOpenApiDocument(): object {
     components: {
       schemas: { ...toJsonSchemas(requestSchemas, 'input'), ...toJsonSchemas(responseSchemas, 'output') },
       securitySchemes: {
-        apiKey: { type: 'http', scheme: 'bearer', description: 'An API key from `POST /api/keys` (possibly scoped to one tenant), or the admin token' },
+        apiKey: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'An API key from `POST /api/keys` (possibly scoped to one tenant), or the admin token',
+        },
         adminToken: { type: 'http', scheme: 'bearer', description: 'The admin token (`ADMIN_TOKEN`); API keys are refused with 403' },
       },
     },

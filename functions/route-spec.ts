@@ -96,7 +96,12 @@ export function registerRoute<S extends RouteSpec>(app: FastifyInstance, spec: S
   const body = spec.validateBody === false ? undefined : spec.body;
   const options = { ...context.options, ...authHook(spec, context.auth) };
   if (!params && !query && !body) {
-    app.route({ method: spec.method, url: spec.path, ...options, handler: (request, reply) => handler(NO_INPUT as RouteInput<S>, request, reply) });
+    app.route({
+      method: spec.method,
+      url: spec.path,
+      ...options,
+      handler: (request, reply) => handler(NO_INPUT as RouteInput<S>, request, reply),
+    });
     return;
   }
   const parse = (request: FastifyRequest): RouteInput<S> =>

@@ -40,7 +40,10 @@ describe.skipIf(!servicesAvailable)('health function (its own app, real PostgreS
     try {
       const response = await degraded.inject({ method: 'GET', url: '/api/health' });
       expect(response.statusCode).toBe(503);
-      expect(response.json()).toMatchObject({ status: 'degraded', checks: { postgres: { ok: true }, valkey: { ok: false, error: expect.any(String) } } });
+      expect(response.json()).toMatchObject({
+        status: 'degraded',
+        checks: { postgres: { ok: true }, valkey: { ok: false, error: expect.any(String) } },
+      });
     } finally {
       await degraded.close();
       await queue.close();

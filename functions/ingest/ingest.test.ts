@@ -10,7 +10,12 @@ describe.skipIf(!servicesAvailable)('ingest function (its own app, real Valkey)'
   let app: FastifyInstance;
   const backlog = async (): Promise<number> => (await stack.runtime.queue.backlog()).reduce((sum, n) => sum + n, 0);
   const post = (body: unknown, key = stack.apiKey) =>
-    app.inject({ method: 'POST', url: '/api/events', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, payload: JSON.stringify(body) });
+    app.inject({
+      method: 'POST',
+      url: '/api/events',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      payload: JSON.stringify(body),
+    });
 
   beforeAll(async () => {
     stack = await createTestStack();
@@ -25,7 +30,10 @@ describe.skipIf(!servicesAvailable)('ingest function (its own app, real Valkey)'
   it('accepts a batch with 202 and enqueues every event', async () => {
     const before = await backlog();
     const tenant = uniqueName('ingest');
-    const response = await post([{ tenant, feature: 'gpt-4o', tokens: 3 }, { tenant, feature: 'gpt-4o', tokens: 4, id: 'a-1' }]);
+    const response = await post([
+      { tenant, feature: 'gpt-4o', tokens: 3 },
+      { tenant, feature: 'gpt-4o', tokens: 4, id: 'a-1' },
+    ]);
     expect(response.statusCode).toBe(202);
     expect(ingestResponse.parse(response.json())).toMatchObject({ accepted: 2, duplicates: 0, duplicateIndexes: [] });
     expect(await backlog()).toBe(before + 2);
@@ -33,7 +41,10 @@ describe.skipIf(!servicesAvailable)('ingest function (its own app, real Valkey)'
 
   it('rejects a batch with one bad event whole, naming its index and field', async () => {
     const before = await backlog();
-    const response = await post([{ tenant: 't', feature: 'f', tokens: 1 }, { tenant: 't', feature: 'f', tokens: -1 }]);
+    const response = await post([
+      { tenant: 't', feature: 'f', tokens: 1 },
+      { tenant: 't', feature: 'f', tokens: -1 },
+    ]);
     expect(response.statusCode).toBe(400);
     expect(response.json().error).toMatchObject({ code: 'invalid_event', details: [{ index: 1, field: 'tokens' }] });
     expect(await backlog()).toBe(before);

@@ -21,7 +21,10 @@ export const createApiKey = defineRoute({
   tag: 'admin',
   auth: 'admin',
   body: createKeyBody,
-  responses: { 201: { description: 'The key; its secret is shown only here', schema: createdKeyResponse }, ...errorResponses(400, 401, 403, 415) },
+  responses: {
+    201: { description: 'The key; its secret is shown only here', schema: createdKeyResponse },
+    ...errorResponses(400, 401, 403, 415),
+  },
 });
 
 export const listApiKeys = defineRoute({
@@ -72,7 +75,8 @@ export const putTenant = defineRoute({
   path: '/api/tenants/:tenant',
   operationId: 'putTenant',
   summary: 'Create or update a tenant; fields left out keep their value (their default on create)',
-  description: 'A quota change that takes usage back under a threshold re-arms its alert; one that puts usage over a threshold fires it at once.',
+  description:
+    'A quota change that takes usage back under a threshold re-arms its alert; one that puts usage over a threshold fires it at once.',
   tag: 'admin',
   auth: 'admin',
   params: tenantParams,

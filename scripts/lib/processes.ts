@@ -22,7 +22,10 @@ export async function freePort(): Promise<number> {
 }
 
 /** Polls `check` until it returns a truthy value or the deadline passes. */
-export async function waitFor<T>(check: () => Promise<T> | T, { timeoutMs = 30_000, intervalMs = 50, what = 'condition' } = {}): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  check: () => Promise<T> | T,
+  { timeoutMs = 30_000, intervalMs = 50, what = 'condition' } = {},
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   while (Date.now() < deadline) {
@@ -65,7 +68,10 @@ export interface SpawnOptions {
 }
 
 /** Runs `node <args>` (or `command <args>`) with piped output. */
-export function spawnNode(args: string[], { cwd = ROOT, env = {}, group = false, command = process.execPath, outputLimit = Number.POSITIVE_INFINITY, onLine }: SpawnOptions = {}): NodeProcess {
+export function spawnNode(
+  args: string[],
+  { cwd = ROOT, env = {}, group = false, command = process.execPath, outputLimit = Number.POSITIVE_INFINITY, onLine }: SpawnOptions = {},
+): NodeProcess {
   const child = spawn(command, args, {
     cwd,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },

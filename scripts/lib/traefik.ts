@@ -168,7 +168,11 @@ export function compileRouters<T extends string>(routers: { name: T; rule: strin
   return routers
     .map((router) => {
       const node = parseRule(router.rule);
-      return { name: router.name, priority: router.priority ?? router.rule.length, match: (request: RequestLine) => evaluate(node, request) };
+      return {
+        name: router.name,
+        priority: router.priority ?? router.rule.length,
+        match: (request: RequestLine) => evaluate(node, request),
+      };
     })
     .sort((a, b) => b.priority - a.priority);
 }

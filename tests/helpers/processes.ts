@@ -57,7 +57,11 @@ export async function startProcess(
 
 /** The aggregator as its own process (as a container runs it); ready once it logs that it runs. */
 export function startAggregatorProcess(env: Record<string, string | undefined>, id?: string): Promise<RunningProcess> {
-  return startProcess('functions/aggregator/main.ts', { ...env, ...(id ? { AGGREGATOR_ID: id } : {}), LOG_LEVEL: 'info' }, {
-    ready: (output) => output.includes('aggregator running'),
-  });
+  return startProcess(
+    'functions/aggregator/main.ts',
+    { ...env, ...(id ? { AGGREGATOR_ID: id } : {}), LOG_LEVEL: 'info' },
+    {
+      ready: (output) => output.includes('aggregator running'),
+    },
+  );
 }
