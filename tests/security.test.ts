@@ -265,6 +265,21 @@ describe.skipIf(!servicesAvailable)('security', () => {
     }
   });
 
+  it('keeps a short X-Request-Id of safe characters and replaces any other with its own', async () => {
+    const idOf = async (requestId: string): Promise<string | undefined> => {
+      const response = await app.inject({ method: 'GET', url: '/api/usage/acme', headers: { 'x-request-id': requestId } });
+      expect(response.statusCode).toBe(401);
+      return errorBody.parse(response.json()).error.requestId;
+    };
+    expect(await idOf('trace-42:abc.DEF_9')).toBe('trace-42:abc.DEF_9');
+    for (const hostile of ['x'.repeat(8 * 1024), 'a'.repeat(65), '<script>alert(1)</script>', 'id with spaces', 'line\u2028break', '"quoted"', '\u00e9t\u00e9']) {
+      const id = await idOf(hostile);
+      expect(id, hostile.slice(0, 20)).toMatch(/^[A-Za-z0-9._:-]{1,64}$/);
+      expect(id).not.toBe(hostile);
+    }
+    expect(await idOf('<bad>')).not.toBe(await idOf('<bad>'));
+  });
+
   it('sends no x-powered-by and a JSON content-type on every API response, errors included', async () => {
     const responses = [
       await send('GET', '/api/health'),
