@@ -76,13 +76,23 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   401: 'Missing or wrong credentials',
   403: 'The key may not act for this tenant, or an API key was used on an admin route',
   404: 'Unknown tenant or resource',
+  408: 'The request was not received in time (headers within 10 s, the whole request within 15 s); answered by the HTTP server',
   413: 'Body over 1 MiB',
   415: 'Body is not application/json',
+  429: 'Too many refused credentials from this address; retry after `Retry-After`',
+  431: 'Request line and headers over 16 KB; answered by the HTTP server',
   503: 'Queue unreachable or its backlog over the cap; nothing was accepted, retry after `Retry-After`',
 };
 
 const errors = (...statuses: number[]): Record<number, ResponseSpec> =>
-  Object.fromEntries(statuses.map((status) => [status, { description: ERROR_DESCRIPTIONS[status]!, schema: 'Error', retryAfter: status === 503 }]));
+  Object.fromEntries(statuses.map((status) => [status, { description: ERROR_DESCRIPTIONS[status]!, schema: 'Error', retryAfter: status === 503 || status === 429 }]));
+
+/** What the HTTP layer may answer on any operation before the route runs; admin routes also throttle guesses. */
+const httpLayer = (operation: OperationSpec): Record<number, ResponseSpec> => ({
+  ...errors(408, 431),
+  ...(operation.body ? errors(413) : {}),
+  ...(operation.auth === 'admin' ? errors(429) : {}),
+});
 
 const OPERATIONS: OperationSpec[] = [
   {
@@ -289,7 +299,7 @@ function operationOf(operation: OperationSpec): JsonSchema {
     ...(operation.body
       ? { requestBody: { required: true, content: { 'application/json': { schema: schemaRef(operation.body) } } } }
       : {}),
-    responses: Object.fromEntries(Object.entries(operation.responses).map(([status, response]) => [status, responseOf(response)])),
+    responses: Object.fromEntries(Object.entries({ ...httpLayer(operation), ...operation.responses }).map(([status, response]) => [status, responseOf(response)])),
   };
 }
 

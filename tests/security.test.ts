@@ -265,6 +265,21 @@ describe.skipIf(!servicesAvailable)('security', () => {
     }
   });
 
+  it('answers 400 naming the field for series bounds outside 2000 to 2100, and 200 inside', async () => {
+    const series = (query: string) => send('GET', `/api/usage/acme/series?${query}`, admin);
+    for (const [query, field] of [
+      ['granularity=day&from=0000-01-01T00:00:00Z&to=0000-12-01T00:00:00Z', 'from'],
+      ['granularity=hour&to=9999-12-31T23:00:00Z', 'to'],
+      ['granularity=day&from=1999-12-31T23:59:59Z', 'from'],
+      ['granularity=day&from=2099-12-01T00:00:00Z&to=2100-01-01T00:00:00Z', 'to'],
+    ] as const) {
+      const response = await series(query);
+      expect(response.statusCode, query).toBe(400);
+      expect(errorBody.parse(response.json()).error.details?.map((d) => d.field), query).toContain(field);
+    }
+    expect((await series('granularity=day&from=2026-01-01T00:00:00Z&to=2026-01-31T00:00:00Z')).statusCode).toBe(200);
+  });
+
   it('keeps a short X-Request-Id of safe characters and replaces any other with its own', async () => {
     const idOf = async (requestId: string): Promise<string | undefined> => {
       const response = await app.inject({ method: 'GET', url: '/api/usage/acme', headers: { 'x-request-id': requestId } });

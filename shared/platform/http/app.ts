@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from '../logger.ts';
 import { installHttpMetrics } from '../telemetry/http.ts';
-import { installErrorHandling } from './errors.ts';
+import { type ErrorCode, installErrorHandling } from './errors.ts';
 import { stringifyExact } from './json.ts';
 
 export const BODY_LIMIT_BYTES = 1024 * 1024;
@@ -21,6 +22,26 @@ export function requestIdOf(request: IncomingMessage): string {
   return `${idPrefix}-${requestCount.toString(36)}`;
 }
 
+/**
+ * Answers what the HTTP parser refuses before any route sees it (headers over 16 KB, a request not
+ * received in time, malformed HTTP) in the same error shape as every other answer, with a status the
+ * OpenAPI document lists for every operation.
+ */
+function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (!socket.writable) return void socket.destroy();
+  const [status, code, message]: [number, ErrorCode, string] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers_too_large', 'request line and headers must fit in 16 KB']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request_timeout', 'the request was not received in time']
+        : [400, 'invalid_request', 'malformed HTTP request'];
+  const body = JSON.stringify({ error: { code, message } });
+  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }[status];
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
 /** A Fastify instance with FlagMeter's error model, exact-bigint JSON and no per-request logging. */
 export function createHttpApp(logger: Logger): FastifyInstance {
   const app = Fastify({
@@ -35,7 +56,10 @@ export function createHttpApp(logger: Logger): FastifyInstance {
     serverFactory: (handler) =>
       createServer({ headersTimeout: 10_000, requestTimeout: 15_000, connectionsCheckingInterval: 1_000, keepAliveTimeout: 5_000 }, handler),
     connectionTimeout: 60_000,
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 512 },
+    clientErrorHandler: answerClientError,
+    // Path parameters are bounded by the 16 KB header limit and then by each route's schema, so a
+    // long one is a 400 naming the field rather than the router's own 414.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 16_384 },
   }) as unknown as FastifyInstance;
   app.setReplySerializer((payload) => stringifyExact(payload));
   // Only JSON is accepted; anything else (text/plain included) is 415.

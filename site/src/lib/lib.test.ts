@@ -4,7 +4,7 @@ import { barChart, cumulative, niceCeiling } from './chart.ts';
 import { safeNext } from './client.ts';
 import { loadSiteConfig } from './config.ts';
 import { csrfToken, issueSession, validCredential, validCsrfToken, verifySession } from './session.ts';
-import { LoginThrottle } from './throttle.ts';
+import { FailureThrottle } from '../../../shared/domain/throttle.ts';
 
 const KEY = Buffer.alloc(32, 7);
 
@@ -45,7 +45,7 @@ describe('session cookie', () => {
 
 describe('login throttle', () => {
   test('two failures are free, then each further one doubles the wait up to the cap; success clears it', () => {
-    const throttle = new LoginThrottle();
+    const throttle = new FailureThrottle();
     const delays = [];
     for (let attempt = 0; attempt < 8; attempt += 1) {
       delays.push(throttle.delayFor('1.2.3.4', 0));
@@ -58,7 +58,7 @@ describe('login throttle', () => {
   });
 
   test('failures older than the window are forgotten and the table stays bounded', () => {
-    const throttle = new LoginThrottle({ freeFailures: 0, baseDelayMs: 100, maxDelayMs: 1_000, windowMs: 1_000, maxEntries: 2 });
+    const throttle = new FailureThrottle({ freeFailures: 0, baseDelayMs: 100, maxDelayMs: 1_000, windowMs: 1_000, maxEntries: 2 });
     throttle.recordFailure('a', 0);
     expect(throttle.delayFor('a', 500)).toBe(100);
     expect(throttle.delayFor('a', 2_000)).toBe(0);
