@@ -32,8 +32,17 @@ describe.skipIf(!servicesAvailable)('security', () => {
   let scopedKey: string;
   const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
   const json = { 'content-type': 'application/json' };
+  // Each request from an address of its own: these tests send many refused credentials on purpose,
+  // which from one address would soon be throttled (429) before they are checked.
+  let clients = 0;
   const send = (method: string, url: string, headers: Record<string, string> = {}, payload?: unknown) =>
-    app.inject({ method: method as 'GET', url, headers: payload === undefined ? headers : { ...json, ...headers }, ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }) });
+    app.inject({
+      method: method as 'GET',
+      url,
+      headers: payload === undefined ? headers : { ...json, ...headers },
+      remoteAddress: `10.${(++clients >> 16) & 255}.${(clients >> 8) & 255}.${clients & 255}`,
+      ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }),
+    });
   const bodyFor = (method: string) => (method === 'POST' || method === 'PUT' ? { tenant: 'acme', feature: 'f', tokens: 1, name: 'n' } : undefined);
 
   beforeAll(async () => {
