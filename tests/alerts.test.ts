@@ -69,7 +69,7 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
   let slack: FakeSlack;
   let stack: TestStack;
   let app: FastifyInstance;
-  let aggregator: RunningAggregator;
+  let aggregator: RunningAggregator | undefined;
   const processes: RunningProcess[] = [];
 
   const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -393,14 +393,46 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
 
   it('creates one alert per threshold with two aggregator processes applying the traffic and one killed', async () => {
     const tenants = await Promise.all(Array.from({ length: 8 }, (_, i) => tenantWithHook(`dual${i}`, 10_000)));
-    const start = (id: string) =>
-      startAggregatorProcess(stack.env, id);
+    // Only the two processes apply traffic: the in-process aggregator would otherwise own partitions
+    // and could apply everything while the killed process held none.
+    await aggregator?.stop();
+    aggregator = undefined;
+    const owners = async (): Promise<Map<string, number>> => {
+      const rows = await stack.runtime.db.query<{ owner: string; partitions: number }>(
+        `SELECT owner, count(*)::int AS partitions FROM partition_checkpoints
+         WHERE owner IS NOT NULL AND lease_until > now() GROUP BY owner`,
+      );
+      return new Map(rows.map((row) => [row.owner, row.partitions]));
+    };
+    const start = (id: string) => startAggregatorProcess(stack.env, id);
     const [a, b] = await Promise.all([start('alert-a'), start('alert-b')]);
     processes.push(a!, b!);
+    await waitFor(async () => {
+      const held = await owners();
+      return held.get('alert-a')! > 0 && held.get('alert-b')! > 0 && held.size === 2;
+    }, { what: 'both processes, and only they, to own partitions' });
+    const appliedOnB = async (): Promise<bigint> => {
+      const [row] = await stack.runtime.db.query<{ applied: bigint }>(
+        `SELECT coalesce(sum(applied_events), 0)::bigint AS applied FROM partition_checkpoints WHERE owner = 'alert-b'`,
+      );
+      return row!.applied;
+    };
+    // Earlier tests' traffic is in these counters too: b's own share is what grows from here.
+    const before = await appliedOnB();
+    let appliedByB = 0n;
     for (let round = 0; round < 12; round++) {
       await post(tenants.map(({ tenant }) => ({ tenant, feature: 'f', tokens: 1000 })));
-      if (round === 5) await b!.kill('SIGKILL');
+      if (round === 5) {
+        // The kill matters: b owns partitions and has applied traffic from them when it dies.
+        appliedByB = await waitFor(async () => {
+          const applied = (await appliedOnB()) - before;
+          return applied > 0n ? applied : undefined;
+        }, { what: 'the process to be killed to have applied events' });
+        expect((await owners()).get('alert-b')).toBeGreaterThan(0);
+        await b!.kill('SIGKILL');
+      }
     }
+    expect(appliedByB).toBeGreaterThan(0n);
     await waitFor(async () => {
       for (const { tenant } of tenants) if (!(await usageIs(tenant, 12_000n))) return false;
       return true;
@@ -412,6 +444,8 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     );
     expect(rows).toHaveLength(tenants.length * 2);
     expect(rows.every((row) => row.count === 1)).toBe(true);
+    // b's partitions were taken over by a once b's lease ran out.
+    expect(await owners()).toEqual(new Map([['alert-a', 4]]));
     await waitFor(() => tenants.every(({ hook }) => slack.postsTo(hook).length >= 2), { what: 'every alert delivered' });
   });
 });

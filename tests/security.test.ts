@@ -5,6 +5,7 @@ import { createApiKey } from '../shared/domain/keys.ts';
 import { hashSecret } from '../shared/domain/auth.ts';
 import { loadConfig } from '../shared/platform/config.ts';
 import { errorBody } from '../shared/platform/http/errors.ts';
+import { buildOpenApiDocument } from '../functions/openapi.ts';
 import { FUNCTION_ROUTES } from '../functions/routes.ts';
 import { createRuntime } from '../shared/runtime/runtime.ts';
 import { checkWebhookUrl, postWebhook, webhookUrlProblem } from '../shared/domain/webhooks.ts';
@@ -287,6 +288,31 @@ describe.skipIf(!servicesAvailable)('security', () => {
       expect(errorBody.parse(response.json()).error.details?.map((d) => d.field), query).toContain(field);
     }
     expect((await series('granularity=day&from=2026-01-01T00:00:00Z&to=2026-01-31T00:00:00Z')).statusCode).toBe(200);
+  });
+
+  it('answers only statuses the OpenAPI document lists: a 10 KB path is a 400 naming the field, oversized headers a 431 in the error shape', async () => {
+    const document = buildOpenApiDocument() as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+    for (const [path, operations] of Object.entries(document.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        for (const status of ['408', '431']) expect(Object.keys(operation.responses), `${method} ${path}`).toContain(status);
+      }
+    }
+    const longPath = await send('GET', `/api/usage/${'a'.repeat(10 * 1024)}`, admin);
+    expect(longPath.statusCode).toBe(400);
+    expect(errorBody.parse(longPath.json()).error.details?.[0]?.field).toBe('tenant');
+    expect(Object.keys(document.paths['/api/usage/{tenant}']!.get!.responses)).toContain('400');
+    // The HTTP parser's own refusals come in the error shape too (a real socket: inject has no parser).
+    const server = buildApi(stack.runtime);
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const address = server.server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      const response = await fetch(`http://127.0.0.1:${port}/api/usage/acme`, { headers: { ...admin, 'x-padding': 'p'.repeat(20 * 1024) } });
+      expect(response.status).toBe(431);
+      expect(errorBody.parse(await response.json()).error.code).toBe('headers_too_large');
+    } finally {
+      await server.close();
+    }
   });
 
   it('keeps a short X-Request-Id of safe characters and replaces any other with its own', async () => {

@@ -69,6 +69,26 @@ describe('login throttle', () => {
   });
 });
 
+describe('failure throttle admission', () => {
+  test('one attempt per client at a time, a cap on pending attempts, and a global failure budget per minute', () => {
+    const throttle = new FailureThrottle({ maxPending: 2, maxGlobalFailuresPerMinute: 3 });
+    const first = throttle.admit('a', 0);
+    expect(first.admitted).toBe(true);
+    expect(throttle.admit('a', 0).admitted).toBe(false);
+    expect(throttle.admit('b', 0).admitted).toBe(true);
+    // Two pending: a third client waits too.
+    expect(throttle.admit('c', 0)).toEqual({ admitted: false, retryAfterMs: 1_000 });
+    if (first.admitted) first.release();
+    expect(throttle.admit('a', 0).admitted).toBe(true);
+    const spare = new FailureThrottle({ maxGlobalFailuresPerMinute: 3 });
+    for (const client of ['x', 'y', 'z']) spare.recordFailure(client, 60_000);
+    // Three failures from three addresses spend the minute's budget for everyone, until the minute ends.
+    expect(spare.admit('fresh', 90_000)).toEqual({ admitted: false, retryAfterMs: 30_000 });
+    expect(spare.retryAfterMs('fresh', 90_000)).toBe(30_000);
+    expect(spare.admit('fresh', 120_000).admitted).toBe(true);
+  });
+});
+
 describe('chart geometry', () => {
   test('axis tops are round numbers at or above the value', () => {
     expect([0n, 1n, 7n, 10n, 11n, 240n, 2_600n, 10_000n].map(niceCeiling)).toEqual([1n, 1n, 10n, 10n, 20n, 250n, 5_000n, 10_000n]);
