@@ -62,7 +62,7 @@ describe.skipIf(!servicesAvailable)('site: sessions, login throttle and headers'
     // While the wait runs even the right token is not checked: a guess learns nothing.
     expect(throttled.status).toBe(429);
     expect(Number(throttled.headers.get('retry-after'))).toBeGreaterThan(0);
-    expect((await throttled.json()).error.code).toBe('too_many_requests');
+    expect(((await throttled.json()) as { error: { code: string } }).error.code).toBe('too_many_requests');
   });
 
   it('ends the session on the server at logout: the old cookie opens nothing afterwards', async () => {
