@@ -59,9 +59,11 @@ const keyFile = join(config.DATA_DIR, 'api-key');
 const savedKey = existsSync(keyFile) ? readFileSync(keyFile, 'utf8').trim() : undefined;
 const savedActive =
   savedKey !== undefined &&
-  (await retryUntilDone('checking the saved API key', logger, () =>
-    db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashSecret(savedKey)]),
-  )).length > 0;
+  (
+    await retryUntilDone('checking the saved API key', logger, () =>
+      db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashSecret(savedKey)]),
+    )
+  ).length > 0;
 let apiKey: string;
 if (savedKey !== undefined && savedActive) {
   apiKey = savedKey;
@@ -87,7 +89,9 @@ const lines = [
   `FlagMeter is running on ${base}`,
   `  database: ${db.kind === 'pglite' ? `embedded PostgreSQL (PGlite) in ${config.DATA_DIR}/pglite` : 'PostgreSQL at DATABASE_URL'}`,
   `  queue:    ${queue.kind === 'memory' ? 'in-process (set VALKEY_URL for a durable Valkey queue)' : 'Valkey at VALKEY_URL'}`,
-  generatedAdmin ? `  admin token (generated, kept in ${config.DATA_DIR}/admin-token): ${config.ADMIN_TOKEN}` : '  admin token: from ADMIN_TOKEN',
+  generatedAdmin
+    ? `  admin token (generated, kept in ${config.DATA_DIR}/admin-token): ${config.ADMIN_TOKEN}`
+    : '  admin token: from ADMIN_TOKEN',
   `  API key (kept in ${keyFile}): ${apiKey}`,
   `  metrics:  ${telemetry.metricsUrl ?? 'off'}`,
   `  dashboard: ${base}/dashboard (log in with the admin token)`,

@@ -51,7 +51,10 @@ function hostOf(url: string | null | undefined): string {
 const number = (value: bigint): string => value.toLocaleString('en-US');
 
 /** The Slack message: blocks with tenant, percent, used/quota, period and a link to the tenant's page. */
-export function slackMessage(alert: Pick<ClaimedAlert, 'tenant' | 'period_start' | 'threshold' | 'used_tokens' | 'quota' | 'time_zone'>, publicUrl: string): object {
+export function slackMessage(
+  alert: Pick<ClaimedAlert, 'tenant' | 'period_start' | 'threshold' | 'used_tokens' | 'quota' | 'time_zone'>,
+  publicUrl: string,
+): object {
   const percent = percentOf(alert.used_tokens, alert.quota);
   const link = `${publicUrl.replace(/\/$/, '')}/dashboard/tenants/${encodeURIComponent(alert.tenant)}`;
   const headline = `${alert.tenant} reached ${alert.threshold}% of its monthly quota`;
@@ -159,7 +162,9 @@ export class AlertDelivery {
       const host = hostOf(alert.webhook ?? this.options.globalWebhookUrl);
       this.perHost.set(host, (this.perHost.get(host) ?? 0) + 1);
       const sending: Promise<void> = this.send(alert, claimedUntil)
-        .catch((error: Error) => this.options.logger.error({ err: error.message, alert: alert.id.toString() }, 'alert delivery bookkeeping failed'))
+        .catch((error: Error) =>
+          this.options.logger.error({ err: error.message, alert: alert.id.toString() }, 'alert delivery bookkeeping failed'),
+        )
         .finally(() => {
           this.inFlight.delete(sending);
           const left = (this.perHost.get(host) ?? 1) - 1;
@@ -189,12 +194,20 @@ export class AlertDelivery {
     const url = alert.webhook ?? this.options.globalWebhookUrl;
     const log = { alert: alert.id.toString(), tenant: alert.tenant, threshold: alert.threshold, attempts: alert.attempts };
     if (!url) {
-      await this.mark(`UPDATE alerts SET status = 'no_webhook', last_error = 'no webhook configured' WHERE id = $1`, [alert.id.toString()], claimedUntil);
+      await this.mark(
+        `UPDATE alerts SET status = 'no_webhook', last_error = 'no webhook configured' WHERE id = $1`,
+        [alert.id.toString()],
+        claimedUntil,
+      );
       return this.outcome('no_webhook', alert.attempts);
     }
     const problem = webhookUrlProblem(url, policy);
     if (problem) {
-      await this.mark(`UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`, [alert.id.toString(), `webhook URL ${problem}`], claimedUntil);
+      await this.mark(
+        `UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`,
+        [alert.id.toString(), `webhook URL ${problem}`],
+        claimedUntil,
+      );
       logger.warn(log, 'alert not sent: webhook URL refused');
       return this.outcome('failed', alert.attempts);
     }
@@ -203,7 +216,11 @@ export class AlertDelivery {
     try {
       const response = await postWebhook(url, slackMessage(alert, this.options.publicUrl), policy, this.options.timeoutMs);
       if (response.status >= 200 && response.status < 300) {
-        await this.mark(`UPDATE alerts SET status = 'delivered', delivered_at = now(), last_error = NULL WHERE id = $1`, [alert.id.toString()], claimedUntil);
+        await this.mark(
+          `UPDATE alerts SET status = 'delivered', delivered_at = now(), last_error = NULL WHERE id = $1`,
+          [alert.id.toString()],
+          claimedUntil,
+        );
         logger.info(log, 'alert delivered');
         return this.outcome('delivered', alert.attempts);
       }
@@ -215,7 +232,11 @@ export class AlertDelivery {
     const backoff = Math.min(MAX_BACKOFF_MS, this.options.retryBaseMs * 2 ** (alert.attempts - 1));
     const wait = delayMs ?? Math.round(backoff * (0.8 + Math.random() * 0.4));
     if (Date.now() + wait - new Date(alert.created_at).getTime() > this.options.giveUpMs) {
-      await this.mark(`UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`, [alert.id.toString(), `gave up: ${error}`], claimedUntil);
+      await this.mark(
+        `UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`,
+        [alert.id.toString(), `gave up: ${error}`],
+        claimedUntil,
+      );
       logger.warn({ ...log, error }, 'alert delivery given up');
       return this.outcome('failed', alert.attempts);
     }

@@ -117,7 +117,10 @@ async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bi
 }
 
 /** Upserts the rollups; returns each touched period's new total. */
-async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<{ tenant: string; period_start: string; tokens: bigint; now: Date }[]> {
+async function upsertRollups(
+  tx: Queryable,
+  rollups: Rollups,
+): Promise<{ tenant: string; period_start: string; tokens: bigint; now: Date }[]> {
   return tx.query(
     `WITH hourly AS (
        INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
@@ -175,7 +178,9 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     const current = totals.flatMap((total) => {
       const tenant = settings.get(total.tenant);
       if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, new Date(total.now).getTime())) return [];
-      return [{ tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds }];
+      return [
+        { tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds },
+      ];
     });
     return { events: rollups.events, alertThresholds: await createCrossingAlerts(tx, current) };
   });

@@ -3,8 +3,17 @@ import type { PartitionBatch } from './handler.ts';
 import { splitByKeys } from './runner.ts';
 
 const t = Date.parse('2026-05-10T10:05:00Z');
-const entry = (id: string, tenants: string[]) => ({ id, receivedAt: 0, events: tenants.map((tenant) => ({ tenant, feature: 'f', tokens: 1, timestamp: t })) });
-const batch = (partition: number, afterId: string, entries: ReturnType<typeof entry>[]): PartitionBatch => ({ partition, fence: '7', afterId, entries });
+const entry = (id: string, tenants: string[]) => ({
+  id,
+  receivedAt: 0,
+  events: tenants.map((tenant) => ({ tenant, feature: 'f', tokens: 1, timestamp: t })),
+});
+const batch = (partition: number, afterId: string, entries: ReturnType<typeof entry>[]): PartitionBatch => ({
+  partition,
+  fence: '7',
+  afterId,
+  entries,
+});
 
 describe('splitByKeys', () => {
   it('keeps a read whose groups fit in one commit', () => {
@@ -13,7 +22,10 @@ describe('splitByKeys', () => {
   });
 
   it('cuts between entries at the group bound, each slice read after the one before it', () => {
-    const events = splitByKeys([batch(0, '0-0', [entry('1-0', ['a', 'b']), entry('2-0', ['c', 'd']), entry('3-0', ['a'])]), batch(1, '5-0', [entry('6-0', ['e'])])], 3);
+    const events = splitByKeys(
+      [batch(0, '0-0', [entry('1-0', ['a', 'b']), entry('2-0', ['c', 'd']), entry('3-0', ['a'])]), batch(1, '5-0', [entry('6-0', ['e'])])],
+      3,
+    );
     expect(events.map((event) => event.batches.map((b) => [b.partition, b.afterId, b.entries.map((e) => e.id)]))).toEqual([
       [[0, '0-0', ['1-0']]],
       // c, d and a again: three groups.

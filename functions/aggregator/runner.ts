@@ -67,9 +67,15 @@ export class AggregatorRunner {
   async start(): Promise<void> {
     const { db, queue, logger } = this.options;
     // Idempotent, so retried until the database answers: a flaky start delays the aggregator, never ends it.
-    await retryUntilDone('creating partition checkpoints', logger, () =>
-      db.query('INSERT INTO partition_checkpoints (partition) SELECT generate_series(0, $1::int - 1) ON CONFLICT DO NOTHING', [queue.partitions]),
-    { cancelled: () => this.stopping });
+    await retryUntilDone(
+      'creating partition checkpoints',
+      logger,
+      () =>
+        db.query('INSERT INTO partition_checkpoints (partition) SELECT generate_series(0, $1::int - 1) ON CONFLICT DO NOTHING', [
+          queue.partitions,
+        ]),
+      { cancelled: () => this.stopping },
+    );
     await this.maintainLeases().catch((error: Error) => this.options.logger.warn({ err: error.message }, 'lease maintenance failed'));
     const lanes = Array.from({ length: this.options.lanes ?? 1 }, (_, lane) => this.lane(lane));
     this.loop = Promise.all([this.leases(), ...lanes]).then(() => undefined);
@@ -118,7 +124,10 @@ export class AggregatorRunner {
           continue;
         }
         if (error instanceof CheckpointMovedError) {
-          this.options.logger.warn({ partitions: error.partitions }, 'an earlier commit went through although its answer was lost; reading on from the checkpoint');
+          this.options.logger.warn(
+            { partitions: error.partitions },
+            'an earlier commit went through although its answer was lost; reading on from the checkpoint',
+          );
           continue;
         }
         backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(100, backoffMs * 2));
@@ -160,9 +169,15 @@ export class AggregatorRunner {
       return owned ? [{ partition, afterId: owned.lastId }] : [];
     });
     const perEntry = this.eventsPerEntry[lane] ?? MAX_EVENTS_PER_ENTRY;
-    const count = Math.max(1, Math.min(this.options.batchSize, Math.floor((this.options.roundEvents ?? ROUND_EVENTS) / (positions.length * perEntry))));
+    const count = Math.max(
+      1,
+      Math.min(this.options.batchSize, Math.floor((this.options.roundEvents ?? ROUND_EVENTS) / (positions.length * perEntry))),
+    );
     const read = await queue.read(positions, count, READ_BLOCK_MS, lane);
-    this.eventsPerEntry[lane] = nextEventsPerEntry(perEntry, read.flatMap((found) => found.entries));
+    this.eventsPerEntry[lane] = nextEventsPerEntry(
+      perEntry,
+      read.flatMap((found) => found.entries),
+    );
     const batches = read.flatMap((found) => {
       const owned = this.owned.get(found.partition);
       return owned ? [{ partition: found.partition, fence: owned.fence, afterId: owned.lastId, entries: found.entries }] : [];

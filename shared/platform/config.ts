@@ -30,7 +30,10 @@ const boolean = (fallback: boolean) =>
     .transform((value) => (value === undefined ? fallback : ['true', '1', 'yes'].includes(value)));
 
 const port = (fallback: number) => z.coerce.number().int().min(0).max(65_535).default(fallback);
-const optionalUrl = z.url().optional().or(z.literal('').transform(() => undefined));
+const optionalUrl = z
+  .url()
+  .optional()
+  .or(z.literal('').transform(() => undefined));
 
 const configSchema = z.object({
   NODE_ENV: z.string().default('development'),

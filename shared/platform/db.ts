@@ -45,10 +45,14 @@ function guardAgainstDroppedSocketWrites(): void {
   driverGuardInstalled = true;
   process.on('uncaughtException', (error) => {
     if (isDroppedSocketWrite(error)) {
-      process.stderr.write(`${JSON.stringify({ level: 'warn', msg: 'a dropped database connection reported late; its queries fail and are retried', err: error.message })}\n`);
+      process.stderr.write(
+        `${JSON.stringify({ level: 'warn', msg: 'a dropped database connection reported late; its queries fail and are retried', err: error.message })}\n`,
+      );
       return;
     }
-    process.stderr.write(`${JSON.stringify({ level: 'fatal', msg: 'uncaught exception', err: { message: error.message, stack: error.stack } })}\n`);
+    process.stderr.write(
+      `${JSON.stringify({ level: 'fatal', msg: 'uncaught exception', err: { message: error.message, stack: error.stack } })}\n`,
+    );
     process.exit(1);
   });
 }

@@ -20,7 +20,10 @@ describe.skipIf(!servicesAvailable)('fault: aggregator kill -9 with two replicas
   it(`counts every accepted event once and alerts once per threshold while a replica is killed with SIGKILL ${KILLS} times`, async () => {
     const ingest = await stack.start('functions/ingest/server.ts');
     const names = { a: 'kill-a', b: 'kill-b' };
-    const replicas: Record<'a' | 'b', RunningProcess> = { a: await stack.startAggregator(names.a), b: await stack.startAggregator(names.b) };
+    const replicas: Record<'a' | 'b', RunningProcess> = {
+      a: await stack.startAggregator(names.a),
+      b: await stack.startAggregator(names.b),
+    };
     const tenants = await createTenants(stack.runtime, 'kill', 15);
     const load = new SteadyLoad({ apiKey: stack.apiKey, tenants, targets: () => [ingest.url], label: 'kill' }).start();
     /**
@@ -48,8 +51,12 @@ describe.skipIf(!servicesAvailable)('fault: aggregator kill -9 with two replicas
         const slot = kill % 2 === 0 ? 'a' : 'b';
         // Every few seconds, and only once the victim is applying (it has committed since it started).
         await waitFor(committedBy(names[slot]), { timeoutMs: 30_000, what: `${names[slot]} to commit` }).catch(async (error: Error) => {
-          const rows = await stack.runtime.db.query('SELECT partition, owner, fence::text, last_id, lease_until::text FROM partition_checkpoints ORDER BY partition');
-          throw new Error(`${error.message}\n${JSON.stringify(rows)}\n--- a ---\n${replicas.a.output().slice(-4_000)}\n--- b ---\n${replicas.b.output().slice(-4_000)}`);
+          const rows = await stack.runtime.db.query(
+            'SELECT partition, owner, fence::text, last_id, lease_until::text FROM partition_checkpoints ORDER BY partition',
+          );
+          throw new Error(
+            `${error.message}\n${JSON.stringify(rows)}\n--- a ---\n${replicas.a.output().slice(-4_000)}\n--- b ---\n${replicas.b.output().slice(-4_000)}`,
+          );
         });
         await sleep(1_000 + Math.random() * 2_000);
         await replicas[slot].kill('SIGKILL');

@@ -51,13 +51,27 @@ describe.skipIf(!servicesAvailable)('fault: start-up against a PostgreSQL that k
     // The first COMMIT (npm start's migrations) certainly, and a share of the later ones.
     proxy.dropCommitAnswers(1);
     proxy.dropCommitAnswerShare(LOST_COMMIT_SHARE);
-    const env = { DATABASE_URL: proxiedUrl, VALKEY_URL, VALKEY_PREFIX: keySpace.prefix, ADMIN_TOKEN, TELEMETRY_ENABLED: 'false', QUEUE_PARTITIONS: '4', AGGREGATOR_LEASE: '2s' };
+    const env = {
+      DATABASE_URL: proxiedUrl,
+      VALKEY_URL,
+      VALKEY_PREFIX: keySpace.prefix,
+      ADMIN_TOKEN,
+      TELEMETRY_ENABLED: 'false',
+      QUEUE_PARTITIONS: '4',
+      AGGREGATOR_LEASE: '2s',
+    };
     const start = await spawnUnready('scripts/start.ts', { ...env, DATA_DIR: dataDir });
     const aggregator = await spawnUnready('functions/aggregator/main.ts', { ...env, AGGREGATOR_ID: 'flaky-agg' });
     const ingest = await spawnUnready('functions/ingest/server.ts', env);
     const processes = { 'npm start': start, aggregator, ingest };
-    const outputs = () => Object.entries(processes).map(([name, process]) => `--- ${name} ---\n${process.output().slice(-3_000)}`).join('\n');
-    const exits = () => Object.entries(processes).filter(([, process]) => !isAlive(process)).map(([name, process]) => `${name}:\n${process.output().slice(-2_000)}`);
+    const outputs = () =>
+      Object.entries(processes)
+        .map(([name, process]) => `--- ${name} ---\n${process.output().slice(-3_000)}`)
+        .join('\n');
+    const exits = () =>
+      Object.entries(processes)
+        .filter(([, process]) => !isAlive(process))
+        .map(([name, process]) => `${name}:\n${process.output().slice(-2_000)}`);
 
     // Flaky until it has visibly hit start-up: connections cut, and a COMMIT answer lost unless no
     // transaction got as far as its COMMIT in 20 s (on a loaded machine the migrations may not).
@@ -67,7 +81,9 @@ describe.skipIf(!servicesAvailable)('fault: start-up against a PostgreSQL that k
       intervalMs: 100,
       what: 'the flaky database to cut connections',
     }).catch((error: Error) => {
-      throw new Error(`${error.message} (cuts ${proxy.cuts}, commits ${proxy.commits}, answers lost ${proxy.droppedCommitAnswers})\n${outputs()}`);
+      throw new Error(
+        `${error.message} (cuts ${proxy.cuts}, commits ${proxy.commits}, answers lost ${proxy.droppedCommitAnswers})\n${outputs()}`,
+      );
     });
     proxy.steady();
     expect(exits()).toEqual([]);
@@ -76,24 +92,40 @@ describe.skipIf(!servicesAvailable)('fault: start-up against a PostgreSQL that k
     // start created, which it can only know from the database.
     const apiKey = () => /API key \(kept in [^)]+\): (fm_\S+)/.exec(start.output())?.[1];
     const accepts = async (process: RunningProcess, key: string) =>
-      (await fetch(`${process.url}/api/events`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ tenant: 'flaky', feature: 'f', tokens: 1 }),
-      }).catch(() => undefined))?.status === 202;
-    await waitFor(async () => {
-      if (exits().length > 0) return true;
-      const key = apiKey();
-      return key !== undefined && (await healthy(start)) && (await accepts(start, key)) && (await accepts(ingest, key)) && aggregator.output().includes('aggregator running');
-    }, { timeoutMs: 60_000, intervalMs: 200, what: 'every process to be up after the database became steady' }).catch((error: Error) => {
+      (
+        await fetch(`${process.url}/api/events`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ tenant: 'flaky', feature: 'f', tokens: 1 }),
+        }).catch(() => undefined)
+      )?.status === 202;
+    await waitFor(
+      async () => {
+        if (exits().length > 0) return true;
+        const key = apiKey();
+        return (
+          key !== undefined &&
+          (await healthy(start)) &&
+          (await accepts(start, key)) &&
+          (await accepts(ingest, key)) &&
+          aggregator.output().includes('aggregator running')
+        );
+      },
+      { timeoutMs: 60_000, intervalMs: 200, what: 'every process to be up after the database became steady' },
+    ).catch((error: Error) => {
       throw new Error(`${error.message}\n${outputs()}`);
     });
     expect(exits()).toEqual([]);
-    process.stdout.write(`flaky start-up: ${proxy.cuts} connections cut, ${proxy.droppedCommitAnswers} commit answers lost; all up ${Date.now() - steadyAt} ms after the database became steady\n`);
+    process.stdout.write(
+      `flaky start-up: ${proxy.cuts} connections cut, ${proxy.droppedCommitAnswers} commit answers lost; all up ${Date.now() - steadyAt} ms after the database became steady\n`,
+    );
     // Both events accepted above are counted: the aggregator works through the same connection.
-    await waitFor(async () => {
-      const reply = await fetch(`${start.url}/api/usage/flaky`, { headers: { authorization: `Bearer ${apiKey()}` } });
-      return reply.status === 200 && ((await reply.json()) as { tokens: number }).tokens >= 2;
-    }, { timeoutMs: 30_000, what: 'the accepted events to be counted' });
+    await waitFor(
+      async () => {
+        const reply = await fetch(`${start.url}/api/usage/flaky`, { headers: { authorization: `Bearer ${apiKey()}` } });
+        return reply.status === 200 && ((await reply.json()) as { tokens: number }).tokens >= 2;
+      },
+      { timeoutMs: 30_000, what: 'the accepted events to be counted' },
+    );
   }, 180_000);
 });

@@ -8,7 +8,7 @@ import { createFaultStack, createTenants, expectReconciled, type FaultStack } fr
 const LOST_ANSWERS = 6;
 const FEATURES = ['gpt-4o', 'embed', 'whisper'];
 
-describe.skipIf(!servicesAvailable)('fault: the answer to the aggregator\'s COMMIT is lost', () => {
+describe.skipIf(!servicesAvailable)("fault: the answer to the aggregator's COMMIT is lost", () => {
   let stack: FaultStack;
   let proxy: PostgresProxy;
   let behindProxy: Record<string, string>;
@@ -46,14 +46,19 @@ describe.skipIf(!servicesAvailable)('fault: the answer to the aggregator\'s COMM
     const aggregator = await stack.startAggregator('lost-agg', behindProxy);
     const expected = byTenant(accepted);
     let countedTwice: string | undefined;
-    await waitFor(async () => {
-      const { periods } = await rolledUp(stack.runtime.db, tenants);
-      // A batch applied twice shows as a tenant over its total: stop at once rather than wait out the deadline.
-      const over = sortedEntries(periods).filter(([tenant, tokens]) => tokens > (expected.get(tenant) ?? 0n));
-      if (over.length > 0) countedTwice = over.map(([tenant, tokens]) => `${tenant} ${tokens} > ${expected.get(tenant)}`).join(', ');
-      if (countedTwice) return true;
-      return proxy.droppedCommitAnswers === LOST_ANSWERS && sortedEntries(expected).every(([tenant, tokens]) => periods.get(tenant) === tokens);
-    }, { timeoutMs: 60_000, intervalMs: 100, what: 'every lost answer to be dealt with and the rollups to equal the events' }).catch((error: Error) => {
+    await waitFor(
+      async () => {
+        const { periods } = await rolledUp(stack.runtime.db, tenants);
+        // A batch applied twice shows as a tenant over its total: stop at once rather than wait out the deadline.
+        const over = sortedEntries(periods).filter(([tenant, tokens]) => tokens > (expected.get(tenant) ?? 0n));
+        if (over.length > 0) countedTwice = over.map(([tenant, tokens]) => `${tenant} ${tokens} > ${expected.get(tenant)}`).join(', ');
+        if (countedTwice) return true;
+        return (
+          proxy.droppedCommitAnswers === LOST_ANSWERS && sortedEntries(expected).every(([tenant, tokens]) => periods.get(tenant) === tokens)
+        );
+      },
+      { timeoutMs: 60_000, intervalMs: 100, what: 'every lost answer to be dealt with and the rollups to equal the events' },
+    ).catch((error: Error) => {
       throw new Error(`${error.message}\n--- aggregator output ---\n${aggregator.output().slice(-3_000)}`);
     });
     expect(countedTwice, 'tenants counted more than they were sent').toBeUndefined();

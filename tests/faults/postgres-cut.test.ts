@@ -69,7 +69,9 @@ describe.skipIf(!servicesAvailable)('fault: PostgreSQL connections cut for 10 s'
     const tenants = await createTenants(stack.runtime, 'pgcut', 10);
     const load = new SteadyLoad({ apiKey: stack.apiKey, tenants, targets: () => [ingest.url], label: 'pgcut' }).start();
     try {
-      await waitFor(async () => (await rolledUp(stack.runtime.db, tenants)).periods.size === tenants.length, { what: 'every tenant to be counted' });
+      await waitFor(async () => (await rolledUp(stack.runtime.db, tenants)).periods.size === tenants.length, {
+        what: 'every tenant to be counted',
+      });
 
       const cutAt = Date.now();
       proxy.cut();
@@ -84,11 +86,16 @@ describe.skipIf(!servicesAvailable)('fault: PostgreSQL connections cut for 10 s'
       expect((await stack.runtime.queue.backlog()).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
       proxy.restore();
       const restoredAt = Date.now();
-      await waitFor(async () => {
-        const now = (await rolledUp(stack.runtime.db, tenants)).periods;
-        return sortedEntries(now).some(([tenant, tokens]) => tokens !== frozen.get(tenant));
-      }, { timeoutMs: 30_000, what: 'the aggregator to commit again' }).catch((error: Error) => {
-        throw new Error(`${error.message} (aggregator exits: ${aggregator.crashes.length}, ingest exits: ${ingest.crashes.length})\n${aggregator.crashes.join('\n---\n')}`);
+      await waitFor(
+        async () => {
+          const now = (await rolledUp(stack.runtime.db, tenants)).periods;
+          return sortedEntries(now).some(([tenant, tokens]) => tokens !== frozen.get(tenant));
+        },
+        { timeoutMs: 30_000, what: 'the aggregator to commit again' },
+      ).catch((error: Error) => {
+        throw new Error(
+          `${error.message} (aggregator exits: ${aggregator.crashes.length}, ingest exits: ${ingest.crashes.length})\n${aggregator.crashes.join('\n---\n')}`,
+        );
       });
       expect(Date.now() - restoredAt).toBeLessThan(15_000);
       // PostgreSQL is not on ingest's path: nothing was refused (a refused connection only while a
@@ -103,7 +110,9 @@ describe.skipIf(!servicesAvailable)('fault: PostgreSQL connections cut for 10 s'
     }
     await expectReconciled(stack.runtime, tenants, load.accepted);
     if (ingest.crashes.length + aggregator.crashes.length > 0) {
-      console.warn(`processes restarted after exiting during the cut: ingest ${ingest.crashes.length}, aggregator ${aggregator.crashes.length}`);
+      console.warn(
+        `processes restarted after exiting during the cut: ingest ${ingest.crashes.length}, aggregator ${aggregator.crashes.length}`,
+      );
     }
   }, 180_000);
 

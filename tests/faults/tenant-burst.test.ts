@@ -11,7 +11,7 @@ const FEATURES = 10;
 // Requests of the most events ingest takes (shared/events.ts MAX_BATCH_EVENTS): entries of ~125 events each.
 const PER_REQUEST = 1_000;
 
-describe.skipIf(!servicesAvailable)('fault: a backlog spread over many tenants, aggregator under the images\' heap cap', () => {
+describe.skipIf(!servicesAvailable)("fault: a backlog spread over many tenants, aggregator under the images' heap cap", () => {
   let stack: FaultStack;
 
   beforeAll(async () => {
@@ -44,14 +44,19 @@ describe.skipIf(!servicesAvailable)('fault: a backlog spread over many tenants, 
     const aggregator = await stack.startAggregator('burst-agg', { NODE_OPTIONS: IMAGE_NODE_OPTIONS });
     let died: string | undefined;
     void aggregator.exited.then((code) => (died = `exited with ${code}:\n${aggregator.output().slice(-2_000)}`));
-    await waitFor(async () => {
-      if (died) return true;
-      return (await stack.runtime.queue.backlog()).every((n) => n === 0);
-    }, { timeoutMs: 240_000, intervalMs: 250, what: 'the backlog to drain' });
+    await waitFor(
+      async () => {
+        if (died) return true;
+        return (await stack.runtime.queue.backlog()).every((n) => n === 0);
+      },
+      { timeoutMs: 240_000, intervalMs: 250, what: 'the backlog to drain' },
+    );
     expect(died).toBeUndefined();
     const peak = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${aggregator.child.pid}/status`, 'utf8'))?.[1];
     const seconds = (performance.now() - started) / 1_000;
-    process.stdout.write(`tenant burst: ${total.toLocaleString('en-US')} events over ${TENANTS.toLocaleString('en-US')} tenants drained in ${seconds.toFixed(1)} s (${Math.round(total / seconds).toLocaleString('en-US')} events/s, aggregator peak RSS ${Math.round(Number(peak) / 1024)} MB)\n`);
+    process.stdout.write(
+      `tenant burst: ${total.toLocaleString('en-US')} events over ${TENANTS.toLocaleString('en-US')} tenants drained in ${seconds.toFixed(1)} s (${Math.round(total / seconds).toLocaleString('en-US')} events/s, aggregator peak RSS ${Math.round(Number(peak) / 1024)} MB)\n`,
+    );
 
     // Exact, per tenant and per (tenant, feature).
     const like = `${label}-%`;
@@ -72,7 +77,8 @@ describe.skipIf(!servicesAvailable)('fault: a backlog spread over many tenants, 
       [like],
     );
     let expectedTokens = 0n;
-    for (let tenant = 0; tenant < TENANTS; tenant++) for (let feature = 0; feature < FEATURES; feature++) expectedTokens += BigInt(tokensOf(tenant, feature));
+    for (let tenant = 0; tenant < TENANTS; tenant++)
+      for (let feature = 0; feature < FEATURES; feature++) expectedTokens += BigInt(tokensOf(tenant, feature));
     expect(features).toEqual({ rows: BigInt(total), tokens: expectedTokens, events: BigInt(total) });
     for (const table of ['usage_hourly', 'usage_daily']) {
       const [sums] = await stack.runtime.db.query<{ tokens: bigint; events: bigint }>(
@@ -81,7 +87,10 @@ describe.skipIf(!servicesAvailable)('fault: a backlog spread over many tenants, 
       );
       expect(sums).toEqual({ tokens: expectedTokens, events: BigInt(total) });
     }
-    const [{ created }] = (await stack.runtime.db.query<{ created: number }>('SELECT count(*)::int AS created FROM tenants WHERE name LIKE $1', [like])) as [{ created: number }];
+    const [{ created }] = (await stack.runtime.db.query<{ created: number }>(
+      'SELECT count(*)::int AS created FROM tenants WHERE name LIKE $1',
+      [like],
+    )) as [{ created: number }];
     expect(created).toBe(TENANTS);
     expect(died).toBeUndefined();
   }, 300_000);

@@ -168,10 +168,13 @@ export async function startProxy(targetHost: string, targetPort: number): Promis
     flap(minMs, maxMs) {
       clearTimeout(flapping);
       const next = () => {
-        flapping = setTimeout(() => {
-          dropAll();
-          next();
-        }, minMs + Math.random() * (maxMs - minMs));
+        flapping = setTimeout(
+          () => {
+            dropAll();
+            next();
+          },
+          minMs + Math.random() * (maxMs - minMs),
+        );
       };
       next();
     },
