@@ -150,3 +150,26 @@ export const aggregatorMembers = pgTable('aggregator_members', {
   owner: text('owner').primaryKey(),
   seenAt: timestamp('seen_at', { withTimezone: true }).notNull().defaultNow(),
 });
+
+/**
+ * Each tenant's current period at a glance, kept by triggers on `tenants` and `usage_periods` (see
+ * migration 0004), so a sorted page of tenants reads an index instead of every tenant's usage. A
+ * row whose `period_end` has passed still holds the last period; readers roll it over first.
+ */
+export const tenantUsageSummary = pgTable(
+  'tenant_usage_summary',
+  {
+    tenant: text('tenant').primaryKey(),
+    monthlyQuota: bigint('monthly_quota', { mode: 'bigint' }).notNull(),
+    timeZone: text('time_zone').notNull(),
+    periodStart: date('period_start', { mode: 'string' }).notNull(),
+    periodEnd: timestamp('period_end', { withTimezone: true }).notNull(),
+    tokens: tokens(),
+    lastEventAt: timestamp('last_event_at', { withTimezone: true }),
+  },
+  (table) => [
+    index('tenant_usage_summary_tokens_idx').on(table.tokens.desc(), table.tenant),
+    index('tenant_usage_summary_percent_idx').on(sql`(${table.tokens}::numeric / nullif(${table.monthlyQuota}, 0)) DESC NULLS LAST`, table.tenant),
+    index('tenant_usage_summary_period_end_idx').on(table.periodEnd),
+  ],
+);
