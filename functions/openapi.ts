@@ -18,7 +18,7 @@ import {
   tenantParams,
   tenantResponse,
 } from './tenants/schema.ts';
-import { seriesQuery, seriesResponse, usageParams, usageResponse } from './usage/schema.ts';
+import { seriesCsvDescription, seriesQuery, seriesResponse, usageParams, usageResponse } from './usage/schema.ts';
 import packageJson from '../package.json' with { type: 'json' };
 import { usageEvent } from '../shared/domain/events.ts';
 import { errorBody } from '../shared/platform/http/errors.ts';
@@ -32,6 +32,8 @@ interface ResponseSpec {
   /** A component name, or a schema given inline. */
   schema?: string | JsonSchema;
   retryAfter?: boolean;
+  /** Also answers `text/csv` (by the Accept header); what its rows hold. */
+  csv?: string;
 }
 
 interface OperationSpec extends RouteSpec {
@@ -112,13 +114,13 @@ const OPERATIONS: OperationSpec[] = [
     method: 'GET',
     path: '/api/usage/:tenant/series',
     operationId: 'getUsageSeries',
-    summary: 'Usage over time, empty buckets filled with 0',
+    summary: 'Usage over time, empty buckets filled with 0; JSON or CSV',
     description: '`from` defaults to the start of the current period and `to` to now; the range may span at most 400 days.',
     tag: 'usage',
     auth: 'key',
     params: usageParams,
     query: seriesQuery,
-    responses: { 200: { description: 'One point per hour or day', schema: 'SeriesResponse' }, ...errors(400, 401, 403, 404) },
+    responses: { 200: { description: 'One point per hour or day', schema: 'SeriesResponse', csv: seriesCsvDescription }, ...errors(400, 401, 403, 404) },
   },
   {
     method: 'GET',
@@ -271,7 +273,14 @@ function responseOf(response: ResponseSpec): JsonSchema {
     ...(response.retryAfter
       ? { headers: { 'Retry-After': { description: 'Seconds to wait before retrying', schema: { type: 'integer', minimum: 0 } } } }
       : {}),
-    ...(response.schema === undefined ? {} : { content: { 'application/json': { schema: schemaRef(response.schema) } } }),
+    ...(response.schema === undefined
+      ? {}
+      : {
+          content: {
+            'application/json': { schema: schemaRef(response.schema) },
+            ...(response.csv ? { 'text/csv': { schema: { type: 'string', description: response.csv } } } : {}),
+          },
+        }),
   };
 }
 

@@ -6,7 +6,7 @@ import { createHttpApp } from '../../shared/platform/http/app.ts';
 import { ApiError } from '../../shared/platform/http/errors.ts';
 import { parseRequest } from '../../shared/platform/http/validate.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
-import { type CachedUsage, type TenantUsage, UsageCache, percentOf, readSeries } from '../../shared/domain/usage.ts';
+import { type CachedUsage, type TenantUsage, UsageCache, forecast, percentOf, readSeries, seriesCsv } from '../../shared/domain/usage.ts';
 import { stringifyExact } from '../../shared/platform/http/json.ts';
 import { type SeriesResponse, type UsageResponse, seriesQuery, usageParams } from './schema.ts';
 
@@ -28,8 +28,25 @@ function usageView(usage: TenantUsage, asOf: number): UsageResponse {
     remaining: usage.quota > usage.tokens ? usage.quota - usage.tokens : 0n,
     over: usage.tokens >= usage.quota,
     features: usage.features,
+    forecast: forecast({ tokens: usage.tokens, quota: usage.quota, timeZone: usage.timeZone, periodEnd: usage.periodEnd, window: usage.window, now: asOf }),
     asOf: new Date(asOf).toISOString(),
   };
+}
+
+/** Whether the Accept header ranks text/csv above application/json (absent q counts as 1). */
+export function prefersCsv(accept: string | undefined): boolean {
+  const quality = (type: string): number => {
+    let best = -1;
+    for (const part of (accept ?? '').split(',')) {
+      const [range = '', ...params] = part.trim().toLowerCase().split(';');
+      if (range.trim() !== type) continue;
+      const q = params.map((param) => /^\s*q=([\d.]+)\s*$/.exec(param)?.[1]).find((value) => value !== undefined);
+      best = Math.max(best, q === undefined ? 1 : Number(q));
+    }
+    return best;
+  };
+  const csv = quality('text/csv');
+  return csv > 0 && csv > quality('application/json');
 }
 
 export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
@@ -49,7 +66,7 @@ export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
     return reply.type('application/json; charset=utf-8').send(cached.body);
   });
 
-  app.get('/api/usage/:tenant/series', { onRequest: deps.auth.requireKey }, async (request): Promise<SeriesResponse> => {
+  app.get('/api/usage/:tenant/series', { onRequest: deps.auth.requireKey }, async (request, reply): Promise<SeriesResponse | string> => {
     const { tenant } = parseRequest(usageParams, request.params, 'path');
     const query = parseRequest(seriesQuery, request.query, 'query');
     authoriseTenant(request.principal, tenant);
@@ -61,6 +78,11 @@ export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
       throw new ApiError('invalid_request', 'the range is over 400 days', [{ field: 'to', message: 'is more than 400 days after from' }]);
     }
     const points = await readSeries(deps.db, { tenant, timeZone: usage.timeZone, granularity: query.granularity, from, to, ...(query.feature ? { feature: query.feature } : {}) });
+    if (prefersCsv(request.headers.accept)) {
+      reply.type('text/csv; charset=utf-8').header('vary', 'accept');
+      return seriesCsv(points);
+    }
+    reply.header('vary', 'accept');
     return {
       tenant,
       granularity: query.granularity,
