@@ -75,12 +75,31 @@ describe('chart geometry', () => {
   });
 
   test('the quota line and the tallest bar sit on the same scale, bars never leave the plot', () => {
-    const chart = barChart(cumulative([{ start: 'a', tokens: 2_000n }, { start: 'b', tokens: 6_000n }]), { quota: 10_000n, width: 400, height: 200 });
+    const chart = barChart(cumulative([{ start: 'a', tokens: 2_000n }, { start: 'b', tokens: 6_000n }]), { quota: 10_000n, size: 'narrow' });
     expect(chart.bars.map((bar) => bar.tokens)).toEqual([2_000n, 8_000n]);
     expect(chart.ticks.at(-1)!.value).toBe(10_000n);
     expect(chart.quotaY).toBe(chart.plot.top);
     for (const bar of chart.bars) expect(bar.y + bar.height).toBeCloseTo(chart.plot.bottom, 0);
     expect(chart.bars[1]!.height / chart.bars[0]!.height).toBeCloseTo(4, 1);
+  });
+
+  test('a period drawn so far leaves room for its remaining days and projects to their end, on the scale', () => {
+    const chart = barChart([{ start: 'a', tokens: 1_000n }, { start: 'b', tokens: 3_000n }], { slots: 4, projectTo: 12_000n, quota: 10_000n });
+    const slot = (chart.plot.right - chart.plot.left) / 4;
+    expect(chart.bars[1]!.x + chart.bars[1]!.width).toBeLessThanOrEqual(chart.plot.left + 2 * slot);
+    expect(chart.projection).toMatchObject({ x1: chart.plot.left + 2 * slot, y1: chart.bars[1]!.y, x2: chart.plot.right, value: 12_000n });
+    expect(chart.ticks.at(-1)!.value).toBeGreaterThanOrEqual(12_000n);
+    expect(chart.projection!.y2).toBeGreaterThanOrEqual(chart.plot.top);
+    expect(barChart([{ start: 'a', tokens: 1n }], { slots: 1, projectTo: 5n }).projection).toBeUndefined();
+  });
+
+  test('the narrow size labels fewer days so labels never overlap', () => {
+    const days = Array.from({ length: 31 }, (_, index) => ({ start: `d${index}`, tokens: 1n }));
+    const narrow = barChart(days, { size: 'narrow' });
+    const wide = barChart(days, { size: 'wide' });
+    const spacing = (chart: typeof narrow) => chart.xLabels[1]!.x - chart.xLabels[0]!.x;
+    expect(spacing(narrow)).toBeGreaterThanOrEqual(narrow.fontSize * 4);
+    expect(wide.xLabels.length).toBeGreaterThan(narrow.xLabels.length);
   });
 
   test('an empty series draws no bars and does not divide by zero', () => {
