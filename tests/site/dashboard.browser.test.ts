@@ -31,27 +31,25 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     await page.setViewportSize(viewport);
     await page.screenshot({ path: join(SCREENSHOTS, `${name}-${viewport === PHONE ? 'phone' : 'desktop'}.png`), fullPage: true });
   };
+  // These run in the page, so they are given as source: the test compiles without the DOM types.
   /** How far the page is wider than the viewport (0 when it fits). */
-  const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  const overflow = async (): Promise<number> => Number(await page.evaluate('document.documentElement.scrollWidth - window.innerWidth'));
   /** The smallest rendered size, in CSS px, of any visible text in a drawing (SVG text scales with its viewBox). */
-  const smallestDrawnText = () =>
-    page.evaluate(() => {
-      const sizes = [...document.querySelectorAll<SVGTextElement>('svg text')]
+  const smallestDrawnText = async (): Promise<number> =>
+    Number(
+      await page.evaluate(`Math.min(Infinity, ...[...document.querySelectorAll('svg text')]
         .filter((text) => text.getClientRects().length > 0)
-        .map((text) => Number.parseFloat(getComputedStyle(text).fontSize) * (text.getScreenCTM()?.a ?? 1));
-      return sizes.length === 0 ? Number.POSITIVE_INFINITY : Math.min(...sizes);
-    });
-  /** Every interactive element sits inside the viewport horizontally, so no action is off-screen. */
-  const offscreenActions = () =>
-    page.evaluate(() =>
-      [...document.querySelectorAll<HTMLElement>('a[href], button, input:not([type=hidden]), select')]
-        .filter((element) => element.getClientRects().length > 0 && !element.closest('details:not([open])') && !element.classList.contains('skip'))
-        .filter((element) => {
-          const box = element.getBoundingClientRect();
-          return box.left < -1 || box.right > window.innerWidth + 1;
-        })
-        .map((element) => element.outerHTML.slice(0, 80)),
+        .map((text) => parseFloat(getComputedStyle(text).fontSize) * (text.getScreenCTM()?.a ?? 1)))`),
     );
+  /** Every control sits inside the viewport horizontally, so no action is off-screen. */
+  const offscreenActions = async (): Promise<string[]> =>
+    (await page.evaluate(`[...document.querySelectorAll('a[href], button, input:not([type=hidden]), select')]
+      .filter((element) => element.getClientRects().length > 0 && !element.closest('details:not([open])') && !element.classList.contains('skip'))
+      .filter((element) => {
+        const box = element.getBoundingClientRect();
+        return box.left < -1 || box.right > window.innerWidth + 1;
+      })
+      .map((element) => element.outerHTML.slice(0, 80))`)) as string[];
 
   beforeAll(async () => {
     mkdirSync(SCREENSHOTS, { recursive: true });
