@@ -7,6 +7,7 @@ import {
   integer,
   pgTable,
   primaryKey,
+  smallint,
   text,
   timestamp,
   uniqueIndex,
@@ -173,3 +174,13 @@ export const tenantUsageSummary = pgTable(
     index('tenant_usage_summary_period_end_idx').on(table.periodEnd),
   ],
 );
+
+/**
+ * The number of tenants in 16 shards, kept by statement triggers on `tenants` (migration 0006), so a
+ * page's total is 16 rows instead of a count over every tenant. Shards keep two transactions that
+ * create tenants from waiting on one counter row.
+ */
+export const tenantCounts = pgTable('tenant_counts', {
+  shard: smallint('shard').primaryKey(),
+  tenants: bigint('tenants', { mode: 'bigint' }).notNull().default(sql`0`),
+});

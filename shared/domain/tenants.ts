@@ -138,7 +138,11 @@ export function tenantPageQueries(query: TenantListQuery = {}): { page: { text: 
              ORDER BY ${order}`,
       params: [query.limit ?? 100, query.offset ?? 0, ...search],
     },
-    count: { text: `SELECT count(*) AS total FROM tenant_usage_summary s ${filter(1)}`, params: search },
+    // Unfiltered, the total is the maintained per-shard count; a name filter has to look at the names.
+    count:
+      search.length > 0
+        ? { text: `SELECT count(*) AS total FROM tenant_usage_summary s ${filter(1)}`, params: search }
+        : { text: 'SELECT coalesce(sum(tenants), 0)::bigint AS total FROM tenant_counts', params: [] },
   };
 }
 

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { firstTable } from './benchmarks.ts';
 import { barChart, cumulative, niceCeiling } from './chart.ts';
+import { forecastSentence, parseTenantPageQuery } from './tenant-page.ts';
 import { safeNext } from './client.ts';
 import { loadSiteConfig } from './config.ts';
 import { csrfToken, issueSession, validCredential, validCsrfToken, verifySession } from './session.ts';
@@ -106,6 +107,37 @@ describe('chart geometry', () => {
     const chart = barChart([]);
     expect(chart.bars).toEqual([]);
     expect(chart.ticks.every((tick) => Number.isFinite(tick.y))).toBe(true);
+  });
+});
+
+describe('tenant page query and forecast sentence', () => {
+  test('a period is a month no later than the current one; a feature must be a feature name', () => {
+    const params = (query: string) => new URLSearchParams(query);
+    expect(parseTenantPageQuery(params(''), '2026-11-01')).toEqual({ startDay: '2026-11-01', feature: undefined });
+    expect(parseTenantPageQuery(params('period=2026-10&feature=gpt-4o'), '2026-11-01')).toEqual({ startDay: '2026-10-01', feature: 'gpt-4o' });
+    expect(parseTenantPageQuery(params('period=2026-13'), '2026-11-01')).toMatchObject({ field: 'period' });
+    expect(parseTenantPageQuery(params('period=2026-12'), '2026-11-01')).toEqual({ field: 'period', message: 'must not be after the current period (2026-11)' });
+    expect(parseTenantPageQuery(params('feature=no%20spaces'), '2026-11-01')).toMatchObject({ field: 'feature' });
+  });
+
+  test('the sentence says where the pace leads, in the tenant zone', () => {
+    const usage = (tokens: bigint, startDay: string) =>
+      ({
+        tenant: 'acme', timeZone: 'Europe/Berlin', quota: 10_000n, tokens, periodStartDay: '2026-11-01',
+        periodStart: new Date('2026-10-31T23:00:00Z'), periodEnd: new Date('2026-11-30T23:00:00Z'), features: [],
+        window: { startDay, tokens: 0n },
+      }) as const;
+    const format = (value: bigint) => value.toLocaleString('en-US');
+    expect(forecastSentence({ usage: usage(2_000n, '2026-11-01'), forecast: { tokensAtPeriodEnd: 9_000n, quotaReachedAt: null } }, format)).toBe(
+      "At the pace since the period began, acme will use about 9,000 tokens by the period's last day (2026-11-30), within its quota of 10,000.",
+    );
+    // 23:30 UTC on the 24th is already the 25th in Berlin.
+    expect(forecastSentence({ usage: usage(8_000n, '2026-11-18'), forecast: { tokensAtPeriodEnd: 12_000n, quotaReachedAt: '2026-11-24T23:30:00.000Z' } }, format)).toBe(
+      "At the pace of the last 7 days, acme will reach its quota of 10,000 on 2026-11-25 and use about 12,000 tokens by the period's last day (2026-11-30).",
+    );
+    expect(forecastSentence({ usage: usage(10_000n, '2026-11-18'), forecast: { tokensAtPeriodEnd: 14_000n, quotaReachedAt: '2026-11-24T10:00:00.000Z' } }, format)).toBe(
+      "acme has already reached its quota of 10,000; at the pace of the last 7 days it will use about 14,000 tokens by the period's last day (2026-11-30).",
+    );
   });
 });
 
