@@ -2,6 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { firstTable } from './benchmarks.ts';
 import { barChart, cumulative, niceCeiling } from './chart.ts';
 import { forecastSentence, parseTenantPageQuery } from './tenant-page.ts';
+import type { TenantUsage } from '../../../shared/domain/usage.ts';
 import { safeNext } from './client.ts';
 import { loadSiteConfig } from './config.ts';
 import { csrfToken, issueSession, validCredential, validCsrfToken, verifySession } from './session.ts';
@@ -121,12 +122,12 @@ describe('tenant page query and forecast sentence', () => {
   });
 
   test('the sentence says where the pace leads, in the tenant zone', () => {
-    const usage = (tokens: bigint, startDay: string) =>
+    const usage = (tokens: bigint, startDay: string): TenantUsage =>
       ({
         tenant: 'acme', timeZone: 'Europe/Berlin', quota: 10_000n, tokens, periodStartDay: '2026-11-01',
         periodStart: new Date('2026-10-31T23:00:00Z'), periodEnd: new Date('2026-11-30T23:00:00Z'), features: [],
         window: { startDay, tokens: 0n },
-      }) as const;
+      });
     const format = (value: bigint) => value.toLocaleString('en-US');
     expect(forecastSentence({ usage: usage(2_000n, '2026-11-01'), forecast: { tokensAtPeriodEnd: 9_000n, quotaReachedAt: null } }, format)).toBe(
       "At the pace since the period began, acme will use about 9,000 tokens by the period's last day (2026-11-30), within its quota of 10,000.",
