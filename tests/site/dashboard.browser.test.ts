@@ -372,6 +372,12 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
 
     await page.goto(`${server.url}/dashboard/keys`);
     await expect(page.content()).resolves.not.toContain(secret);
+    // On a phone the keys table is a card per key, its Revoke button on screen.
+    await shoot('keys-with-key', PHONE);
+    expect(await overflow()).toBeLessThanOrEqual(0);
+    expect(await offscreenActions()).toEqual([]);
+    await expect(page.getByRole('button', { name: /Revoke browser test key/ }).isVisible()).resolves.toBe(true);
+    await page.setViewportSize(DESKTOP);
     await page.getByRole('button', { name: /Revoke browser test key/ }).click();
     await expect(page.getByRole('status').first().textContent()).resolves.toContain('revoked');
     await waitFor(async () => (await server.api('GET', '/api/usage/acme', undefined, secret)).status === 401, { what: 'the revoked key to get 401' });
