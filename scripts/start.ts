@@ -14,6 +14,7 @@ import { createHttpApp } from '../shared/platform/http/app.ts';
 import { migrate } from '../shared/platform/migrate.ts';
 import { createRuntime } from '../shared/runtime/runtime.ts';
 import { observeRuntime } from '../shared/runtime/observed.ts';
+import { stopOnSignal } from '../shared/runtime/shutdown.ts';
 import { startTelemetry } from '../shared/platform/telemetry/sdk.ts';
 
 if (Number(process.versions.node.split('.')[0]) < 24) {
@@ -84,17 +85,4 @@ const lines = [
 ];
 process.stdout.write(`${lines.join('\n')}\n`);
 
-let stopping = false;
-const stop = (signal: string) => {
-  if (stopping) return;
-  stopping = true;
-  logger.info({ signal }, 'stopping: draining requests and the aggregator');
-  setTimeout(() => process.exit(1), 15_000).unref();
-  app
-    .close()
-    .then(() => aggregator.stop())
-    .then(() => runtime.close())
-    .then(() => process.exit(0), () => process.exit(1));
-};
-process.on('SIGINT', () => stop('SIGINT'));
-process.on('SIGTERM', () => stop('SIGTERM'));
+stopOnSignal(logger, 'stopping: draining requests and the aggregator', [() => app.close(), () => aggregator.stop(), () => runtime.close()]);

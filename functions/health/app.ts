@@ -4,6 +4,8 @@ import { createHttpApp } from '../../shared/platform/http/app.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import { buildOpenApiDocument } from '../openapi.ts';
 import type { EventQueue } from '../../shared/platform/queue/types.ts';
+import { registerRoute } from '../route-spec.ts';
+import { getHealth, getOpenApiDocument } from './routes.ts';
 import type { HealthResponse } from './schema.ts';
 
 export interface HealthDeps {
@@ -29,11 +31,10 @@ async function timed(probe: () => Promise<unknown>): Promise<HealthResponse['che
 }
 
 export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
-  // The API description is open like health: it holds no data, and clients generate from it.
   const openApi = buildOpenApiDocument();
-  app.get('/api/openapi.json', async () => openApi);
+  registerRoute(app, getOpenApiDocument, {}, async () => openApi);
 
-  app.get('/api/health', async (_request, reply): Promise<HealthResponse> => {
+  registerRoute(app, getHealth, {}, async (_input, _request, reply): Promise<HealthResponse> => {
     const [postgres, valkey] = await Promise.all([timed(() => deps.db.query('SELECT 1')), timed(() => deps.queue.ping())]);
     const ok = postgres.ok && valkey.ok;
     reply.code(ok ? 200 : 503);

@@ -3,8 +3,6 @@ import type { Queryable } from '../platform/db.ts';
 import { periodOf } from './periods.ts';
 import { percentOf } from './usage.ts';
 
-export const DEFAULT_THRESHOLDS = [80, 100] as const;
-
 export interface TenantPatch {
   monthlyQuota?: bigint;
   slackWebhookUrl?: string | null;
@@ -207,10 +205,4 @@ export async function upsertTenant(
     });
     return { created: row!.created, rearmed, alertsCreated: created };
   });
-}
-
-/** The webhook an alert for this tenant goes to: its own, else the global one. */
-export async function webhookFor(db: Queryable, tenant: string, globalUrl: string | undefined): Promise<string | undefined> {
-  const [row] = await db.query<{ slack_webhook_url: string | null }>('SELECT slack_webhook_url FROM tenants WHERE name = $1', [tenant]);
-  return row?.slack_webhook_url ?? globalUrl;
 }

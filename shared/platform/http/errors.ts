@@ -125,14 +125,17 @@ export function sendError(reply: FastifyReply, request: FastifyRequest, error: A
   return reply.code(error.status).type('application/json; charset=utf-8').send(body);
 }
 
-/** One error handler: ours as they are, framework/client errors as 4xx, anything else logged and a bare 500. */
+/** The error a client gets: ours as they are, framework/client errors as 4xx, anything else logged and a bare 500. */
+export function apiErrorOf(error: Error, request: FastifyRequest): ApiError {
+  const apiError = error instanceof ApiError ? error : fromFramework(error as FastifyError);
+  if (apiError) return apiError;
+  request.log.error({ err: error, route: request.routeOptions.url }, 'unhandled error');
+  return new ApiError('internal_error', 'internal error');
+}
+
+/** One error handler for every route (ingest's own adds a count, then answers the same). */
 export function installErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler((error: FastifyError, request, reply) => {
-    const apiError = error instanceof ApiError ? error : fromFramework(error);
-    if (apiError) return sendError(reply, request, apiError);
-    request.log.error({ err: error, route: request.routeOptions.url }, 'unhandled error');
-    return sendError(reply, request, new ApiError('internal_error', 'internal error'));
-  });
+  app.setErrorHandler((error: FastifyError, request, reply) => sendError(reply, request, apiErrorOf(error, request)));
   app.setNotFoundHandler((request, reply) =>
     sendError(reply, request, new ApiError('not_found', `no route ${request.method} ${request.url.split('?')[0]}`)),
   );
