@@ -58,7 +58,7 @@ describe.skipIf(!servicesAvailable)('the tenant list at 100,000 tenants', () => 
     await database?.drop();
   });
 
-  test('the maintained summary holds each tenant\'s current period, exactly as computing it would', async () => {
+  test("the maintained summary holds each tenant's current period, exactly as computing it would", async () => {
     const [mismatch] = await database.db.query<{ total: bigint; wrong: bigint }>(
       `SELECT count(*) AS total, count(*) FILTER (WHERE s.tokens IS DISTINCT FROM r.tokens OR s.monthly_quota <> r.monthly_quota) AS wrong
        FROM (${REFERENCE}) r LEFT JOIN tenant_usage_summary s ON s.tenant = r.name`,
@@ -71,56 +71,62 @@ describe.skipIf(!servicesAvailable)('the tenant list at 100,000 tenants', () => 
     expect((await listTenants(database.db, { limit: 1, search: '-00001' })).total).toBe(10);
   });
 
-  test.each(['name', 'usage', 'percent'] as const)('a page sorted by %s matches the full computation and reads only its rows through an index', async (sort) => {
-    const referenceOrder = {
-      name: 'name ASC',
-      usage: 'coalesce(p.tokens, 0) DESC, name ASC',
-      percent: 'coalesce(p.tokens, 0)::numeric / t.monthly_quota DESC, name ASC',
-    }[sort];
-    for (const offset of [0, 500]) {
-      const query: TenantListQuery = { sort, limit: 100, offset };
-      const expected = await database.db.query<{ name: string }>(`${REFERENCE} ORDER BY ${referenceOrder} LIMIT 100 OFFSET ${offset}`);
+  test.each(['name', 'usage', 'percent'] as const)(
+    'a page sorted by %s matches the full computation and reads only its rows through an index',
+    async (sort) => {
+      const referenceOrder = {
+        name: 'name ASC',
+        usage: 'coalesce(p.tokens, 0) DESC, name ASC',
+        percent: 'coalesce(p.tokens, 0)::numeric / t.monthly_quota DESC, name ASC',
+      }[sort];
+      for (const offset of [0, 500]) {
+        const query: TenantListQuery = { sort, limit: 100, offset };
+        const expected = await database.db.query<{ name: string }>(`${REFERENCE} ORDER BY ${referenceOrder} LIMIT 100 OFFSET ${offset}`);
+        const times: number[] = [];
+        let page: Awaited<ReturnType<typeof listTenants>> | undefined;
+        for (let run = 0; run < 5; run += 1) {
+          const started = performance.now();
+          page = await listTenants(database.db, query);
+          times.push(performance.now() - started);
+        }
+        expect(page!.total).toBe(TENANTS);
+        expect(page!.tenants.map((tenant) => tenant.tenant)).toEqual(expected.map((row) => row.name));
+
+        const { page: statement, count } = tenantPageQueries(query);
+        expect(count.text).toContain('tenant_counts');
+        const [explained] = await database.db.query<{ 'QUERY PLAN': [{ Plan: PlanNode; 'Execution Time': number }] }>(
+          `EXPLAIN (ANALYZE, FORMAT JSON) ${statement.text}`,
+          statement.params,
+        );
+        const plan = explained!['QUERY PLAN'][0];
+        const all = nodes(plan.Plan);
+        // No scan of a whole table, and no node handles more rows than the page and the ones it skips.
+        expect(all.filter((node) => node['Node Type'] === 'Seq Scan').map((node) => node['Relation Name'])).toEqual([]);
+        expect(all.some((node) => node['Index Name']?.startsWith('tenant_usage_summary'))).toBe(true);
+        expect(Math.max(...all.map((node) => node['Actual Rows']))).toBeLessThanOrEqual(offset + 100);
+        times.sort((a, b) => a - b);
+        process.stdout.write(
+          `sort=${sort} offset=${offset}: listTenants median ${times[2]!.toFixed(1)} ms (min ${times[0]!.toFixed(1)}), page query ${plan['Execution Time'].toFixed(2)} ms in the database\n`,
+        );
+      }
+    },
+  );
+
+  test.each(['percent', 'usage', 'name'] as const)(
+    'the overview page sorted by %s, forecasts included, reads a bounded number of rows',
+    async (sort) => {
       const times: number[] = [];
-      let page: Awaited<ReturnType<typeof listTenants>> | undefined;
       for (let run = 0; run < 5; run += 1) {
         const started = performance.now();
-        page = await listTenants(database.db, query);
+        const overview = await loadOverview(database.db, { q: '', sort, page: 3 });
         times.push(performance.now() - started);
+        expect(overview.tenants).toHaveLength(50);
+        expect(overview.tenants.every((tenant) => tenant.forecast.tokensAtPeriodEnd >= tenant.usage.tokens)).toBe(true);
       }
-      expect(page!.total).toBe(TENANTS);
-      expect(page!.tenants.map((tenant) => tenant.tenant)).toEqual(expected.map((row) => row.name));
-
-      const { page: statement, count } = tenantPageQueries(query);
-      expect(count.text).toContain('tenant_counts');
-      const [explained] = await database.db.query<{ 'QUERY PLAN': [{ Plan: PlanNode; 'Execution Time': number }] }>(
-        `EXPLAIN (ANALYZE, FORMAT JSON) ${statement.text}`,
-        statement.params,
-      );
-      const plan = explained!['QUERY PLAN'][0];
-      const all = nodes(plan.Plan);
-      // No scan of a whole table, and no node handles more rows than the page and the ones it skips.
-      expect(all.filter((node) => node['Node Type'] === 'Seq Scan').map((node) => node['Relation Name'])).toEqual([]);
-      expect(all.some((node) => node['Index Name']?.startsWith('tenant_usage_summary'))).toBe(true);
-      expect(Math.max(...all.map((node) => node['Actual Rows']))).toBeLessThanOrEqual(offset + 100);
       times.sort((a, b) => a - b);
-      process.stdout.write(
-        `sort=${sort} offset=${offset}: listTenants median ${times[2]!.toFixed(1)} ms (min ${times[0]!.toFixed(1)}), page query ${plan['Execution Time'].toFixed(2)} ms in the database\n`,
-      );
-    }
-  });
-
-  test.each(['percent', 'usage', 'name'] as const)('the overview page sorted by %s, forecasts included, reads a bounded number of rows', async (sort) => {
-    const times: number[] = [];
-    for (let run = 0; run < 5; run += 1) {
-      const started = performance.now();
-      const overview = await loadOverview(database.db, { q: '', sort, page: 3 });
-      times.push(performance.now() - started);
-      expect(overview.tenants).toHaveLength(50);
-      expect(overview.tenants.every((tenant) => tenant.forecast.tokensAtPeriodEnd >= tenant.usage.tokens)).toBe(true);
-    }
-    times.sort((a, b) => a - b);
-    process.stdout.write(`overview sort=${sort} page 3: median ${times[2]!.toFixed(1)} ms (min ${times[0]!.toFixed(1)})\n`);
-  });
+      process.stdout.write(`overview sort=${sort} page 3: median ${times[2]!.toFixed(1)} ms (min ${times[0]!.toFixed(1)})\n`);
+    },
+  );
 
   test('a summary row whose period has ended is rolled into the current period before a page is read', async () => {
     await database.db.query(

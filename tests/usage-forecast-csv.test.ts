@@ -24,11 +24,10 @@ async function seedDays(stack: TestStack, tenant: string, timeZone: string, quot
      SELECT tenant, feature, day, tokens, 1 FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, feature text, day date, tokens bigint)`,
     [JSON.stringify(rows)],
   );
-  await stack.runtime.db.query('INSERT INTO usage_periods (tenant, period_start, tokens, events, last_event_at) VALUES ($1, $2::date, $3, 1, now())', [
-    tenant,
-    period.startDay,
-    total.toString(),
-  ]);
+  await stack.runtime.db.query(
+    'INSERT INTO usage_periods (tenant, period_start, tokens, events, last_event_at) VALUES ($1, $2::date, $3, 1, now())',
+    [tenant, period.startDay, total.toString()],
+  );
   return { days, total };
 }
 
@@ -93,11 +92,15 @@ describe.skipIf(!servicesAvailable)('usage API: forecast and CSV', () => {
     expect(lines).toHaveLength(days.length + 1);
     expect(lines[1]).toBe(`${new Date(localMidnight(timeZone, days[0]!)).toISOString()},100`);
 
-    const even = await get(`/api/usage/${tenant}/series?granularity=day&feature=even`, { accept: 'text/csv;q=0.9, application/json;q=0.5' });
+    const even = await get(`/api/usage/${tenant}/series?granularity=day&feature=even`, {
+      accept: 'text/csv;q=0.9, application/json;q=0.5',
+    });
     expect(even.body.split('\r\n')[1]).toMatch(/,100$/);
     if (days.length > 1) expect(even.body.split('\r\n')[2]).toMatch(/,0$/);
     // JSON stays the answer when the client ranks it higher, or asks for anything.
-    expect((await get(`/api/usage/${tenant}/series`, { accept: 'application/json, text/csv;q=0.5' })).headers['content-type']).toMatch(/^application\/json/);
+    expect((await get(`/api/usage/${tenant}/series`, { accept: 'application/json, text/csv;q=0.5' })).headers['content-type']).toMatch(
+      /^application\/json/,
+    );
     expect((await get(`/api/usage/${tenant}/series`, { accept: '*/*' })).headers['content-type']).toMatch(/^application\/json/);
     const bad = await get(`/api/usage/${tenant}/series?granularity=week`, { accept: 'text/csv' });
     expect(bad.statusCode).toBe(400);

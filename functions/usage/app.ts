@@ -29,7 +29,14 @@ function usageView(usage: TenantUsage, asOf: number): UsageResponse {
     remaining: usage.quota > usage.tokens ? usage.quota - usage.tokens : 0n,
     over: usage.tokens >= usage.quota,
     features: usage.features,
-    forecast: forecast({ tokens: usage.tokens, quota: usage.quota, timeZone: usage.timeZone, periodEnd: usage.periodEnd, window: usage.window, now: asOf }),
+    forecast: forecast({
+      tokens: usage.tokens,
+      quota: usage.quota,
+      timeZone: usage.timeZone,
+      periodEnd: usage.periodEnd,
+      window: usage.window,
+      now: asOf,
+    }),
     asOf: new Date(asOf).toISOString(),
   };
 }
@@ -75,7 +82,14 @@ export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
     if (to - from > MAX_RANGE_MS) {
       throw new ApiError('invalid_request', 'the range is over 400 days', [{ field: 'to', message: 'is more than 400 days after from' }]);
     }
-    const points = await readSeries(deps.db, { tenant, timeZone: usage.timeZone, granularity: query.granularity, from, to, ...(query.feature ? { feature: query.feature } : {}) });
+    const points = await readSeries(deps.db, {
+      tenant,
+      timeZone: usage.timeZone,
+      granularity: query.granularity,
+      from,
+      to,
+      ...(query.feature ? { feature: query.feature } : {}),
+    });
     reply.header('vary', 'accept');
     if (prefersCsv(request.headers.accept)) {
       reply.type('text/csv; charset=utf-8');

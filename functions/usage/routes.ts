@@ -22,7 +22,10 @@ export const getUsageSeries = defineRoute({
   auth: 'key',
   params: usageParams,
   query: seriesQuery,
-  responses: { 200: { description: 'One point per hour or day', schema: seriesResponse, csv: seriesCsvDescription }, ...errorResponses(400, 401, 403, 404) },
+  responses: {
+    200: { description: 'One point per hour or day', schema: seriesResponse, csv: seriesCsvDescription },
+    ...errorResponses(400, 401, 403, 404),
+  },
 });
 
 /** The usage function's routes, in route-table order. */

@@ -26,7 +26,8 @@ export const usageResponse = z.object({
     .object({
       tokensAtPeriodEnd: bigintNumber.meta({ description: "the period's total if the current pace holds to its end" }),
       quotaReachedAt: z.string().nullable().meta({
-        description: 'when the running total reaches the quota at that pace (ISO-8601); `asOf` if it already has; null if not within this period',
+        description:
+          'when the running total reaches the quota at that pace (ISO-8601); `asOf` if it already has; null if not within this period',
       }),
     })
     .meta({
@@ -48,5 +49,4 @@ export const seriesResponse = z.object({
 });
 export type SeriesResponse = z.infer<typeof seriesResponse>;
 
-export const seriesCsvDescription =
-  `With \`Accept: text/csv\`: a header row \`${SERIES_CSV_HEADER}\`, then one row per bucket, oldest first (\`start\` as ISO-8601 UTC, \`tokens\` an exact integer).`;
+export const seriesCsvDescription = `With \`Accept: text/csv\`: a header row \`${SERIES_CSV_HEADER}\`, then one row per bucket, oldest first (\`start\` as ISO-8601 UTC, \`tokens\` an exact integer).`;

@@ -86,18 +86,44 @@ export function barChart(points: readonly ChartPoint[], options: ChartOptions = 
   const gap = slot > 6 ? Math.min(2, slot * 0.2) : 0;
   const bars = points.map((point, index) => {
     const y = yOf(point.tokens);
-    return { x: round(plot.left + index * slot + gap / 2), y: round(y), width: round(slot - gap), height: round(plot.bottom - y), start: point.start, tokens: point.tokens };
+    return {
+      x: round(plot.left + index * slot + gap / 2),
+      y: round(y),
+      width: round(slot - gap),
+      height: round(plot.bottom - y),
+      start: point.start,
+      tokens: point.tokens,
+    };
   });
   const ticks = [0n, 1n, 2n, 3n, 4n].map((quarter) => ({ value: (top * quarter) / 4n, y: round(yOf((top * quarter) / 4n)) }));
   // Labels about five characters wide each, never closer than that: fewer of them on a narrow chart.
   const every = options.labelEvery?.[size] ?? Math.max(1, Math.ceil(slots / Math.floor((plot.right - plot.left) / (fontSize * 4))));
-  const xLabels = points.flatMap((point, index) => (index % every === 0 ? [{ x: round(plot.left + index * slot + slot / 2), start: point.start }] : []));
+  const xLabels = points.flatMap((point, index) =>
+    index % every === 0 ? [{ x: round(plot.left + index * slot + slot / 2), start: point.start }] : [],
+  );
   const last = points.at(-1);
   const projection =
     options.projectTo !== undefined && last && points.length < slots
-      ? { x1: round(plot.left + points.length * slot), y1: round(yOf(last.tokens)), x2: plot.right, y2: round(yOf(options.projectTo)), value: options.projectTo }
+      ? {
+          x1: round(plot.left + points.length * slot),
+          y1: round(yOf(last.tokens)),
+          x2: plot.right,
+          y2: round(yOf(options.projectTo)),
+          value: options.projectTo,
+        }
       : undefined;
-  return { size, width, height, fontSize, plot, bars, ticks, quotaY: options.quota === undefined ? undefined : round(yOf(options.quota)), projection, xLabels };
+  return {
+    size,
+    width,
+    height,
+    fontSize,
+    plot,
+    bars,
+    ticks,
+    quotaY: options.quota === undefined ? undefined : round(yOf(options.quota)),
+    projection,
+    xLabels,
+  };
 }
 
 const round = (value: number): number => Math.round(value * 10) / 10;

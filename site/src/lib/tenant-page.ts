@@ -39,16 +39,21 @@ const HOURS_SHOWN = 48;
 const MONTH = /^(\d{4})-(0[1-9]|1[0-2])$/;
 
 /** Checks the query against the tenant's current period; the error names the field. */
-export function parseTenantPageQuery(params: URLSearchParams, currentStartDay: string): { startDay: string; feature: string | undefined } | TenantPageError {
+export function parseTenantPageQuery(
+  params: URLSearchParams,
+  currentStartDay: string,
+): { startDay: string; feature: string | undefined } | TenantPageError {
   const period = params.get('period');
   let startDay = currentStartDay;
   if (period !== null && period !== '') {
     if (!MONTH.test(period)) return { field: 'period', message: 'must be a month written YYYY-MM, e.g. 2026-03' };
     startDay = `${period}-01`;
-    if (startDay > currentStartDay) return { field: 'period', message: `must not be after the current period (${currentStartDay.slice(0, 7)})` };
+    if (startDay > currentStartDay)
+      return { field: 'period', message: `must not be after the current period (${currentStartDay.slice(0, 7)})` };
   }
   const feature = params.get('feature') || undefined;
-  if (feature !== undefined && !featureName.safeParse(feature).success) return { field: 'feature', message: 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ / -' };
+  if (feature !== undefined && !featureName.safeParse(feature).success)
+    return { field: 'feature', message: 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ / -' };
   return { startDay, feature };
 }
 
@@ -78,10 +83,27 @@ export async function loadTenantPage(
   const to = Math.min(now, usage.periodEnd.getTime() - 1);
   const feature = query.feature;
   const [hours, days] = await Promise.all([
-    readSeries(db, { tenant: name, timeZone: usage.timeZone, granularity: 'hour', from: Math.max(from, to - (HOURS_SHOWN - 1) * 3_600_000), to, ...(feature ? { feature } : {}) }),
+    readSeries(db, {
+      tenant: name,
+      timeZone: usage.timeZone,
+      granularity: 'hour',
+      from: Math.max(from, to - (HOURS_SHOWN - 1) * 3_600_000),
+      to,
+      ...(feature ? { feature } : {}),
+    }),
     readSeries(db, { tenant: name, timeZone: usage.timeZone, granularity: 'day', from, to, ...(feature ? { feature } : {}) }),
   ]);
-  const projected = isCurrent && !feature ? forecast({ tokens: usage.tokens, quota: usage.quota, timeZone: usage.timeZone, periodEnd: usage.periodEnd, window: usage.window, now }) : undefined;
+  const projected =
+    isCurrent && !feature
+      ? forecast({
+          tokens: usage.tokens,
+          quota: usage.quota,
+          timeZone: usage.timeZone,
+          periodEnd: usage.periodEnd,
+          window: usage.window,
+          now,
+        })
+      : undefined;
   const daysInPeriod = Math.round((usage.periodEnd.getTime() - from) / 86_400_000);
   const month = query.startDay.slice(0, 7);
   return {
@@ -133,7 +155,14 @@ export async function loadTenantDays(
   if ('field' in query) return query;
   const from = localMidnight(current.timeZone, query.startDay);
   const to = Math.min(now, localMidnight(current.timeZone, addCalendar(query.startDay, { months: 1 })) - 1);
-  const days = await readSeries(db, { tenant: name, timeZone: current.timeZone, granularity: 'day', from, to, ...(query.feature ? { feature: query.feature } : {}) });
+  const days = await readSeries(db, {
+    tenant: name,
+    timeZone: current.timeZone,
+    granularity: 'day',
+    from,
+    to,
+    ...(query.feature ? { feature: query.feature } : {}),
+  });
   return { days, month: query.startDay.slice(0, 7), feature: query.feature };
 }
 
@@ -146,6 +175,7 @@ export function forecastSentence(page: Pick<TenantPage, 'usage' | 'forecast'>, f
   const pace = usage.window.startDay === usage.periodStartDay ? 'At the pace since the period began' : 'At the pace of the last 7 days';
   const total = `about ${format(projected.tokensAtPeriodEnd)} tokens by the period's last day (${lastDay})`;
   if (projected.quotaReachedAt === null) return `${pace}, ${usage.tenant} will use ${total}, within its quota of ${format(usage.quota)}.`;
-  if (usage.tokens >= usage.quota) return `${usage.tenant} has already reached its quota of ${format(usage.quota)}; ${pace.toLowerCase()} it will use ${total}.`;
+  if (usage.tokens >= usage.quota)
+    return `${usage.tenant} has already reached its quota of ${format(usage.quota)}; ${pace.toLowerCase()} it will use ${total}.`;
   return `${pace}, ${usage.tenant} will reach its quota of ${format(usage.quota)} on ${localDay(zone, Date.parse(projected.quotaReachedAt))} and use ${total}.`;
 }
