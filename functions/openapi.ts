@@ -8,7 +8,7 @@ import { usageEvent } from '../shared/domain/events.ts';
 import { errorBody } from '../shared/platform/http/errors.ts';
 import { healthResponse } from './health/schema.ts';
 import { ingestRequest, ingestResponse } from './ingest/schema.ts';
-import type { Auth, ResponseSpec, RouteSpec, Tag } from './route-spec.ts';
+import { type Auth, errorResponses, type ResponseSpec, type RouteSpec, type Tag } from './route-spec.ts';
 import { ALL_ROUTES } from './routes.ts';
 import {
   alertListResponse,
@@ -136,6 +136,13 @@ function responseOf(response: ResponseSpec, route: RouteSpec): JsonSchema {
   };
 }
 
+/** What the HTTP layer may answer on any operation before the route runs; admin routes also throttle guesses. */
+const httpLayer = (operation: RouteSpec): Record<number, ResponseSpec> => ({
+  ...errorResponses(408, 431),
+  ...(operation.body ? errorResponses(413) : {}),
+  ...(operation.auth === 'admin' ? errorResponses(429) : {}),
+});
+
 const SECURITY: Record<Auth, JsonSchema[]> = { none: [], key: [{ apiKey: [] }], admin: [{ adminToken: [] }] };
 
 function operationOf(operation: RouteSpec): JsonSchema {
@@ -156,7 +163,7 @@ function operationOf(operation: RouteSpec): JsonSchema {
         }
       : {}),
     responses: Object.fromEntries(
-      Object.entries(operation.responses).map(([status, response]) => [status, responseOf(response, operation)]),
+      Object.entries({ ...httpLayer(operation), ...operation.responses }).map(([status, response]) => [status, responseOf(response, operation)]),
     ),
   };
 }
@@ -181,7 +188,7 @@ export function buildOpenApiDocument(): object {
       summary: 'Exactly-once AI usage metering',
       description:
         'Errors are `{"error": {"code", "message", "requestId", "details"?}}`. Token sums are 64-bit integers written exactly as JSON numbers: ' +
-        'read them with a parser that keeps integers past 2^53 (the `flagmeter/client` package does).',
+        'read them with a parser that keeps integers past 2^53 (the `@flagmeter/client` package does).',
       license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
     },
     servers: [{ url: 'http://127.0.0.1:3000', description: '`npm start`' }],

@@ -48,15 +48,18 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   401: 'Missing or wrong credentials',
   403: 'The key may not act for this tenant, or an API key was used on an admin route',
   404: 'Unknown tenant or resource',
+  408: 'The request was not received in time (headers within 10 s, the whole request within 15 s); answered by the HTTP server',
   413: 'Body over 1 MiB',
   415: 'Body is not application/json',
+  429: 'Too many refused credentials from this address; retry after `Retry-After`',
+  431: 'Request line and headers over 16 KB; answered by the HTTP server',
   503: 'Queue unreachable or its backlog over the cap; nothing was accepted, retry after `Retry-After`',
 };
 
 /** The error answers of a route, each with the one error body every function writes. */
 export function errorResponses(...statuses: number[]): Record<number, ResponseSpec> {
   return Object.fromEntries(
-    statuses.map((status) => [status, { description: ERROR_DESCRIPTIONS[status]!, schema: errorBody, retryAfter: status === 503 }]),
+    statuses.map((status) => [status, { description: ERROR_DESCRIPTIONS[status]!, schema: errorBody, retryAfter: status === 503 || status === 429 }]),
   );
 }
 

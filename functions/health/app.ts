@@ -15,7 +15,7 @@ export interface HealthDeps {
 
 const CHECK_TIMEOUT_MS = 1_000;
 
-async function timed(probe: () => Promise<unknown>): Promise<HealthResponse['checks']['postgres']> {
+async function timed(probe: () => Promise<unknown>): Promise<{ ok: boolean; latencyMs: number; error?: string }> {
   const started = performance.now();
   try {
     await Promise.race([
@@ -35,10 +35,16 @@ export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
   registerRoute(app, getOpenApiDocument, {}, async () => openApi);
 
   registerRoute(app, getHealth, {}, async (_input, _request, reply): Promise<HealthResponse> => {
-    const [postgres, valkey] = await Promise.all([timed(() => deps.db.query('SELECT 1')), timed(() => deps.queue.ping())]);
-    const ok = postgres.ok && valkey.ok;
+    const [postgres, queue] = await Promise.all([timed(() => deps.db.query('SELECT 1')), timed(() => deps.queue.ping())]);
+    const ok = postgres.ok && queue.ok;
     reply.code(ok ? 200 : 503);
-    return { status: ok ? 'ok' : 'degraded', checks: { postgres, valkey } };
+    // Report what is in use: under npm start that may be PGlite and the in-process queue, not Valkey.
+    const checks: HealthResponse['checks'] = {
+      postgres: { ...postgres, kind: deps.db.kind },
+      queue: { ...queue, kind: deps.queue.kind === 'valkey' ? 'valkey' : 'in-process' },
+    };
+    if (deps.queue.kind === 'valkey') checks.valkey = queue;
+    return { status: ok ? 'ok' : 'degraded', checks };
   });
 }
 
