@@ -12,7 +12,15 @@ const DESKTOP = { width: 1280, height: 900 };
 const PHONE = { width: 390, height: 844 };
 
 const TENANTS = [
-  { tenant: 'acme', quota: 10_000, events: [['gpt-4o', 5_000, 1], ['gpt-4o', 2_000, 5], ['claude-3-haiku', 1_500, 30]] as [string, number, number][] },
+  {
+    tenant: 'acme',
+    quota: 10_000,
+    events: [
+      ['gpt-4o', 5_000, 1],
+      ['gpt-4o', 2_000, 5],
+      ['claude-3-haiku', 1_500, 30],
+    ] as [string, number, number][],
+  },
   { tenant: 'globex', quota: 1_000_000, events: [['gpt-4o-mini', 1_234, 2]] as [string, number, number][] },
   { tenant: 'initech', quota: 5_000, events: [['openai/gpt-4o', 6_000, 3]] as [string, number, number][] },
 ];
@@ -26,7 +34,8 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
   let context: BrowserContext;
   let page: Page;
 
-  const rowNames = () => page.locator('#tenant-rows tr[data-tenant]').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-tenant')));
+  const rowNames = () =>
+    page.locator('#tenant-rows tr[data-tenant]').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-tenant')));
   const shoot = async (name: string, viewport: typeof DESKTOP) => {
     await page.setViewportSize(viewport);
     await page.screenshot({ path: join(SCREENSHOTS, `${name}-${viewport === PHONE ? 'phone' : 'desktop'}.png`), fullPage: true });
@@ -160,16 +169,24 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     const hourly = page.locator('#chart-hourly svg.size-wide rect.bar');
     expect(await hourly.count()).toBe(48);
     const hourlyTokens = await hourly.evaluateAll((bars) => bars.map((bar) => Number(bar.getAttribute('data-tokens'))));
-    const series = (await server.api('GET', `/api/usage/acme/series?granularity=hour&from=${new Date(Date.now() - 47 * 3_600_000).toISOString()}`)).json;
-    expect(hourlyTokens.reduce((a, b) => a + b, 0)).toBe(series.points.reduce((sum: number, point: { tokens: number }) => sum + point.tokens, 0));
-    const daily = await page.locator('#chart-daily svg.size-wide rect.bar').evaluateAll((bars) => bars.map((bar) => Number(bar.getAttribute('data-tokens'))));
+    const series = (
+      await server.api('GET', `/api/usage/acme/series?granularity=hour&from=${new Date(Date.now() - 47 * 3_600_000).toISOString()}`)
+    ).json;
+    expect(hourlyTokens.reduce((a, b) => a + b, 0)).toBe(
+      series.points.reduce((sum: number, point: { tokens: number }) => sum + point.tokens, 0),
+    );
+    const daily = await page
+      .locator('#chart-daily svg.size-wide rect.bar')
+      .evaluateAll((bars) => bars.map((bar) => Number(bar.getAttribute('data-tokens'))));
     expect(daily.at(-1)).toBe(8_500);
     await expect(page.locator('#chart-daily svg.size-wide line.quota').getAttribute('data-quota')).resolves.toBe('10000');
     await expect(page.getByRole('img', { name: /Tokens per hour, last 48 hours/ }).count()).resolves.toBe(1);
     const alertRows = page.locator('#alerts tbody tr');
     await expect(alertRows.count()).resolves.toBe(1);
     await expect(alertRows.first().textContent()).resolves.toContain('80%');
-    await expect(alertRows.first().locator('[data-field="delivery"]').textContent()).resolves.toMatch(/No webhook configured|Pending delivery|Delivered|Failed/);
+    await expect(alertRows.first().locator('[data-field="delivery"]').textContent()).resolves.toMatch(
+      /No webhook configured|Pending delivery|Delivered|Failed/,
+    );
     const features = await page.locator('#features tbody th').allTextContents();
     expect(features).toEqual(['gpt-4o', 'claude-3-haiku']);
     await shoot('tenant', DESKTOP);
@@ -202,9 +219,15 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     // Last month's usage, written as the aggregator writes rollups: 4,321 tokens on its tenth day.
     const tenth = addCalendar(previousDay, { days: 9 });
     const db = server.database.db;
-    await db.query("INSERT INTO usage_hourly (tenant, feature, hour, tokens, events) VALUES ('acme', 'gpt-4o', $1::date + time '12:00', 4321, 1)", [tenth]);
+    await db.query(
+      "INSERT INTO usage_hourly (tenant, feature, hour, tokens, events) VALUES ('acme', 'gpt-4o', $1::date + time '12:00', 4321, 1)",
+      [tenth],
+    );
     await db.query("INSERT INTO usage_daily (tenant, feature, day, tokens, events) VALUES ('acme', 'gpt-4o', $1::date, 4321, 1)", [tenth]);
-    await db.query("INSERT INTO usage_period_features (tenant, period_start, feature, tokens, events) VALUES ('acme', $1::date, 'gpt-4o', 4321, 1)", [previousDay]);
+    await db.query(
+      "INSERT INTO usage_period_features (tenant, period_start, feature, tokens, events) VALUES ('acme', $1::date, 'gpt-4o', 4321, 1)",
+      [previousDay],
+    );
     await db.query("INSERT INTO usage_periods (tenant, period_start, tokens, events) VALUES ('acme', $1::date, 4321, 1)", [previousDay]);
 
     await page.goto(`${server.url}/dashboard/tenants/acme`);
@@ -213,7 +236,9 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     await page.waitForURL(new RegExp(`period=${previous}$`));
     await expect(page.locator('#period-current').textContent()).resolves.toContain(previous);
     expect(numberIn(await page.locator('#usage-summary [data-field="tokens"]').textContent())).toBe(4_321);
-    const days = await page.locator('#chart-daily svg.size-wide rect.bar').evaluateAll((bars) => bars.map((bar) => Number(bar.getAttribute('data-tokens'))));
+    const days = await page
+      .locator('#chart-daily svg.size-wide rect.bar')
+      .evaluateAll((bars) => bars.map((bar) => Number(bar.getAttribute('data-tokens'))));
     expect(days).toHaveLength(Number(addCalendar(previousDay, { months: 1, days: -1 }).slice(8)));
     expect(days[8]).toBe(0);
     expect(days.at(-1)).toBe(4_321);
@@ -234,9 +259,13 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     await page.getByLabel('Feature').selectOption('claude-3-haiku');
     await page.getByRole('button', { name: 'Show' }).click();
     await page.waitForURL(/feature=claude-3-haiku/);
-    const daily = await page.locator('#chart-daily svg.size-wide rect.bar').evaluateAll((bars) => bars.map((bar) => Number(bar.getAttribute('data-tokens'))));
+    const daily = await page
+      .locator('#chart-daily svg.size-wide rect.bar')
+      .evaluateAll((bars) => bars.map((bar) => Number(bar.getAttribute('data-tokens'))));
     expect(daily.at(-1)).toBe(1_500);
-    const hourly = await page.locator('#chart-hourly svg.size-wide rect.bar').evaluateAll((bars) => bars.map((bar) => Number(bar.getAttribute('data-tokens'))));
+    const hourly = await page
+      .locator('#chart-hourly svg.size-wide rect.bar')
+      .evaluateAll((bars) => bars.map((bar) => Number(bar.getAttribute('data-tokens'))));
     expect(hourly.reduce((a, b) => a + b, 0)).toBe(1_500);
     await expect(page.locator('#chart-daily line.quota').count()).resolves.toBe(0);
     await expect(page.getByRole('img', { name: /feature claude-3-haiku only/ }).count()).resolves.toBe(2);
@@ -257,7 +286,7 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     expect(loggedOut.headers.get('location')).toContain('/login?next=');
   });
 
-  test('the alert log lists every tenant\'s alerts newest first and filters to the undelivered', async () => {
+  test("the alert log lists every tenant's alerts newest first and filters to the undelivered", async () => {
     const db = server.database.db;
     const [delivered] = await db.query<{ id: string }>(
       "UPDATE alerts SET status = 'delivered', delivered_at = now(), attempts = 1 WHERE id = (SELECT min(id) FROM alerts WHERE tenant = 'initech') RETURNING id::text AS id",
@@ -270,7 +299,9 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     expect(ids).toEqual([...ids].sort((a, b) => b - a));
     expect(new Set(await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-tenant'))))).toEqual(new Set(['acme', 'initech']));
     await expect(page.locator(`tr[data-alert="${delivered!.id}"] [data-field="delivery"]`).textContent()).resolves.toMatch(/^\s*Yes/);
-    await expect(page.locator('#alert-log thead').textContent()).resolves.toMatch(/Tenant.*Threshold.*Period.*Used at crossing.*Created.*Delivered.*Attempts.*Last error/s);
+    await expect(page.locator('#alert-log thead').textContent()).resolves.toMatch(
+      /Tenant.*Threshold.*Period.*Used at crossing.*Created.*Delivered.*Attempts.*Last error/s,
+    );
 
     await page.getByRole('link', { name: 'Undelivered only' }).click();
     await page.waitForURL(/undelivered=1/);
@@ -311,7 +342,12 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
   test('the tenant page: its weight and server time', async () => {
     const responses: Promise<number>[] = [];
     const onResponse = (response: { body(): Promise<Buffer> }) => {
-      responses.push(response.body().then((body) => body.length, () => 0));
+      responses.push(
+        response.body().then(
+          (body) => body.length,
+          () => 0,
+        ),
+      );
     };
     page.on('response', onResponse);
     await page.goto(`${server.url}/dashboard/tenants/acme`, { waitUntil: 'networkidle' });
@@ -353,10 +389,13 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     await expect(page.locator('#usage-summary [data-field="percent"]').textContent()).resolves.toBe('42.5%');
     await expect(page.locator('#usage-summary [data-field="status"]').textContent()).resolves.toBe('OK');
     // The usage function answers from a read at most USAGE_CACHE_TTL old: wait for the next read.
-    const usage = await waitFor(async () => {
-      const answer = (await server.api('GET', '/api/usage/acme')).json;
-      return answer.quota === 20_000 ? answer : undefined;
-    }, { timeoutMs: 5_000, what: 'the usage API to show the new quota' });
+    const usage = await waitFor(
+      async () => {
+        const answer = (await server.api('GET', '/api/usage/acme')).json;
+        return answer.quota === 20_000 ? answer : undefined;
+      },
+      { timeoutMs: 5_000, what: 'the usage API to show the new quota' },
+    );
     expect([usage.quota, usage.percent]).toEqual([20_000, 42.5]);
   });
 
@@ -380,7 +419,9 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     await page.setViewportSize(DESKTOP);
     await page.getByRole('button', { name: /Revoke browser test key/ }).click();
     await expect(page.getByRole('status').first().textContent()).resolves.toContain('revoked');
-    await waitFor(async () => (await server.api('GET', '/api/usage/acme', undefined, secret)).status === 401, { what: 'the revoked key to get 401' });
+    await waitFor(async () => (await server.api('GET', '/api/usage/acme', undefined, secret)).status === 401, {
+      what: 'the revoked key to get 401',
+    });
   });
 
   test('a form posted without its CSRF token is refused with 403 and changes nothing', async () => {
