@@ -6,10 +6,12 @@ import { stringifyExact } from '../../shared/platform/http/json.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type Rollups, groupByQuarterHour, rollUp } from './rollup.ts';
 
-/** The entries read from one partition by the owner holding `fence`. */
+/** The entries read from one partition, after `afterId`, by the owner holding `fence`. */
 export interface PartitionBatch {
   partition: number;
   fence: string;
+  /** The checkpoint the entries were read after: the commit applies them only if it still stands. */
+  afterId: string;
   entries: QueueEntry[];
 }
 
@@ -41,28 +43,51 @@ export class StaleOwnerError extends Error {
   }
 }
 
+/**
+ * The fence is still ours but the checkpoint is no longer the one the batch was read after: an
+ * earlier commit went through although its answer never arrived. Nothing was applied; the runner
+ * reloads its positions from the database and reads on from there.
+ */
+export class CheckpointMovedError extends Error {
+  override name = 'CheckpointMovedError';
+  constructor(readonly partitions: number[]) {
+    super(`checkpoints of partitions ${partitions.join(', ')} moved past the batch (an earlier commit's answer was lost)`);
+  }
+}
+
 const RECORDS = (columns: string) => `jsonb_to_recordset($1::jsonb) AS x(${columns})`;
 
 async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[]): Promise<void> {
   const rows = batches.map((batch) => ({
     partition: batch.partition,
     fence: batch.fence,
+    after_id: batch.afterId,
     last_id: batch.entries.at(-1)!.id,
     events: batch.entries.reduce((sum, entry) => sum + entry.events.length, 0),
   }));
-  // Locks each checkpoint row: a concurrent takeover waits for this commit, then bumps the fence.
+  // Compare-and-set on the fence and on the checkpoint the batch was read after: a batch whose
+  // commit already went through (answer lost, round retried) finds the checkpoint moved and is not
+  // applied again. Locks each checkpoint row: a concurrent takeover waits for this commit.
   const advanced = await tx.query<{ partition: number }>(
     `UPDATE partition_checkpoints c
      SET last_id = x.last_id, applied_events = c.applied_events + x.events, updated_at = now()
-     FROM ${RECORDS('partition int, fence bigint, last_id text, events bigint')}
-     WHERE c.partition = x.partition AND c.fence = x.fence
+     FROM ${RECORDS('partition int, fence bigint, after_id text, last_id text, events bigint')}
+     WHERE c.partition = x.partition AND c.fence = x.fence AND c.last_id = x.after_id
      RETURNING c.partition`,
     [JSON.stringify(rows)],
   );
-  if (advanced.length !== rows.length) {
-    const kept = new Set(advanced.map((row) => row.partition));
-    throw new StaleOwnerError(rows.map((row) => row.partition).filter((p) => !kept.has(p)));
-  }
+  if (advanced.length === rows.length) return;
+  const kept = new Set(advanced.map((row) => row.partition));
+  const missed = rows.filter((row) => !kept.has(row.partition));
+  const current = await tx.query<{ partition: number; fence: bigint }>(
+    'SELECT partition, fence FROM partition_checkpoints WHERE partition = ANY (SELECT value::int FROM jsonb_array_elements_text($1::jsonb))',
+    [JSON.stringify(missed.map((row) => row.partition))],
+  );
+  const fences = new Map(current.map((row) => [row.partition, row.fence.toString()]));
+  const stale = missed.filter((row) => fences.get(row.partition) !== row.fence).map((row) => row.partition);
+  // Either way the transaction rolls back whole: nothing of this batch is applied.
+  if (stale.length > 0) throw new StaleOwnerError(stale);
+  throw new CheckpointMovedError(missed.map((row) => row.partition));
 }
 
 interface TenantSettings {
@@ -92,7 +117,10 @@ async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bi
 }
 
 /** Upserts the rollups; returns each touched period's new total. */
-async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<{ tenant: string; period_start: string; tokens: bigint; now: Date }[]> {
+async function upsertRollups(
+  tx: Queryable,
+  rollups: Rollups,
+): Promise<{ tenant: string; period_start: string; tokens: bigint; now: Date }[]> {
   return tx.query(
     `WITH hourly AS (
        INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
@@ -150,7 +178,9 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     const current = totals.flatMap((total) => {
       const tenant = settings.get(total.tenant);
       if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, new Date(total.now).getTime())) return [];
-      return [{ tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds }];
+      return [
+        { tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds },
+      ];
     });
     return { events: rollups.events, alertThresholds: await createCrossingAlerts(tx, current) };
   });

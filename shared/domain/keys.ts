@@ -58,17 +58,25 @@ const toView = (row: KeyRow): ApiKeyView => ({
   revokedAt: row.revoked_at ? new Date(row.revoked_at).toISOString() : null,
 });
 
-/** Creates a key; the secret is returned once and only its hash is stored. */
-export async function createApiKey(deps: KeyAdminDeps, name: string, tenant: string | null): Promise<CreatedKeyResponse> {
-  const id = `key_${randomBytes(9).toString('base64url')}`;
-  const { key, hash, prefix } = generateApiKey();
+/**
+ * Creates a key; the secret is returned once and only its hash is stored. Pass `generated` to make a
+ * retry idempotent: the same secret inserted again (after an answer that was lost) finds its own row.
+ */
+export async function createApiKey(
+  deps: KeyAdminDeps,
+  name: string,
+  tenant: string | null,
+  generated: { key: string; hash: string; prefix: string } = generateApiKey(),
+): Promise<CreatedKeyResponse> {
+  const { key, hash, prefix } = generated;
   const [row] = await deps.db.query<KeyRow>(
     `INSERT INTO api_keys (id, name, tenant, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (key_hash) DO UPDATE SET name = api_keys.name
      RETURNING id, name, tenant, key_prefix, created_at, revoked_at`,
-    [id, name, tenant, hash, prefix],
+    [`key_${randomBytes(9).toString('base64url')}`, name, tenant, hash, prefix],
   );
-  deps.auth?.keys.add(hash, { id, tenant });
-  return { id, name, tenant, key, createdAt: new Date(row!.created_at).toISOString() };
+  deps.auth?.keys.add(hash, { id: row!.id, tenant: row!.tenant });
+  return { id: row!.id, name: row!.name, tenant: row!.tenant, key, createdAt: new Date(row!.created_at).toISOString() };
 }
 
 export async function listApiKeys(deps: KeyAdminDeps): Promise<ApiKeyView[]> {
