@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { PartitionBatch } from './handler.ts';
+import type { PartitionBatch } from './apply.ts';
 import { splitByKeys } from './runner.ts';
 
 const t = Date.parse('2026-05-10T10:05:00Z');

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import type { EventQueue, QueueEntry } from '../../shared/platform/queue/types.ts';
-import { type AggregatorEvent, type AggregatorResult, CheckpointMovedError, type PartitionBatch, StaleOwnerError } from './handler.ts';
+import { type AggregatorEvent, type AggregatorResult, CheckpointMovedError, type PartitionBatch, StaleOwnerError } from './apply.ts';
 import { quarterOf } from './rollup.ts';
 
 export interface RunnerOptions {
