@@ -24,13 +24,14 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CannonRequest, CannonResult, CannonSpec } from './bench/cannon.ts';
 import type { E2eResult, E2eSpec } from './bench/e2e.ts';
-import { addExpected, batchedBodies, type BenchEvent, comboKey, type Expected, gridEvent, singleEventBodies, TENANT_COUNT, tenantName } from './bench/events.ts';
+import { addExpected, batchedBodies, type BenchEvent, comboKey, type Expected, singleEventBodies, TENANT_COUNT, tenantName } from './bench/events.ts';
 import {
   ADMIN_TOKEN,
   type BenchDatabase,
   BenchKeySpace,
   buildBundles,
   createBenchDatabase,
+  DEDUPE_WINDOW_MS,
   freePort,
   type FunctionName,
   killAll,
@@ -113,7 +114,7 @@ async function functionEnv(name: FunctionName): Promise<{ env: Record<string, st
       QUEUE_PARTITIONS: String(QUEUE_PARTITIONS),
       // Room for the whole drain backlog plus what the single-event scenario leaves behind.
       QUEUE_MAX_BACKLOG: String(Number(args.backlog) * 3),
-      DEDUPE_WINDOW: '10m',
+      DEDUPE_WINDOW: `${DEDUPE_WINDOW_MS}ms`,
       LOG_LEVEL: 'info',
       // The images' heap caps (stacks/Dockerfile), unless the caller sets its own.
       NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS,
@@ -419,8 +420,6 @@ async function measureEndToEnd(): Promise<void> {
   await sampler;
   const backlogMax = Math.max(0, ...backlogSamples);
   const backlogMean = backlogSamples.reduce((sum, value) => sum + value, 0) / Math.max(1, backlogSamples.length);
-  for (let n = 0; n < result.tracked; n++) keySpace!.rememberDedupe(gridEvent(n).tenant, `${spec.runId}-${n}`);
-  for (const tenant of result.markerTenants) keySpace!.rememberDedupe(tenant, `${spec.runId}-${tenant}`);
   for (const [key, tokens] of result.expected) expected.set(key, (expected.get(key) ?? 0n) + BigInt(tokens));
   const { expected: _omitted, markerTenants: _markers, ...shown } = result;
   raw.e2e = { ...shown, backlogMax, backlogMean };

@@ -16,7 +16,7 @@ export interface E2eSpec {
   eventsPerSecond: number;
   durationS: number;
   markersPerSecond: number;
-  /** Event ids are `<runId>-<n>`, so the orchestrator can name (and delete) their dedupe keys. */
+  /** Event ids are `<runId>-<n>`: unique per run, so a rerun is never taken for a duplicate. */
   runId: string;
 }
 
