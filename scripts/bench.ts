@@ -7,10 +7,10 @@
  * after every ingest scenario drains the queue and checks that the rollups equal what was answered
  * 202. Everything it started or created is removed at the end, Ctrl-C included.
  *
- *   npm run bench [-- --scenario single,usage] [--duration 10] [--e2e-duration 30] [--backlog 1000000]
+ *   npm run bench [-- --scenario single,usage] [--duration 10] [--e2e-duration 30] [--backlog 1000000] [--dedupe-events 200000]
  *                 [--telemetry on|off] [--write] [--json FILE] [--cpu-prof DIR] [--bundles DIR]
  *
- * Scenarios: startup, baseline, single, batched, drain, usage, e2e, loadtest (default: all).
+ * Scenarios: startup, baseline, single, batched, drain, usage, dedupe, e2e, loadtest (default: all).
  * `--write` puts the table into README.md and docs/benchmarks.md between the bench markers.
  * `--bundles DIR` runs already built bundles (e.g. `dist`) instead of building; `--cpu-prof DIR` has
  * every function process write a V8 CPU profile (read it with scripts/bench/profile.ts).
@@ -24,7 +24,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CannonRequest, CannonResult, CannonSpec } from './bench/cannon.ts';
 import type { E2eResult, E2eSpec } from './bench/e2e.ts';
-import { addExpected, batchedBodies, type BenchEvent, comboKey, type Expected, singleEventBodies, TENANT_COUNT, tenantName } from './bench/events.ts';
+import { addExpected, batchedBodies, type BenchEvent, comboKey, type Expected, gridEvent, singleEventBodies, TENANT_COUNT, tenantName } from './bench/events.ts';
 import {
   ADMIN_TOKEN,
   type BenchDatabase,
@@ -48,7 +48,7 @@ import { int, ms, renderTable, replaceBetweenMarkers, type Row, verdict } from '
 import { verifyRollups } from './bench/verify.ts';
 import type { LoadtestResult } from './loadtest.ts';
 
-const SCENARIOS = ['startup', 'baseline', 'single', 'batched', 'drain', 'usage', 'e2e', 'loadtest'] as const;
+const SCENARIOS = ['startup', 'baseline', 'single', 'batched', 'drain', 'usage', 'dedupe', 'e2e', 'loadtest'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 const FUNCTIONS: FunctionName[] = ['tenants', 'health', 'usage', 'ingest', 'aggregator'];
 const CONNECTIONS = 50;
@@ -61,6 +61,7 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '10' },
     'e2e-duration': { type: 'string', default: '30' },
     'e2e-rate': { type: 'string', default: '20000' },
+    'dedupe-events': { type: 'string', default: '200000' },
     backlog: { type: 'string', default: '1000000' },
     'loadtest-clients': { type: 'string', default: '200' },
     telemetry: { type: 'string', default: 'on' },
@@ -396,6 +397,51 @@ async function measureUsage(): Promise<void> {
   log(`  usage: ${int(result.requestsPerSecond)} req/s, p99 ${ms(result.latencyMs.p99)}`);
 }
 
+/**
+ * Valkey memory per remembered idempotency key: sends `--dedupe-events` events with 40-character ids
+ * (the client's own id shape) in batches of 100, resends a tenth of them (all must be duplicates), and
+ * weighs every dedupe key of the run with MEMORY USAGE (exact, SAMPLES 0) — a figure that other users
+ * of a shared Valkey cannot disturb.
+ */
+async function measureDedupe(): Promise<void> {
+  const total = Number(args['dedupe-events']);
+  const runId = randomBytes(4).toString('hex');
+  const bodies: (BenchEvent & { id: string })[][] = [];
+  for (let k = 0; k < total; k += 100) {
+    bodies.push(Array.from({ length: Math.min(100, total - k) }, (_, j) => ({ ...gridEvent(k + j), id: `${runId}-${randomBytes(12).toString('hex')}-${String(k + j).padStart(7, '0')}` })));
+  }
+  const send = async (batch: (BenchEvent & { id: string })[]): Promise<{ accepted: number; duplicates: number }> => {
+    const response = await fetch(`${live.ingest!.url}/api/events`, { method: 'POST', headers: authHeaders(apiKey), body: JSON.stringify(batch) });
+    if (response.status !== 202) throw new Error(`dedupe scenario: ingest answered ${response.status}: ${await response.text()}`);
+    return (await response.json()) as { accepted: number; duplicates: number };
+  };
+  let accepted = 0;
+  for (let i = 0; i < bodies.length; i += 8) {
+    const results = await Promise.all(bodies.slice(i, i + 8).map(send));
+    results.forEach((result, j) => {
+      accepted += result.accepted;
+      if (result.accepted === bodies[i + j]!.length) addExpected(expected, bodies[i + j]!);
+    });
+  }
+  let duplicates = 0;
+  for (const batch of bodies.slice(0, Math.ceil(bodies.length / 10))) duplicates += (await send(batch)).duplicates;
+  const resent = bodies.slice(0, Math.ceil(bodies.length / 10)).reduce((sum, batch) => sum + batch.length, 0);
+  const keys = await keySpace!.dedupeKeys();
+  const pipeline = keySpace!.redis.pipeline();
+  for (const key of keys) pipeline.call('MEMORY', 'USAGE', key, 'SAMPLES', '0');
+  const bytes = ((await pipeline.exec()) ?? []).reduce((sum, [, value]) => sum + Number(value ?? 0), 0);
+  const perEvent = bytes / accepted;
+  raw.dedupe = { events: total, accepted, resent, duplicates, keys: keys.length, bytes, bytesPerEvent: perEvent };
+  rows.push({
+    scenario: `dedupe memory: ${int(total)} events with 40-char ids, then a tenth resent`,
+    measured: `${perEvent.toFixed(1)} bytes per remembered id (${int(bytes)} bytes in ${int(keys.length)} keys); ${int(duplicates)}/${int(resent)} resends flagged duplicate`,
+    target: '≤ 40 bytes, every resend a duplicate',
+    result: verdict(perEvent <= 40 && accepted === total && duplicates === resent),
+  });
+  log(`  dedupe: ${perEvent.toFixed(1)} bytes per id, ${int(keys.length)} keys, ${int(duplicates)}/${int(resent)} resends duplicate`);
+  await drainAndVerify('the dedupe scenario');
+}
+
 async function measureEndToEnd(): Promise<void> {
   if (!live.aggregator) await startFunction('aggregator');
   const spec: E2eSpec = {
@@ -559,6 +605,10 @@ async function main(): Promise<void> {
   if (selected.has('usage')) {
     log('usage read…');
     await measureUsage();
+  }
+  if (selected.has('dedupe')) {
+    log('dedupe memory…');
+    await measureDedupe();
   }
   if (selected.has('e2e')) {
     log('end to end…');

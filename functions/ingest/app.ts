@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { type Authenticator, authoriseTenant } from '../../shared/domain/auth.ts';
 import { MAX_BATCH_EVENTS, parseEventFast, timestampProblem, usageEvent } from '../../shared/domain/events.ts';
@@ -76,6 +76,14 @@ async function enqueue(queue: EventQueue, events: QueuedEvent[], receivedAt: num
   }
 }
 
+/**
+ * Ids for events sent without one: a random prefix per process and a counter, unique across
+ * processes and restarts without a UUID's cost per event. They are receipts only — an event without
+ * its own id is never deduplicated, so resending it with this id would be a new event.
+ */
+const assignedIdPrefix = `srv-${randomBytes(9).toString('base64url')}-`;
+let assignedIds = 0;
+
 // Error bodies are `{"error":{"code":"<code>",...`: the code a client saw is the rejection reason.
 const ERROR_PREFIX = '{"error":{"code":"';
 
@@ -101,7 +109,7 @@ export function registerIngest(app: FastifyInstance, deps: IngestDeps): void {
     return {
       accepted: result.accepted,
       duplicates: result.duplicates,
-      ids: events.map((event) => event.id ?? randomUUID()),
+      ids: events.map((event) => event.id ?? assignedIdPrefix + (assignedIds++).toString(36)),
       duplicateIndexes,
     };
   });
