@@ -140,6 +140,17 @@ export function peakRssMb(pid: number): number {
   }
 }
 
+/** CPU time (user + system) a live process has used so far, in ms: unlike wall time, barely moved by other load on the machine. */
+export function cpuMs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime and stime are fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 const running = new Set<RunningProcess>();
 
 /** Starts `node <args>` with `env` (plus PATH and HOME only) and returns at once. */
