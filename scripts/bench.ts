@@ -219,6 +219,18 @@ async function cannon(spec: CannonSpec): Promise<CannonResult> {
   }
 }
 
+/**
+ * Runs a load and also reports the CPU time the serving process spent per answered request (µs): on a
+ * machine shared with other work, req/s swings with the neighbours but CPU per request barely does.
+ */
+async function cannonWithCpu(spec: CannonSpec, pid: number): Promise<CannonResult & { cpuUsPerRequest: number }> {
+  const before = cpuMs(pid);
+  const result = await cannon(spec);
+  return { ...result, cpuUsPerRequest: ((cpuMs(pid) - before) * 1_000) / Math.max(1, result.requests) };
+}
+
+const cpuText = (result: { cpuUsPerRequest: number }, unit = 'request', per = 1): string => `${Math.round(result.cpuUsPerRequest / per)} µs CPU per ${unit}`;
+
 const postRequests = (bodies: BenchEvent[][]): CannonRequest[] =>
   bodies.map((events) => ({ method: 'POST', path: '/api/events', body: JSON.stringify(events.length === 1 ? events[0] : events) }));
 
@@ -302,37 +314,36 @@ async function baseline(): Promise<RunningProcess> {
 interface Yardstick {
   requestsPerSecond: number;
   p99: number;
+  cpuUsPerRequest: number;
 }
 
 async function measureBaseline(): Promise<Yardstick> {
-  const result = await cannon({
-    url: (await baseline()).url,
-    connections: CONNECTIONS,
-    durationS,
-    headers: { 'content-type': 'application/json' },
-    requests: postRequests(singleEventBodies()),
-  });
+  const bare = await baseline();
+  const result = await cannonWithCpu(
+    { url: bare.url, connections: CONNECTIONS, durationS, headers: { 'content-type': 'application/json' }, requests: postRequests(singleEventBodies()) },
+    bare.pid,
+  );
   raw.baseline = result;
   rows.push({
     scenario: `baseline: bare Fastify POST {"ok":true}, ${CONNECTIONS} conn`,
-    measured: `${int(result.requestsPerSecond)} req/s, p99 ${ms(result.latencyMs.p99)}`,
+    measured: `${int(result.requestsPerSecond)} req/s, p99 ${ms(result.latencyMs.p99)}; ${cpuText(result)}`,
     target: '(yardstick)',
     result: 'info',
   });
-  log(`  baseline: ${int(result.requestsPerSecond)} req/s, p99 ${ms(result.latencyMs.p99)}`);
-  return { requestsPerSecond: result.requestsPerSecond, p99: result.latencyMs.p99 };
+  log(`  baseline: ${int(result.requestsPerSecond)} req/s, p99 ${ms(result.latencyMs.p99)}, ${cpuText(result)}`);
+  return { requestsPerSecond: result.requestsPerSecond, p99: result.latencyMs.p99, cpuUsPerRequest: result.cpuUsPerRequest };
 }
 
 async function measureSingle(yardstick: Yardstick): Promise<void> {
   const bodies = singleEventBodies();
-  const result = await cannon({ url: live.ingest!.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests: postRequests(bodies) });
+  const result = await cannonWithCpu({ url: live.ingest!.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests: postRequests(bodies) }, live.ingest!.pid);
   raw.single = result;
   const accepted = addAccepted(bodies, result);
   const ratio = result.requestsPerSecond / yardstick.requestsPerSecond;
   const clean = result.errors === 0 && Object.keys(result.statuses).every((status) => status === '202');
   rows.push({
     scenario: `single-event ingest, ${CONNECTIONS} conn: req/s`,
-    measured: `${int(result.requestsPerSecond)} req/s = ${Math.round(ratio * 100)}% of baseline (${statusText(result.statuses)})`,
+    measured: `${int(result.requestsPerSecond)} req/s = ${Math.round(ratio * 100)}% of baseline (${statusText(result.statuses)}); ${cpuText(result)} = ${(result.cpuUsPerRequest / yardstick.cpuUsPerRequest).toFixed(2)} × baseline's`,
     target: '≥ 65% of baseline, no errors',
     result: verdict(ratio >= 0.65 && clean),
   });
@@ -342,7 +353,7 @@ async function measureSingle(yardstick: Yardstick): Promise<void> {
     target: 'p99 ≤ 2 × baseline p99 and ≤ 5 ms',
     result: verdict(result.latencyMs.p99 <= 2 * yardstick.p99 && result.latencyMs.p99 <= 5),
   });
-  log(`  single: ${int(result.requestsPerSecond)} req/s (${Math.round(ratio * 100)}%), p99 ${ms(result.latencyMs.p99)}, ${int(accepted)} accepted`);
+  log(`  single: ${int(result.requestsPerSecond)} req/s (${Math.round(ratio * 100)}%), p99 ${ms(result.latencyMs.p99)}, ${int(accepted)} accepted, ${cpuText(result)}`);
   const backlog = await keySpace!.backlog();
   const started = performance.now();
   await startFunction('aggregator');
@@ -361,22 +372,26 @@ if (tenantCounts.some((count) => !Number.isInteger(count) || count < 1)) {
 }
 
 /** Sends `--backlog` events in 100-event batches over the grid of `tenants`; the aggregator is stopped, so they queue. */
-async function fillBacklog(tenants: number): Promise<{ result: CannonResult; accepted: number }> {
+async function fillBacklog(tenants: number): Promise<{ result: CannonResult & { cpuUsPerRequest: number }; accepted: number }> {
   const bodies = batchedBodies(100, tenants);
   const requests = Math.round(Number(args.backlog) / 100);
-  const result = await cannon({ url: live.ingest!.url, connections: CONNECTIONS, amount: requests, headers: authHeaders(apiKey), requests: postRequests(bodies) });
+  const result = await cannonWithCpu({ url: live.ingest!.url, connections: CONNECTIONS, amount: requests, headers: authHeaders(apiKey), requests: postRequests(bodies) }, live.ingest!.pid);
   return { result, accepted: addAccepted(bodies, result) };
 }
 
 async function measureBatched(): Promise<void> {
   // The yardstick first: a bare Fastify parsing the same bodies, for as long as the batched run takes.
   const bodies = batchedBodies(100, tenantCounts[0]);
-  const bare = await cannon({ url: (await baseline()).url, connections: CONNECTIONS, durationS: Math.min(durationS, 5), headers: { 'content-type': 'application/json' }, requests: postRequests(bodies) });
+  const yardstick = await baseline();
+  const bare = await cannonWithCpu(
+    { url: yardstick.url, connections: CONNECTIONS, durationS: Math.min(durationS, 5), headers: { 'content-type': 'application/json' }, requests: postRequests(bodies) },
+    yardstick.pid,
+  );
   const bareEventsPerSecond = bare.requestsPerSecond * 100;
   raw.batchedBaseline = bare;
   rows.push({
     scenario: `baseline: bare Fastify parsing the same 100-event bodies, ${CONNECTIONS} conn`,
-    measured: `${int(bareEventsPerSecond)} events/s (p99 ${ms(bare.latencyMs.p99)})`,
+    measured: `${int(bareEventsPerSecond)} events/s (p99 ${ms(bare.latencyMs.p99)}); ${cpuText(bare, 'event', 100)}`,
     target: '(yardstick)',
     result: 'info',
   });
@@ -385,11 +400,11 @@ async function measureBatched(): Promise<void> {
   const eventsPerSecond = accepted / result.durationS;
   rows.push({
     scenario: `batched ingest, 100 events/request, ${CONNECTIONS} conn`,
-    measured: `${int(eventsPerSecond)} events/s = ${Math.round((eventsPerSecond / bareEventsPerSecond) * 100)}% of the bare parse (${int(accepted)} events in ${result.durationS.toFixed(1)} s, p99 ${ms(result.latencyMs.p99)})`,
+    measured: `${int(eventsPerSecond)} events/s = ${Math.round((eventsPerSecond / bareEventsPerSecond) * 100)}% of the bare parse (${int(accepted)} events in ${result.durationS.toFixed(1)} s, p99 ${ms(result.latencyMs.p99)}); ${cpuText(result, 'event', 100)} = ${(result.cpuUsPerRequest / bare.cpuUsPerRequest).toFixed(2)} × the bare parse's`,
     target: '≥ 300,000 events/s',
     result: verdict(eventsPerSecond >= 300_000),
   });
-  log(`  batched: ${int(eventsPerSecond)} events/s (bare parse ${int(bareEventsPerSecond)}), ${int(accepted)} accepted, statuses ${statusText(result.statuses)}`);
+  log(`  batched: ${int(eventsPerSecond)} events/s (bare parse ${int(bareEventsPerSecond)}), ${int(accepted)} accepted, statuses ${statusText(result.statuses)}, ${cpuText(result, 'event', 100)} (bare ${cpuText(bare, 'event', 100)})`);
 }
 
 /** Drains the backlog once per `--tenants` count; the first count's backlog is already queued by the batched scenario. */
@@ -436,21 +451,22 @@ async function ensureGridData(): Promise<void> {
 async function measureUsage(): Promise<void> {
   await ensureGridData();
   const requests: CannonRequest[] = Array.from({ length: TENANT_COUNT }, (_, i) => ({ method: 'GET', path: `/api/usage/${tenantName(i)}` }));
-  const bare = await cannon({ url: (await baseline()).url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests });
+  const yardstick = await baseline();
+  const bare = await cannonWithCpu({ url: yardstick.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests }, yardstick.pid);
   raw.usageBaseline = bare;
   rows.push({
     scenario: `baseline: bare Fastify GET answering a cached string, ${CONNECTIONS} conn`,
-    measured: `${int(bare.requestsPerSecond)} req/s, p99 ${ms(bare.latencyMs.p99)}`,
+    measured: `${int(bare.requestsPerSecond)} req/s, p99 ${ms(bare.latencyMs.p99)}; ${cpuText(bare)}`,
     target: '(yardstick)',
     result: 'info',
   });
-  const result = await cannon({ url: live.usage!.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests });
+  const result = await cannonWithCpu({ url: live.usage!.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests }, live.usage!.pid);
   raw.usage = result;
   const ratio = result.requestsPerSecond / bare.requestsPerSecond;
   const allOk = Object.keys(result.statuses).every((status) => status === '200');
   rows.push({
     scenario: `usage read GET /api/usage/:tenant, ${CONNECTIONS} conn: req/s`,
-    measured: `${int(result.requestsPerSecond)} req/s = ${Math.round(ratio * 100)}% of the bare GET (${statusText(result.statuses)})`,
+    measured: `${int(result.requestsPerSecond)} req/s = ${Math.round(ratio * 100)}% of the bare GET (${statusText(result.statuses)}); ${cpuText(result)} = ${(result.cpuUsPerRequest / bare.cpuUsPerRequest).toFixed(2)} × the bare GET's`,
     target: '≥ 20,000 req/s, or ≥ 70% of the bare GET',
     result: verdict((result.requestsPerSecond >= 20_000 || ratio >= 0.7) && allOk),
   });
@@ -460,7 +476,7 @@ async function measureUsage(): Promise<void> {
     target: 'p99 ≤ 5 ms',
     result: verdict(result.latencyMs.p99 <= 5),
   });
-  log(`  usage: ${int(result.requestsPerSecond)} req/s, p99 ${ms(result.latencyMs.p99)} (bare GET ${int(bare.requestsPerSecond)} req/s)`);
+  log(`  usage: ${int(result.requestsPerSecond)} req/s, p99 ${ms(result.latencyMs.p99)}, ${cpuText(result)} (bare GET ${int(bare.requestsPerSecond)} req/s, ${cpuText(bare)})`);
 }
 
 /**
@@ -648,7 +664,7 @@ async function main(): Promise<void> {
   log(`database ${database.name}, key prefix ${keySpace.prefix}`);
   log('starting functions…');
   await measureStartup();
-  let yardstick: Yardstick = { requestsPerSecond: Number.NaN, p99: Number.NaN };
+  let yardstick: Yardstick = { requestsPerSecond: Number.NaN, p99: Number.NaN, cpuUsPerRequest: Number.NaN };
   if (selected.has('baseline')) {
     log('baseline…');
     yardstick = await measureBaseline();
