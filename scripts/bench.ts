@@ -28,7 +28,17 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { CannonRequest, CannonResult, CannonSpec } from './bench/cannon.ts';
 import type { E2eResult, E2eSpec } from './bench/e2e.ts';
-import { addExpected, batchedBodies, type BenchEvent, comboKey, type Expected, gridEvent, singleEventBodies, TENANT_COUNT, tenantName } from './bench/events.ts';
+import {
+  addExpected,
+  batchedBodies,
+  type BenchEvent,
+  comboKey,
+  type Expected,
+  gridEvent,
+  singleEventBodies,
+  TENANT_COUNT,
+  tenantName,
+} from './bench/events.ts';
 import {
   ADMIN_TOKEN,
   type BenchDatabase,
@@ -126,7 +136,9 @@ async function functionEnv(name: FunctionName): Promise<{ env: Record<string, st
       // The images' heap caps (stacks/Dockerfile), unless the caller sets its own.
       NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS,
       // The compile cache scripts/build.ts writes beside each bundle, used as the image uses it.
-      ...(existsSync(join(bundlesDir, name, '.compile-cache')) ? { NODE_COMPILE_CACHE: join(bundlesDir, name, '.compile-cache'), NODE_COMPILE_CACHE_PORTABLE: '1' } : {}),
+      ...(existsSync(join(bundlesDir, name, '.compile-cache'))
+        ? { NODE_COMPILE_CACHE: join(bundlesDir, name, '.compile-cache'), NODE_COMPILE_CACHE_PORTABLE: '1' }
+        : {}),
       ...passThrough(['NODE_COMPILE_CACHE']),
       ...(name === 'aggregator' ? { AGGREGATOR_ID: `bench-${keySpace!.prefix}` } : {}),
     },
@@ -136,7 +148,9 @@ async function functionEnv(name: FunctionName): Promise<{ env: Record<string, st
 async function launch(name: FunctionName): Promise<RunningProcess> {
   const { env, port } = await functionEnv(name);
   // --cpu-prof DIR: each function process writes a V8 CPU profile there when it stops.
-  const profile = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${resolve(args['cpu-prof'])}`, `--cpu-prof-name=${name}-\${pid}.cpuprofile`] : [];
+  const profile = args['cpu-prof']
+    ? ['--cpu-prof', `--cpu-prof-dir=${resolve(args['cpu-prof'])}`, `--cpu-prof-name=${name}-\${pid}.cpuprofile`]
+    : [];
   const started = startProcess(name, [...profile, join(bundlesDir, name, 'index.mjs')], env, port);
   processes.set(name, [...(processes.get(name) ?? []), started]);
   return started;
@@ -188,10 +202,18 @@ async function stopFunction(name: FunctionName): Promise<void> {
 
 /** Creates the bench's API key and the probe tenant through the admin API, as an operator would. */
 async function provision(tenantsUrl: string): Promise<void> {
-  const key = await fetch(`${tenantsUrl}/api/keys`, { method: 'POST', headers: authHeaders(ADMIN_TOKEN), body: JSON.stringify({ name: 'bench' }) });
+  const key = await fetch(`${tenantsUrl}/api/keys`, {
+    method: 'POST',
+    headers: authHeaders(ADMIN_TOKEN),
+    body: JSON.stringify({ name: 'bench' }),
+  });
   if (key.status !== 201) throw new Error(`POST /api/keys answered ${key.status}: ${await key.text()}`);
   apiKey = ((await key.json()) as { key: string }).key;
-  const tenant = await fetch(`${tenantsUrl}/api/tenants/${PROBE_TENANT}`, { method: 'PUT', headers: authHeaders(ADMIN_TOKEN), body: JSON.stringify({ monthlyQuota: 1_000_000 }) });
+  const tenant = await fetch(`${tenantsUrl}/api/tenants/${PROBE_TENANT}`, {
+    method: 'PUT',
+    headers: authHeaders(ADMIN_TOKEN),
+    body: JSON.stringify({ monthlyQuota: 1_000_000 }),
+  });
   await tenant.body?.cancel();
   if (tenant.status >= 300) throw new Error(`PUT /api/tenants answered ${tenant.status}`);
 }
@@ -229,7 +251,8 @@ async function cannonWithCpu(spec: CannonSpec, pid: number): Promise<CannonResul
   return { ...result, cpuUsPerRequest: ((cpuMs(pid) - before) * 1_000) / Math.max(1, result.requests) };
 }
 
-const cpuText = (result: { cpuUsPerRequest: number }, unit = 'request', per = 1): string => `${Math.round(result.cpuUsPerRequest / per)} µs CPU per ${unit}`;
+const cpuText = (result: { cpuUsPerRequest: number }, unit = 'request', per = 1): string =>
+  `${Math.round(result.cpuUsPerRequest / per)} µs CPU per ${unit}`;
 
 const postRequests = (bodies: BenchEvent[][]): CannonRequest[] =>
   bodies.map((events) => ({ method: 'POST', path: '/api/events', body: JSON.stringify(events.length === 1 ? events[0] : events) }));
@@ -263,7 +286,12 @@ async function drainAndVerify(label: string): Promise<void> {
   if (!live.aggregator) await startFunction('aggregator');
   await drained();
   const check = await verifyRollups(database!.db, expected);
-  rows.push({ scenario: `nothing lost after ${label} (rollups = accepted)`, measured: check.detail, target: 'equal', result: verdict(check.ok) });
+  rows.push({
+    scenario: `nothing lost after ${label} (rollups = accepted)`,
+    measured: check.detail,
+    target: 'equal',
+    result: verdict(check.ok),
+  });
   log(`  verified after ${label}: ${check.ok ? 'ok' : 'MISMATCH'} — ${check.detail}`);
 }
 
@@ -279,7 +307,9 @@ async function measureStartup(): Promise<void> {
       (cpu[name] ??= []).push(used);
       if (name === 'tenants' && attempt === 0) await provision(live.tenants!.url);
     }
-    log(`  ${name}: ready in ${measured[name]!.map((value) => ms(value)).join(', ')} (CPU ${cpu[name]!.map((value) => ms(value)).join(', ')})`);
+    log(
+      `  ${name}: ready in ${measured[name]!.map((value) => ms(value)).join(', ')} (CPU ${cpu[name]!.map((value) => ms(value)).join(', ')})`,
+    );
   }
   raw.startupCpuMs = cpu;
   // Ingest scenarios run with the aggregator stopped, so that the queue fills and ingest is measured alone.
@@ -304,9 +334,16 @@ let baselineProcess: RunningProcess | undefined;
 async function baseline(): Promise<RunningProcess> {
   if (baselineProcess) return baselineProcess;
   const port = await freePort();
-  const started = startProcess('baseline', ['--import', 'tsx', join(ROOT, 'scripts/bench/baseline.ts')], { PORT: String(port), NODE_ENV: 'production' }, port);
+  const started = startProcess(
+    'baseline',
+    ['--import', 'tsx', join(ROOT, 'scripts/bench/baseline.ts')],
+    { PORT: String(port), NODE_ENV: 'production' },
+    port,
+  );
   processes.set('baseline', [started]);
-  await timeToReady(started, () => answers(`${started.url}/api/events`, 200, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
+  await timeToReady(started, () =>
+    answers(`${started.url}/api/events`, 200, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }),
+  );
   baselineProcess = started;
   return started;
 }
@@ -320,7 +357,13 @@ interface Yardstick {
 async function measureBaseline(): Promise<Yardstick> {
   const bare = await baseline();
   const result = await cannonWithCpu(
-    { url: bare.url, connections: CONNECTIONS, durationS, headers: { 'content-type': 'application/json' }, requests: postRequests(singleEventBodies()) },
+    {
+      url: bare.url,
+      connections: CONNECTIONS,
+      durationS,
+      headers: { 'content-type': 'application/json' },
+      requests: postRequests(singleEventBodies()),
+    },
     bare.pid,
   );
   raw.baseline = result;
@@ -336,7 +379,10 @@ async function measureBaseline(): Promise<Yardstick> {
 
 async function measureSingle(yardstick: Yardstick): Promise<void> {
   const bodies = singleEventBodies();
-  const result = await cannonWithCpu({ url: live.ingest!.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests: postRequests(bodies) }, live.ingest!.pid);
+  const result = await cannonWithCpu(
+    { url: live.ingest!.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests: postRequests(bodies) },
+    live.ingest!.pid,
+  );
   raw.single = result;
   const accepted = addAccepted(bodies, result);
   const ratio = result.requestsPerSecond / yardstick.requestsPerSecond;
@@ -353,14 +399,18 @@ async function measureSingle(yardstick: Yardstick): Promise<void> {
     target: 'p99 ≤ 2 × baseline p99 and ≤ 5 ms',
     result: verdict(result.latencyMs.p99 <= 2 * yardstick.p99 && result.latencyMs.p99 <= 5),
   });
-  log(`  single: ${int(result.requestsPerSecond)} req/s (${Math.round(ratio * 100)}%), p99 ${ms(result.latencyMs.p99)}, ${int(accepted)} accepted, ${cpuText(result)}`);
+  log(
+    `  single: ${int(result.requestsPerSecond)} req/s (${Math.round(ratio * 100)}%), p99 ${ms(result.latencyMs.p99)}, ${int(accepted)} accepted, ${cpuText(result)}`,
+  );
   const backlog = await keySpace!.backlog();
   const started = performance.now();
   await startFunction('aggregator');
   await drained();
   const seconds = (performance.now() - started) / 1_000;
   raw.singleDrain = { events: backlog, seconds };
-  log(`  drained ${int(backlog)} single-event entries in ${seconds.toFixed(1)} s (${int(backlog / seconds)} events/s, aggregator start included)`);
+  log(
+    `  drained ${int(backlog)} single-event entries in ${seconds.toFixed(1)} s (${int(backlog / seconds)} events/s, aggregator start included)`,
+  );
   await drainAndVerify('single-event ingest');
   await stopFunction('aggregator');
 }
@@ -375,7 +425,10 @@ if (tenantCounts.some((count) => !Number.isInteger(count) || count < 1)) {
 async function fillBacklog(tenants: number): Promise<{ result: CannonResult & { cpuUsPerRequest: number }; accepted: number }> {
   const bodies = batchedBodies(100, tenants);
   const requests = Math.round(Number(args.backlog) / 100);
-  const result = await cannonWithCpu({ url: live.ingest!.url, connections: CONNECTIONS, amount: requests, headers: authHeaders(apiKey), requests: postRequests(bodies) }, live.ingest!.pid);
+  const result = await cannonWithCpu(
+    { url: live.ingest!.url, connections: CONNECTIONS, amount: requests, headers: authHeaders(apiKey), requests: postRequests(bodies) },
+    live.ingest!.pid,
+  );
   return { result, accepted: addAccepted(bodies, result) };
 }
 
@@ -384,7 +437,13 @@ async function measureBatched(): Promise<void> {
   const bodies = batchedBodies(100, tenantCounts[0]);
   const yardstick = await baseline();
   const bare = await cannonWithCpu(
-    { url: yardstick.url, connections: CONNECTIONS, durationS: Math.min(durationS, 5), headers: { 'content-type': 'application/json' }, requests: postRequests(bodies) },
+    {
+      url: yardstick.url,
+      connections: CONNECTIONS,
+      durationS: Math.min(durationS, 5),
+      headers: { 'content-type': 'application/json' },
+      requests: postRequests(bodies),
+    },
     yardstick.pid,
   );
   const bareEventsPerSecond = bare.requestsPerSecond * 100;
@@ -404,7 +463,9 @@ async function measureBatched(): Promise<void> {
     target: '≥ 300,000 events/s',
     result: verdict(eventsPerSecond >= 300_000),
   });
-  log(`  batched: ${int(eventsPerSecond)} events/s (bare parse ${int(bareEventsPerSecond)}), ${int(accepted)} accepted, statuses ${statusText(result.statuses)}, ${cpuText(result, 'event', 100)} (bare ${cpuText(bare, 'event', 100)})`);
+  log(
+    `  batched: ${int(eventsPerSecond)} events/s (bare parse ${int(bareEventsPerSecond)}), ${int(accepted)} accepted, statuses ${statusText(result.statuses)}, ${cpuText(result, 'event', 100)} (bare ${cpuText(bare, 'event', 100)})`,
+  );
 }
 
 /**
@@ -419,7 +480,11 @@ async function queueGrid(tenants: number): Promise<number> {
   const worker = async () => {
     while (next < bodies.length) {
       const body = bodies[next++]!;
-      const response = await fetch(`${live.ingest!.url}/api/events`, { method: 'POST', headers: authHeaders(apiKey), body: JSON.stringify(body) });
+      const response = await fetch(`${live.ingest!.url}/api/events`, {
+        method: 'POST',
+        headers: authHeaders(apiKey),
+        body: JSON.stringify(body),
+      });
       await response.body?.cancel();
       if (response.status !== 202) throw new Error(`queueing the ${tenants}-tenant grid: ingest answered ${response.status}`);
       addExpected(expected, body);
@@ -453,7 +518,9 @@ async function measureDrain(): Promise<void> {
       target: index === 0 ? '≥ 150,000 events/s' : '≥ 100,000 events/s and ≤ 2 × slower',
       result: verdict(index === 0 ? eventsPerSecond >= 150_000 : eventsPerSecond >= 100_000 && slowdown <= 2),
     });
-    log(`  drain at ${int(tenants)} tenants: ${int(backlog)} events in ${(drainMs / 1_000).toFixed(1)} s = ${int(eventsPerSecond)} events/s`);
+    log(
+      `  drain at ${int(tenants)} tenants: ${int(backlog)} events in ${(drainMs / 1_000).toFixed(1)} s = ${int(eventsPerSecond)} events/s`,
+    );
     await drainAndVerify(`the drain at ${int(tenants)} tenants`);
   }
 }
@@ -463,7 +530,11 @@ async function ensureGridData(): Promise<void> {
   const [row] = await database!.db.query<{ count: number }>('SELECT count(*)::int AS count FROM tenants');
   if ((row?.count ?? 0) >= TENANT_COUNT) return;
   for (const body of batchedBodies(100)) {
-    const response = await fetch(`${live.ingest!.url}/api/events`, { method: 'POST', headers: authHeaders(apiKey), body: JSON.stringify(body) });
+    const response = await fetch(`${live.ingest!.url}/api/events`, {
+      method: 'POST',
+      headers: authHeaders(apiKey),
+      body: JSON.stringify(body),
+    });
     await response.body?.cancel();
     if (response.status !== 202) throw new Error(`seeding answered ${response.status}`);
     addExpected(expected, body);
@@ -473,9 +544,15 @@ async function ensureGridData(): Promise<void> {
 
 async function measureUsage(): Promise<void> {
   await ensureGridData();
-  const requests: CannonRequest[] = Array.from({ length: TENANT_COUNT }, (_, i) => ({ method: 'GET', path: `/api/usage/${tenantName(i)}` }));
+  const requests: CannonRequest[] = Array.from({ length: TENANT_COUNT }, (_, i) => ({
+    method: 'GET',
+    path: `/api/usage/${tenantName(i)}`,
+  }));
   const yardstick = await baseline();
-  const bare = await cannonWithCpu({ url: yardstick.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests }, yardstick.pid);
+  const bare = await cannonWithCpu(
+    { url: yardstick.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests },
+    yardstick.pid,
+  );
   raw.usageBaseline = bare;
   rows.push({
     scenario: `baseline: bare Fastify GET answering a cached string, ${CONNECTIONS} conn`,
@@ -483,7 +560,10 @@ async function measureUsage(): Promise<void> {
     target: '(yardstick)',
     result: 'info',
   });
-  const result = await cannonWithCpu({ url: live.usage!.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests }, live.usage!.pid);
+  const result = await cannonWithCpu(
+    { url: live.usage!.url, connections: CONNECTIONS, durationS, headers: authHeaders(apiKey), requests },
+    live.usage!.pid,
+  );
   raw.usage = result;
   const ratio = result.requestsPerSecond / bare.requestsPerSecond;
   const allOk = Object.keys(result.statuses).every((status) => status === '200');
@@ -499,7 +579,9 @@ async function measureUsage(): Promise<void> {
     target: 'p99 ≤ 5 ms',
     result: verdict(result.latencyMs.p99 <= 5),
   });
-  log(`  usage: ${int(result.requestsPerSecond)} req/s, p99 ${ms(result.latencyMs.p99)}, ${cpuText(result)} (bare GET ${int(bare.requestsPerSecond)} req/s, ${cpuText(bare)})`);
+  log(
+    `  usage: ${int(result.requestsPerSecond)} req/s, p99 ${ms(result.latencyMs.p99)}, ${cpuText(result)} (bare GET ${int(bare.requestsPerSecond)} req/s, ${cpuText(bare)})`,
+  );
 }
 
 /**
@@ -513,10 +595,19 @@ async function measureDedupe(): Promise<void> {
   const runId = randomBytes(4).toString('hex');
   const bodies: (BenchEvent & { id: string })[][] = [];
   for (let k = 0; k < total; k += 100) {
-    bodies.push(Array.from({ length: Math.min(100, total - k) }, (_, j) => ({ ...gridEvent(k + j), id: `${runId}-${randomBytes(12).toString('hex')}-${String(k + j).padStart(7, '0')}` })));
+    bodies.push(
+      Array.from({ length: Math.min(100, total - k) }, (_, j) => ({
+        ...gridEvent(k + j),
+        id: `${runId}-${randomBytes(12).toString('hex')}-${String(k + j).padStart(7, '0')}`,
+      })),
+    );
   }
   const send = async (batch: (BenchEvent & { id: string })[]): Promise<{ accepted: number; duplicates: number }> => {
-    const response = await fetch(`${live.ingest!.url}/api/events`, { method: 'POST', headers: authHeaders(apiKey), body: JSON.stringify(batch) });
+    const response = await fetch(`${live.ingest!.url}/api/events`, {
+      method: 'POST',
+      headers: authHeaders(apiKey),
+      body: JSON.stringify(batch),
+    });
     if (response.status !== 202) throw new Error(`dedupe scenario: ingest answered ${response.status}: ${await response.text()}`);
     return (await response.json()) as { accepted: number; duplicates: number };
   };
@@ -582,7 +673,9 @@ async function measureEndToEnd(): Promise<void> {
     target: 'p99 ≤ 1 s',
     result: verdict(v.p99 <= 1_000 && result.markersTimedOut === 0 && steady),
   });
-  log(`  e2e: p99 ${ms(v.p99)}, p50 ${ms(v.p50)}, ${int(result.achievedEventsPerSecond)} events/s, ${result.markersTimedOut} markers timed out, backlog mean ${int(backlogMean)} max ${int(backlogMax)}`);
+  log(
+    `  e2e: p99 ${ms(v.p99)}, p50 ${ms(v.p50)}, ${int(result.achievedEventsPerSecond)} events/s, ${result.markersTimedOut} markers timed out, backlog mean ${int(backlogMean)} max ${int(backlogMax)}`,
+  );
   await drainAndVerify('end to end');
 }
 
@@ -591,17 +684,25 @@ async function measureLoadtest(): Promise<void> {
   const seconds = Math.max(6, durationS);
   const result = await runChild<LoadtestResult>([
     join(ROOT, 'scripts/loadtest.ts'),
-    '--url', live.ingest!.url,
-    '--usage-url', live.usage!.url,
-    '--api-key', apiKey,
-    '--duration', String(seconds),
-    '--ramp', String(Math.round(seconds / 2)),
-    '--max-clients', args['loadtest-clients'],
-    '--tenants', '50',
+    '--url',
+    live.ingest!.url,
+    '--usage-url',
+    live.usage!.url,
+    '--api-key',
+    apiKey,
+    '--duration',
+    String(seconds),
+    '--ramp',
+    String(Math.round(seconds / 2)),
+    '--max-clients',
+    args['loadtest-clients'],
+    '--tenants',
+    '50',
     '--json',
   ]);
   for (const [tenant, features] of Object.entries(result.acceptedTokens)) {
-    for (const [feature, tokens] of Object.entries(features)) expected.set(comboKey(tenant, feature), (expected.get(comboKey(tenant, feature)) ?? 0n) + BigInt(tokens));
+    for (const [feature, tokens] of Object.entries(features))
+      expected.set(comboKey(tenant, feature), (expected.get(comboKey(tenant, feature)) ?? 0n) + BigInt(tokens));
   }
   const { acceptedTokens: _omitted, ...shown } = result;
   raw.loadtest = shown;
@@ -612,7 +713,9 @@ async function measureLoadtest(): Promise<void> {
     target: 'p95 < 200 ms, p99 < 500 ms',
     result: verdict(result.pass.all),
   });
-  log(`  loadtest: ${int(result.requestsPerSecond)} req/s, p95 ${ms(l.p95)}, p99 ${ms(l.p99)}, statuses ${JSON.stringify(result.statusesByKind)}`);
+  log(
+    `  loadtest: ${int(result.requestsPerSecond)} req/s, p95 ${ms(l.p95)}, p99 ${ms(l.p99)}, statuses ${JSON.stringify(result.statusesByKind)}`,
+  );
   await drainAndVerify('the load test');
 }
 
@@ -624,10 +727,20 @@ function peakRssRows(): void {
   raw.peakRssMb = peaks;
   for (const name of FUNCTIONS) {
     if (!Number.isFinite(peaks[name])) continue;
-    rows.push({ scenario: `peak RSS (VmHWM): ${name}`, measured: `${peaks[name]!.toFixed(0)} MB`, target: '≤ 150 MB', result: verdict(peaks[name]! <= 150) });
+    rows.push({
+      scenario: `peak RSS (VmHWM): ${name}`,
+      measured: `${peaks[name]!.toFixed(0)} MB`,
+      target: '≤ 150 MB',
+      result: verdict(peaks[name]! <= 150),
+    });
   }
   if (Number.isFinite(peaks.baseline)) {
-    rows.push({ scenario: 'peak RSS (VmHWM): baseline Fastify', measured: `${peaks.baseline!.toFixed(0)} MB`, target: '(yardstick)', result: 'info' });
+    rows.push({
+      scenario: 'peak RSS (VmHWM): baseline Fastify',
+      measured: `${peaks.baseline!.toFixed(0)} MB`,
+      target: '(yardstick)',
+      result: 'info',
+    });
   }
 }
 

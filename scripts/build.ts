@@ -105,7 +105,11 @@ async function writeCompileCache(dir: string): Promise<void> {
     module.flushCompileCache();
     exit(0);
   `;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', generator], { cwd: dir, env: { PATH: process.env.PATH ?? '' }, stdio: 'ignore' });
+  const child = spawn(process.execPath, ['--input-type=module', '-e', generator], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? '' },
+    stdio: 'ignore',
+  });
   const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
   const code = await new Promise<number | null>((done) => child.once('exit', done));
   clearTimeout(killer);
@@ -134,7 +138,9 @@ async function bundleSite(outdir: string): Promise<boolean> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { outdir: { type: 'string', default: 'dist' }, 'no-lambda': { type: 'boolean', default: false } } });
+  const { values } = parseArgs({
+    options: { outdir: { type: 'string', default: 'dist' }, 'no-lambda': { type: 'boolean', default: false } },
+  });
   const outdir = resolve(ROOT, values.outdir);
   mkdirSync(outdir, { recursive: true });
   const started = performance.now();
@@ -149,10 +155,12 @@ async function main(): Promise<void> {
     return [name, formatSize(statSync(join(outdir, name, entry)).size), formatSize(folderSize(join(outdir, name)))];
   });
   if (!values['no-lambda']) {
-    for (const name of LAMBDA_HANDLERS) rows.push([`lambda/${name}`, formatSize(statSync(join(outdir, 'lambda', name, 'index.mjs')).size), '']);
+    for (const name of LAMBDA_HANDLERS)
+      rows.push([`lambda/${name}`, formatSize(statSync(join(outdir, 'lambda', name, 'index.mjs')).size), '']);
   }
   const widths = [0, 1, 2].map((column) => Math.max(...[['bundle', 'entry file', 'folder'], ...rows].map((row) => row[column]!.length)));
-  const line = (row: string[]) => row.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
+  const line = (row: string[]) =>
+    row.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
   process.stdout.write(`${line(['bundle', 'entry file', 'folder'])}\n`);
   for (const row of rows) process.stdout.write(`${line(row)}\n`);
   if (!siteBuilt) process.stdout.write(`site: ${SITE_SERVER} not found (run the site's astro build first); not bundled\n`);

@@ -7,7 +7,13 @@ import { type QueuedEvent, partitionOf } from '../shared/platform/queue/types.ts
 import { dedupeBase, dedupeKeys, ValkeyQueue } from '../shared/platform/queue/valkey.ts';
 
 const logger = createLogger('test', { LOG_LEVEL: 'error', NODE_ENV: 'test' });
-const event = (tenant: string, id?: string, tokens = 1): QueuedEvent => ({ tenant, feature: 'f', tokens, timestamp: 0, ...(id ? { id } : {}) });
+const event = (tenant: string, id?: string, tokens = 1): QueuedEvent => ({
+  tenant,
+  feature: 'f',
+  tokens,
+  timestamp: 0,
+  ...(id ? { id } : {}),
+});
 const id40 = (n: number): string => `${randomBytes(14).toString('hex')}-${String(n).padStart(11, '0')}`;
 
 describe.skipIf(!servicesAvailable)('ValkeyQueue dedupe (digests in expiring sets)', () => {
@@ -22,11 +28,24 @@ describe.skipIf(!servicesAvailable)('ValkeyQueue dedupe (digests in expiring set
   };
   const open = async (windowMs: number): Promise<ValkeyQueue> => {
     made.push({ windowMs, from: await serverNow() });
-    const queue = new ValkeyQueue({ url: VALKEY_URL, prefix: keySpace.prefix, partitions: 4, dedupeWindowMs: windowMs, maxBacklog: 10_000_000, commandTimeoutMs: 10_000, logger });
+    const queue = new ValkeyQueue({
+      url: VALKEY_URL,
+      prefix: keySpace.prefix,
+      partitions: 4,
+      dedupeWindowMs: windowMs,
+      maxBacklog: 10_000_000,
+      commandTimeoutMs: 10_000,
+      logger,
+    });
     queues.push(queue);
     // The queue has no offline queue: wait for its connection instead of failing the first call.
     const deadline = Date.now() + 10_000;
-    while (!(await queue.ping().then(() => true, () => false))) {
+    while (
+      !(await queue.ping().then(
+        () => true,
+        () => false,
+      ))
+    ) {
       if (Date.now() > deadline) throw new Error('valkey never connected');
       await new Promise((done) => setTimeout(done, 10));
     }
@@ -57,14 +76,21 @@ describe.skipIf(!servicesAvailable)('ValkeyQueue dedupe (digests in expiring set
 
   it('flags repeats of (tenant, id) in request order, across calls, and never an id-less event or another tenant', async () => {
     const queue = await open(await windowWithRoom(3_600_000, 30_000));
-    const first = await queue.enqueue([event('a', 'x'), event('a'), event('a', 'x'), event('b', 'x'), event('a', 'y'), event('a')], Date.now());
+    const first = await queue.enqueue(
+      [event('a', 'x'), event('a'), event('a', 'x'), event('b', 'x'), event('a', 'y'), event('a')],
+      Date.now(),
+    );
     expect(first.duplicateFlags).toEqual([false, false, true, false, false, false]);
     expect(first).toMatchObject({ accepted: 5, duplicates: 1 });
     const again = await queue.enqueue([event('b', 'x'), event('a'), event('a', 'y'), event('c', 'y')], Date.now());
     expect(again.duplicateFlags).toEqual([true, false, true, false]);
 
     // What reached the streams: every event not flagged, once.
-    const entries = await queue.read(Array.from({ length: 4 }, (_, partition) => ({ partition, afterId: '0-0' })), 100, 0);
+    const entries = await queue.read(
+      Array.from({ length: 4 }, (_, partition) => ({ partition, afterId: '0-0' })),
+      100,
+      0,
+    );
     const tenants = entries.flatMap((part) => part.entries.flatMap((entry) => entry.events.map((e) => e.tenant))).sort();
     expect(tenants).toEqual(['a', 'a', 'a', 'a', 'a', 'b', 'c']);
     expect(entries.find((part) => part.partition === partitionOf('a', 4))!.entries[0]!.events).toHaveLength(4);
@@ -94,10 +120,22 @@ describe.skipIf(!servicesAvailable)('ValkeyQueue dedupe (digests in expiring set
     const count = 20_000;
     const ids = Array.from({ length: count }, (_, n) => id40(n));
     let accepted = 0;
-    for (let i = 0; i < count; i += 1_000) accepted += (await queue.enqueue(ids.slice(i, i + 1_000).map((id) => event(`t${i % 7}`, id)), Date.now())).accepted;
+    for (let i = 0; i < count; i += 1_000)
+      accepted += (
+        await queue.enqueue(
+          ids.slice(i, i + 1_000).map((id) => event(`t${i % 7}`, id)),
+          Date.now(),
+        )
+      ).accepted;
     expect(accepted).toBe(count);
     let duplicates = 0;
-    for (let i = 0; i < count; i += 1_000) duplicates += (await queue.enqueue(ids.slice(i, i + 1_000).map((id) => event(`t${i % 7}`, id)), Date.now())).duplicates;
+    for (let i = 0; i < count; i += 1_000)
+      duplicates += (
+        await queue.enqueue(
+          ids.slice(i, i + 1_000).map((id) => event(`t${i % 7}`, id)),
+          Date.now(),
+        )
+      ).duplicates;
     expect(duplicates).toBe(count);
 
     const bucket = Math.floor((await serverNow()) / Math.ceil(windowMs / 2));

@@ -5,7 +5,7 @@
  *
  * Arguments (JSON): {ingestUrl, usageUrl, apiKey, eventsPerSecond, durationS, markersPerSecond, runId}
  */
-import { createMeter, type MeterError } from '../../shared/client/index.ts';
+import { createMeter, type MeterError } from '../../packages/client/src/index.ts';
 import { comboKey, gridEvent } from './events.ts';
 import { type LatencySummary, summarise } from './latency.ts';
 
@@ -68,7 +68,9 @@ export async function runEndToEnd(spec: E2eSpec): Promise<E2eResult> {
     await markerMeter.flush();
     const accepted = performance.now();
     while (performance.now() - accepted < VISIBLE_TIMEOUT_MS) {
-      const response = await fetch(`${spec.usageUrl}/api/usage/${tenant}`, { headers: { authorization: `Bearer ${spec.apiKey}` } }).catch(() => undefined);
+      const response = await fetch(`${spec.usageUrl}/api/usage/${tenant}`, { headers: { authorization: `Bearer ${spec.apiKey}` } }).catch(
+        () => undefined,
+      );
       if (response?.status === 200) {
         const body = (await response.json()) as { tokens: string | number };
         if (String(body.tokens) === String(tokens)) {

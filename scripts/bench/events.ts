@@ -28,7 +28,8 @@ export interface BenchEvent {
 export type Expected = Map<string, bigint>;
 
 /** Tenant names of a grid of `tenants` (default 1,000): `t0000`…`t0999`; a larger grid has longer names, so grids never share a tenant. */
-export const tenantName = (index: number, tenants = TENANT_COUNT): string => `t${String(index % tenants).padStart(String(tenants - 1).length, '0')}`;
+export const tenantName = (index: number, tenants = TENANT_COUNT): string =>
+  `t${String(index % tenants).padStart(String(tenants - 1).length, '0')}`;
 export const comboKey = (tenant: string, feature: string): string => `${tenant}\t${feature}`;
 
 /** The k-th event of the `tenants` × 10 features grid: every combination once per `tenants` × 10 events. */
