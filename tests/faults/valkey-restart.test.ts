@@ -35,8 +35,10 @@ describe.skipIf(!servicesAvailable)('fault: Valkey (appendfsync always) crashed 
           const refused = load.attempts.filter((a) => a.at > downAt && a.status === 503);
           return refused.length >= 20 && Date.now() - downAt > 3_000;
         }, { timeoutMs: 30_000, what: 'ingest to answer 503' });
-        await redis.start();
+        // Up from the moment the new server is spawned: ingest may reconnect and accept before
+        // start() has seen its first PONG, and those answers are not answers of the outage.
         upAt = Date.now();
+        await redis.start();
         // Recovers by itself: no process is restarted.
         await waitFor(() => load.attempts.some((a) => a.at > upAt && a.status === 202), { timeoutMs: 15_000, what: 'ingest to accept again' });
         const down = load.attempts.filter((a) => a.at > downAt + 500 && a.at + a.ms < upAt);
