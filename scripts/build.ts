@@ -3,9 +3,12 @@
  * when it has been built — the site server with esbuild into `dist/<name>/`, one self-contained
  * folder each: `index.mjs` plus only what cannot be bundled (migrations, the site's static files).
  * Prints each bundle's size. `--outdir <dir>` builds elsewhere (tests use their own folder).
+ * Each function bundle also gets its V8 compile cache in `dist/<name>/.compile-cache/` (see writeCompileCache).
  */
 import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { join, relative, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build, type BuildOptions } from 'esbuild';
 
@@ -77,6 +80,40 @@ async function bundleEntry(name: BundleName, outdir: string): Promise<void> {
   });
   if (migrate) cpSync(join(ROOT, 'migrations'), join(dir, 'migrations'), { recursive: true });
   writeFileSync(join(dir, 'package.json'), `${JSON.stringify({ name: `flagmeter-${name}`, private: true, type: 'module' }, null, 2)}\n`);
+  if (!migrate) await writeCompileCache(dir);
+}
+
+/** Where each bundle's V8 compile cache sits; the image sets NODE_COMPILE_CACHE to it (with NODE_COMPILE_CACHE_PORTABLE=1). */
+const COMPILE_CACHE_DIR = '.compile-cache';
+
+/**
+ * Loads a bundle once in a child process so that Node writes its V8 compile cache beside it: a
+ * started function then skips parsing and compiling its 2 MB bundle (measured in docs/benchmarks.md).
+ * The child has no configuration, so the entry stops at its config check, after every module of the
+ * bundle has been compiled and initialised; its exit is intercepted to write the cache first. The
+ * cache is portable (keyed by the path relative to the cache folder), so it stays valid when the
+ * folder is copied to /app in the image, and it is only used by the same Node version.
+ */
+async function writeCompileCache(dir: string): Promise<void> {
+  const generator = `
+    import module from 'node:module';
+    module.enableCompileCache({ directory: ${JSON.stringify(join(dir, COMPILE_CACHE_DIR))}, portable: true });
+    const exit = process.exit;
+    process.exit = () => { module.flushCompileCache(); exit(0); };
+    process.stdout.write = process.stderr.write = () => true;
+    await import(${JSON.stringify(pathToFileURL(join(dir, 'index.mjs')).href)}).catch(() => undefined);
+    module.flushCompileCache();
+    exit(0);
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', generator], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? '' },
+    stdio: 'ignore',
+  });
+  const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  const code = await new Promise<number | null>((done) => child.once('exit', done));
+  clearTimeout(killer);
+  if (code !== 0 || !existsSync(join(dir, COMPILE_CACHE_DIR))) throw new Error(`writing the compile cache of ${dir} failed (exit ${code})`);
 }
 
 async function bundleLambda(name: (typeof LAMBDA_HANDLERS)[number], outdir: string): Promise<void> {
@@ -101,7 +138,9 @@ async function bundleSite(outdir: string): Promise<boolean> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { outdir: { type: 'string', default: 'dist' }, 'no-lambda': { type: 'boolean', default: false } } });
+  const { values } = parseArgs({
+    options: { outdir: { type: 'string', default: 'dist' }, 'no-lambda': { type: 'boolean', default: false } },
+  });
   const outdir = resolve(ROOT, values.outdir);
   mkdirSync(outdir, { recursive: true });
   const started = performance.now();
@@ -116,10 +155,12 @@ async function main(): Promise<void> {
     return [name, formatSize(statSync(join(outdir, name, entry)).size), formatSize(folderSize(join(outdir, name)))];
   });
   if (!values['no-lambda']) {
-    for (const name of LAMBDA_HANDLERS) rows.push([`lambda/${name}`, formatSize(statSync(join(outdir, 'lambda', name, 'index.mjs')).size), '']);
+    for (const name of LAMBDA_HANDLERS)
+      rows.push([`lambda/${name}`, formatSize(statSync(join(outdir, 'lambda', name, 'index.mjs')).size), '']);
   }
   const widths = [0, 1, 2].map((column) => Math.max(...[['bundle', 'entry file', 'folder'], ...rows].map((row) => row[column]!.length)));
-  const line = (row: string[]) => row.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
+  const line = (row: string[]) =>
+    row.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
   process.stdout.write(`${line(['bundle', 'entry file', 'folder'])}\n`);
   for (const row of rows) process.stdout.write(`${line(row)}\n`);
   if (!siteBuilt) process.stdout.write(`site: ${SITE_SERVER} not found (run the site's astro build first); not bundled\n`);

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type Authenticator, authoriseTenant } from '../../shared/domain/auth.ts';
 import { MAX_BATCH_EVENTS, parseEventFast, timestampProblem, usageEvent } from '../../shared/domain/events.ts';
@@ -30,7 +30,8 @@ function eventsOf(body: unknown): unknown[] {
 
 /** Validates every event and reports every problem; the batch is all-or-nothing. */
 function validateBatch(rawEvents: unknown[], receivedAt: number): QueuedEvent[] {
-  if (rawEvents.length === 0) throw new ApiError('invalid_event', 'the batch is empty', [{ field: 'events', message: 'must hold at least one event' }]);
+  if (rawEvents.length === 0)
+    throw new ApiError('invalid_event', 'the batch is empty', [{ field: 'events', message: 'must hold at least one event' }]);
   if (rawEvents.length > MAX_BATCH_EVENTS) {
     throw new ApiError('invalid_event', `a batch holds at most ${MAX_BATCH_EVENTS} events`, [
       { field: 'events', message: `has ${rawEvents.length} events; at most ${MAX_BATCH_EVENTS} are allowed` },
@@ -55,7 +56,9 @@ function validateBatch(rawEvents: unknown[], receivedAt: number): QueuedEvent[] 
       details.push({ index, field: 'timestamp', message: problem });
       continue;
     }
-    events.push(id === undefined ? { tenant, feature, tokens, timestamp: timestampMs } : { tenant, feature, tokens, timestamp: timestampMs, id });
+    events.push(
+      id === undefined ? { tenant, feature, tokens, timestamp: timestampMs } : { tenant, feature, tokens, timestamp: timestampMs, id },
+    );
   }
   if (details.length > 0) {
     const bad = new Set(details.map((detail) => detail.index)).size;
@@ -78,6 +81,14 @@ async function enqueue(queue: EventQueue, events: QueuedEvent[], receivedAt: num
   }
 }
 
+/**
+ * Ids for events sent without one: a random prefix per process and a counter, unique across
+ * processes and restarts without a UUID's cost per event. They are receipts only — an event without
+ * its own id is never deduplicated, so resending it with this id would be a new event.
+ */
+const assignedIdPrefix = `srv-${randomBytes(9).toString('base64url')}-`;
+let assignedIds = 0;
+
 export function registerIngest(app: FastifyInstance, deps: IngestDeps): void {
   const metrics = ingestMetrics();
   // The route's own error handler sees every rejection of this route, auth and body-parser errors
@@ -87,23 +98,28 @@ export function registerIngest(app: FastifyInstance, deps: IngestDeps): void {
     metrics.rejected(apiError.code);
     return sendError(reply, request, apiError);
   };
-  registerRoute(app, ingestEvents, { auth: deps.auth, options: { errorHandler } }, async (_input, request, reply): Promise<IngestResponse> => {
-    const receivedAt = Date.now();
-    const events = validateBatch(eventsOf(request.body), receivedAt);
-    for (const event of events) authoriseTenant(request.principal, event.tenant);
-    const result = await enqueue(deps.queue, events, receivedAt);
-    metrics.accepted(result.accepted);
-    if (result.duplicates > 0) metrics.duplicates(result.duplicates);
-    const duplicateIndexes: number[] = [];
-    result.duplicateFlags.forEach((duplicate, index) => duplicate && duplicateIndexes.push(index));
-    reply.code(202);
-    return {
-      accepted: result.accepted,
-      duplicates: result.duplicates,
-      ids: events.map((event) => event.id ?? randomUUID()),
-      duplicateIndexes,
-    };
-  });
+  registerRoute(
+    app,
+    ingestEvents,
+    { auth: deps.auth, options: { errorHandler } },
+    async (_input, request, reply): Promise<IngestResponse> => {
+      const receivedAt = Date.now();
+      const events = validateBatch(eventsOf(request.body), receivedAt);
+      for (const event of events) authoriseTenant(request.principal, event.tenant);
+      const result = await enqueue(deps.queue, events, receivedAt);
+      metrics.accepted(result.accepted);
+      if (result.duplicates > 0) metrics.duplicates(result.duplicates);
+      const duplicateIndexes: number[] = [];
+      result.duplicateFlags.forEach((duplicate, index) => duplicate && duplicateIndexes.push(index));
+      reply.code(202);
+      return {
+        accepted: result.accepted,
+        duplicates: result.duplicates,
+        ids: events.map((event) => event.id ?? assignedIdPrefix + (assignedIds++).toString(36)),
+        duplicateIndexes,
+      };
+    },
+  );
 }
 
 export function buildIngestApp(deps: IngestDeps & { logger: Logger }): FastifyInstance {

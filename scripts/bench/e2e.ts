@@ -16,7 +16,7 @@ export interface E2eSpec {
   eventsPerSecond: number;
   durationS: number;
   markersPerSecond: number;
-  /** Event ids are `<runId>-<n>`, so the orchestrator can name (and delete) their dedupe keys. */
+  /** Event ids are `<runId>-<n>`: unique per run, so a rerun is never taken for a duplicate. */
   runId: string;
 }
 
@@ -68,7 +68,9 @@ export async function runEndToEnd(spec: E2eSpec): Promise<E2eResult> {
     await markerMeter.flush();
     const accepted = performance.now();
     while (performance.now() - accepted < VISIBLE_TIMEOUT_MS) {
-      const response = await fetch(`${spec.usageUrl}/api/usage/${tenant}`, { headers: { authorization: `Bearer ${spec.apiKey}` } }).catch(() => undefined);
+      const response = await fetch(`${spec.usageUrl}/api/usage/${tenant}`, { headers: { authorization: `Bearer ${spec.apiKey}` } }).catch(
+        () => undefined,
+      );
       if (response?.status === 200) {
         const body = (await response.json()) as { tokens: string | number };
         if (String(body.tokens) === String(tokens)) {

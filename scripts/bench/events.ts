@@ -27,15 +27,17 @@ export interface BenchEvent {
 /** (tenant, feature) → tokens that were answered 202 and must appear in the rollups. */
 export type Expected = Map<string, bigint>;
 
-export const tenantName = (index: number): string => `t${String(index % TENANT_COUNT).padStart(4, '0')}`;
+/** Tenant names of a grid of `tenants` (default 1,000): `t0000`…`t0999`; a larger grid has longer names, so grids never share a tenant. */
+export const tenantName = (index: number, tenants = TENANT_COUNT): string =>
+  `t${String(index % tenants).padStart(String(tenants - 1).length, '0')}`;
 export const comboKey = (tenant: string, feature: string): string => `${tenant}\t${feature}`;
 
-/** The k-th event of the 1,000 tenants × 10 features grid: every combination once per 10,000 events. */
-export function gridEvent(k: number): BenchEvent {
-  const combo = k % (TENANT_COUNT * FEATURES.length);
+/** The k-th event of the `tenants` × 10 features grid: every combination once per `tenants` × 10 events. */
+export function gridEvent(k: number, tenants = TENANT_COUNT): BenchEvent {
+  const combo = k % (tenants * FEATURES.length);
   return {
-    tenant: tenantName(combo),
-    feature: FEATURES[Math.floor(combo / TENANT_COUNT)]!,
+    tenant: tenantName(combo, tenants),
+    feature: FEATURES[Math.floor(combo / tenants)]!,
     tokens: 1 + ((k * 7_919) % 4_999),
   };
 }
@@ -45,9 +47,10 @@ export function singleEventBodies(count = 100): BenchEvent[][] {
   return Array.from({ length: count }, (_, i) => [gridEvent(i * 1_001)]);
 }
 
-/** Batches of `size` events that together cover the grid once (100 × 100 = 10,000 events). */
-export function batchedBodies(count = 100, size = 100): BenchEvent[][] {
-  return Array.from({ length: count }, (_, i) => Array.from({ length: size }, (_, j) => gridEvent(i * size + j)));
+/** Batches of `size` events that together cover the grid of `tenants` once (1,000 tenants: 100 × 100 = 10,000 events). */
+export function batchedBodies(size = 100, tenants = TENANT_COUNT): BenchEvent[][] {
+  const count = Math.ceil((tenants * FEATURES.length) / size);
+  return Array.from({ length: count }, (_, i) => Array.from({ length: size }, (_, j) => gridEvent(i * size + j, tenants)));
 }
 
 /** Adds `times` copies of every event in `events` to `expected`. */

@@ -41,7 +41,8 @@ export interface LatencySummary {
 /** Nearest-rank percentiles of `samples` (sorted in place). */
 export function summarise(samples: Float64Array | number[]): LatencySummary {
   const sorted = samples instanceof Float64Array ? samples.sort() : Float64Array.from(samples).sort();
-  const at = (p: number) => (sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!);
+  const at = (p: number) =>
+    sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
   let sum = 0;
   for (const value of sorted) sum += value;
   return {

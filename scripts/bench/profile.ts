@@ -43,7 +43,11 @@ function summarise(profile: CpuProfile, top: number, focus: string[]): string {
   const selfByName = new Map<string, number>();
   for (const [id, us] of selfUs) selfByName.set(frameName(byId.get(id)!), (selfByName.get(frameName(byId.get(id)!)) ?? 0) + us);
   const pct = (us: number) => `${((us / busy) * 100).toFixed(1).padStart(5)}%`;
-  const lines = [`profile: ${(totalUs / 1e6).toFixed(1)} s, busy ${(busy / 1e6).toFixed(1)} s (${((busy / totalUs) * 100).toFixed(0)}%)`, '', 'self time (share of busy time):'];
+  const lines = [
+    `profile: ${(totalUs / 1e6).toFixed(1)} s, busy ${(busy / 1e6).toFixed(1)} s (${((busy / totalUs) * 100).toFixed(0)}%)`,
+    '',
+    'self time (share of busy time):',
+  ];
   for (const [name, us] of [...selfByName].sort((a, b) => b[1] - a[1]).slice(0, top)) {
     if (name.startsWith('(idle)')) continue;
     lines.push(`  ${pct(us)}  ${name}`);
@@ -67,7 +71,10 @@ function summarise(profile: CpuProfile, top: number, focus: string[]): string {
   return lines.join('\n');
 }
 
-const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '30' }, focus: { type: 'string', default: '' } } });
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { top: { type: 'string', default: '30' }, focus: { type: 'string', default: '' } },
+});
 for (const file of positionals) {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   process.stdout.write(`${file}\n${summarise(profile, Number(values.top), values.focus.split(',').filter(Boolean))}\n\n`);

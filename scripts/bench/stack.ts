@@ -11,6 +11,7 @@ import { Redis } from 'iovalkey';
 import postgres from 'postgres';
 import { connectPostgres, type Db } from '../../shared/platform/db.ts';
 import { migrate } from '../../shared/platform/migrate.ts';
+import { dedupeKeys } from '../../shared/platform/queue/valkey.ts';
 import { ROOT, spawnNode } from '../lib/processes.ts';
 
 export type { FunctionName } from '../../functions/routes.ts';
@@ -62,22 +63,25 @@ export async function createBenchDatabase(): Promise<BenchDatabase> {
   };
 }
 
+/** The functions' DEDUPE_WINDOW in the bench. */
+export const DEDUPE_WINDOW_MS = 10 * 60_000;
+
 /**
  * The bench's key prefix on the shared Valkey. Cleanup deletes by name — the streams, backlog
- * counters and the dedupe keys of the events it sent with ids — never SCAN or FLUSH.
+ * counters and the dedupe sets of the buckets its run covered — never SCAN or FLUSH.
  */
 export class BenchKeySpace {
   readonly prefix = `fmbench_${randomBytes(5).toString('hex')}`;
   readonly redis = new Redis(VALKEY_URL, { maxRetriesPerRequest: 1 });
-  private readonly dedupeKeys: string[] = [];
+  readonly startedMs = Date.now();
 
   constructor() {
     this.redis.on('error', () => {});
   }
 
-  /** The dedupe key ingest sets for an event sent with an id (shared/platform/queue/valkey.ts names it so). */
-  rememberDedupe(tenant: string, id: string): void {
-    this.dedupeKeys.push(`${this.prefix}:d:${tenant.length}:${tenant}:${id}`);
+  /** Every dedupe key the run made so far (a minute of slack on either side for clock skew with the server). */
+  dedupeKeys(): Promise<string[]> {
+    return dedupeKeys(this.redis, this.prefix, DEDUPE_WINDOW_MS, this.startedMs - 60_000, Date.now() + 60_000);
   }
 
   async backlog(): Promise<number> {
@@ -87,7 +91,9 @@ export class BenchKeySpace {
   }
 
   async clear(): Promise<void> {
-    const keys = Array.from({ length: 256 }, (_, p) => [`${this.prefix}:s:${p}`, `${this.prefix}:b:${p}`]).flat().concat(this.dedupeKeys);
+    const keys = Array.from({ length: 256 }, (_, p) => [`${this.prefix}:s:${p}`, `${this.prefix}:b:${p}`])
+      .flat()
+      .concat(await this.dedupeKeys());
     for (let i = 0; i < keys.length; i += 1_000) await this.redis.del(...keys.slice(i, i + 1_000));
     this.redis.disconnect();
   }
@@ -114,6 +120,17 @@ export function peakRssMb(pid: number): number {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const match = /VmHWM:\s+(\d+) kB/.exec(status);
     return match ? Number(match[1]) / 1024 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** CPU time (user + system) a live process has used so far, in ms: unlike wall time, barely moved by other load on the machine. */
+export function cpuMs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime and stime are fields 14 and 15 of /proc/<pid>/stat, in clock ticks (100 per second on Linux).
+    return (Number(fields[11]) + Number(fields[12])) * 10;
   } catch {
     return Number.NaN;
   }

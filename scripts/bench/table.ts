@@ -10,7 +10,12 @@ export interface Row {
 /** The one table the bench prints, as Markdown (readable in a terminal, pasted as is into the docs). */
 export function renderTable(rows: readonly Row[]): string {
   const header: [string, string, string, string] = ['scenario', 'measured', 'target', 'result'];
-  const cells = rows.map((row): [string, string, string, string] => [row.scenario, row.measured, row.target, row.result === 'info' ? '—' : row.result]);
+  const cells = rows.map((row): [string, string, string, string] => [
+    row.scenario,
+    row.measured,
+    row.target,
+    row.result === 'info' ? '—' : row.result,
+  ]);
   const widths = header.map((title, column) => Math.max(title.length, ...cells.map((row) => row[column]!.length)));
   const line = (row: string[]) => `| ${row.map((cell, column) => cell.padEnd(widths[column]!)).join(' | ')} |`;
   return [line(header), `|${widths.map((width) => '-'.repeat(width + 2)).join('|')}|`, ...cells.map(line)].join('\n');

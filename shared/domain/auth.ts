@@ -42,6 +42,8 @@ interface StoredKey {
 export class KeyStore {
   private keys = new Map<string, StoredKey>();
   private loaded = false;
+  /** Bumped whenever the set of keys may have changed: what was authenticated before is checked again. */
+  generation = 0;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -66,15 +68,18 @@ export class KeyStore {
     for (const row of rows) next.set(row.key_hash, { id: row.id, tenant: row.tenant });
     this.keys = next;
     this.loaded = true;
+    this.generation++;
   }
 
   /** Forget a key at once in this process (the others catch up on their next refresh). */
   revoke(id: string): void {
     for (const [hash, key] of this.keys) if (key.id === id) this.keys.delete(hash);
+    this.generation++;
   }
 
   add(hash: string, key: StoredKey): void {
     this.keys.set(hash, key);
+    this.generation++;
   }
 
   findByHash(hash: string): StoredKey | undefined {
@@ -87,8 +92,19 @@ export class KeyStore {
   }
 }
 
+/** Distinct credentials remembered between key refreshes; past it the memo starts over (a flood of valid keys only costs hashing). */
+const MEMO_LIMIT = 1_024;
+
 export class Authenticator {
   private readonly adminHash: Buffer | undefined;
+  /**
+   * Authorization header → who it authenticated, valid for one key-store generation: a SHA-256 per
+   * request was the largest cost of small requests. Every refresh (every 2 s), revoke or add starts a
+   * new generation, so a revoked key stops working exactly as soon as it did without the memo. Only
+   * successes are remembered: unknown keys cannot fill it.
+   */
+  private memo = new Map<string, Principal>();
+  private memoGeneration = -1;
   /** Refused credentials on admin routes, per client address: guessing the token is slowed like the dashboard login. */
   private readonly adminGuesses = new FailureThrottle();
 
@@ -111,6 +127,19 @@ export class Authenticator {
   authenticate(request: FastifyRequest): Principal {
     const header = request.headers.authorization;
     if (!header) throw new ApiError('unauthorized', 'missing Authorization: Bearer <key> header');
+    if (this.memoGeneration !== this.keys.generation) {
+      this.memo = new Map();
+      this.memoGeneration = this.keys.generation;
+    }
+    const known = this.memo.get(header);
+    if (known) return known;
+    const principal = this.verify(header);
+    if (this.memo.size >= MEMO_LIMIT) this.memo.clear();
+    this.memo.set(header, principal);
+    return principal;
+  }
+
+  private verify(header: string): Principal {
     const match = /^Bearer\s+(\S{1,512})\s*$/i.exec(header);
     if (!match) throw new ApiError('unauthorized', 'Authorization header must be "Bearer <key>"');
     const digest = createHash('sha256').update(match[1]!).digest();
@@ -131,7 +160,12 @@ export class Authenticator {
     // Checked before the credential: a throttled guess must learn nothing, right or wrong.
     const waitMs = this.adminGuesses.retryAfterMs(request.ip);
     if (waitMs > 0) {
-      throw new ApiError('too_many_requests', 'too many refused credentials from this address; retry after Retry-After', undefined, Math.ceil(waitMs / 1000));
+      throw new ApiError(
+        'too_many_requests',
+        'too many refused credentials from this address; retry after Retry-After',
+        undefined,
+        Math.ceil(waitMs / 1000),
+      );
     }
     try {
       request.principal = this.authenticate(request);

@@ -1,0 +1,59 @@
+import type { FastifyRequest } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Authenticator, KeyStore } from '../shared/domain/auth.ts';
+import { createApiKey, revokeApiKey } from '../shared/domain/keys.ts';
+import { createLogger } from '../shared/platform/logger.ts';
+import { createTestDatabase, servicesAvailable, type TestDatabase } from './helpers/services.ts';
+
+const logger = createLogger('test', { LOG_LEVEL: 'error', NODE_ENV: 'test' });
+const requestWith = (key: string) => ({ headers: { authorization: `Bearer ${key}` } }) as FastifyRequest;
+
+describe.skipIf(!servicesAvailable)('authentication memo (header → principal between key refreshes)', () => {
+  let database: TestDatabase;
+  const stores: KeyStore[] = [];
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+  });
+  afterAll(async () => {
+    for (const store of stores) store.stop();
+    await database?.drop();
+  });
+
+  const instance = async (refreshMs: number): Promise<Authenticator> => {
+    const store = new KeyStore(database.db, logger, refreshMs);
+    stores.push(store);
+    await store.start();
+    return new Authenticator(store, 'admin-token-for-the-memo-test');
+  };
+
+  it('stops a key revoked on another instance within one refresh, although this instance authenticated it before', async () => {
+    const here = await instance(60_000);
+    const elsewhere = await instance(300);
+    const { id, key } = await createApiKey({ db: database.db, auth: { keys: here.keys } }, 'memo', 'acme');
+    await elsewhere.keys.refresh();
+    for (let i = 0; i < 3; i++) expect(elsewhere.authenticate(requestWith(key))).toEqual({ kind: 'key', id, tenant: 'acme' });
+
+    await revokeApiKey({ db: database.db, auth: { keys: here.keys } }, id);
+    expect(() => here.authenticate(requestWith(key))).toThrow(/invalid or revoked/);
+    const deadline = Date.now() + 2_000;
+    for (;;) {
+      try {
+        elsewhere.authenticate(requestWith(key));
+      } catch (error) {
+        expect((error as Error).message).toMatch(/invalid or revoked/);
+        break;
+      }
+      if (Date.now() > deadline) throw new Error('the revoked key still authenticated after 2 s');
+      await new Promise((done) => setTimeout(done, 20));
+    }
+  });
+
+  it('never remembers a failure: a key added after a 401 works at once', async () => {
+    const auth = await instance(60_000);
+    expect(() => auth.authenticate(requestWith('fm_not-yet-a-key'))).toThrow(/invalid or revoked/);
+    expect(auth.authenticate(requestWith('admin-token-for-the-memo-test'))).toEqual({ kind: 'admin' });
+    const { id, key } = await createApiKey({ db: database.db, auth: { keys: auth.keys } }, 'later', null);
+    expect(auth.authenticate(requestWith(key))).toEqual({ kind: 'key', id, tenant: null });
+  });
+});
