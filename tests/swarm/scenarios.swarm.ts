@@ -102,7 +102,7 @@ describe('the stack on Docker Swarm', () => {
 
   test('dashboard login and the tenant settings form work behind the TLS proxy, with Secure cookies', async () => {
     const tenant = unique('form');
-    expect((await call('PUT', `/api/tenants/${tenant}`, { headers: admin, body: JSON.stringify({ monthlyQuota: 1000 }) })).status).toBe(200);
+    expect((await call('PUT', `/api/tenants/${tenant}`, { headers: admin, body: JSON.stringify({ monthlyQuota: 1000 }) })).status).toBe(201);
     const proxied = { 'x-forwarded-proto': 'https', 'x-forwarded-for': '203.0.113.7' };
     const origin = `https://${swarm.HOST}`;
     const form = { 'content-type': 'application/x-www-form-urlencoded', origin, ...proxied };
@@ -188,13 +188,17 @@ describe('the stack on Docker Swarm', () => {
     await docker(['tag', image('migrate', swarm.TAG), image('migrate', tag)]);
     const tenant = unique('rollback');
     let firstFailure = 0;
+    let unhealthyAt = 0;
     let deployedAt = 0;
+    // The broken task's health as Docker reports it: its first failing check, and when it is
+    // declared unhealthy (retries used up after the start period), which is what Swarm acts on.
     const watch = (async () => {
-      while (!firstFailure) {
-        const ids = (await docker(['ps', '-q', '--filter', `ancestor=${image('ingest', tag)}`])).split('\n').filter(Boolean);
+      while (!unhealthyAt) {
+        const ids = (await docker(['ps', '-aq', '--filter', `ancestor=${image('ingest', tag)}`])).split('\n').filter(Boolean);
         for (const id of ids) {
-          const streak = Number(await docker(['inspect', '--format', '{{if .State.Health}}{{.State.Health.FailingStreak}}{{end}}', id]).catch(() => '0'));
-          if (streak > 0 && !firstFailure) firstFailure = performance.now();
+          const [status = '', streak = '0'] = (await docker(['inspect', '--format', '{{if .State.Health}}{{.State.Health.Status}} {{.State.Health.FailingStreak}}{{end}}', id]).catch(() => '')).split(' ');
+          if (Number(streak) > 0 && !firstFailure) firstFailure = performance.now();
+          if (status === 'unhealthy' && !unhealthyAt) unhealthyAt = performance.now();
         }
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
@@ -213,7 +217,10 @@ describe('the stack on Docker Swarm', () => {
     await waitFor(async () => (await updateState('ingest')) === 'rollback_completed', { timeoutMs: 180_000, intervalMs: 250, what: 'the rollback to complete' });
     const done = performance.now();
     await watch;
-    report(`failing health check → rollback done: ${Math.round(done - firstFailure)} ms (update started → rollback done: ${Math.round(done - deployedAt)} ms)`);
+    report(
+      `health check failing → rollback done: ${Math.round(done - unhealthyAt)} ms from unhealthy, ${Math.round(done - firstFailure)} ms from the first failed check` +
+        ` (update started → rollback done: ${Math.round(done - deployedAt)} ms)`,
+    );
     expect(await serviceImage('ingest')).toBe(previous);
     expect((await running('ingest')).map((task) => task.image.split('@')[0])).toEqual([previous, previous]);
     await expectCounted(tenant, tokens);
@@ -248,15 +255,16 @@ describe('the stack on Docker Swarm', () => {
     const bundled = await build({ entryPoints: [join(ROOT, 'tests/swarm/slack-standin.ts')], bundle: true, platform: 'node', format: 'esm', write: false, logLevel: 'warning' });
     await buildImage(standin, [`FROM ${swarm.NODE_IMAGE}`, 'COPY index.mjs /app/index.mjs'].join('\n'), { 'index.mjs': bundled.outputFiles[0]!.text });
     const endpointMode = (await docker(['service', 'inspect', '--format', '{{.Spec.EndpointSpec.Mode}}', `${STACK}_ingest`])) || 'vip';
-    await docker(['service', 'create', '--quiet', '--name', `${STACK}_slack`, '--network', 'flagmeter', '--endpoint-mode', endpointMode, standin]);
-    await waitFor(async () => (await running('slack')).length === 1, { timeoutMs: 60_000, intervalMs: 250, what: 'the Slack stand-in to run' });
+    const service = unique('slack');
+    await docker(['service', 'create', '--quiet', '--name', `${STACK}_${service}`, '--network', 'flagmeter', '--endpoint-mode', endpointMode, standin]);
+    await waitFor(async () => (await running(service)).length === 1, { timeoutMs: 60_000, intervalMs: 250, what: 'the Slack stand-in to run' });
 
     const tenant = unique('alert');
-    const settings = { monthlyQuota: 1000, thresholds: [50], slackWebhookUrl: `http://${STACK}_slack:8080/hook` };
+    const settings = { monthlyQuota: 1000, thresholds: [50], slackWebhookUrl: `http://${STACK}_${service}:8080/hook` };
     const put = await call('PUT', `/api/tenants/${tenant}`, { headers: admin, body: JSON.stringify(settings) });
-    expect(put.status, put.body).toBe(200);
+    expect(put.status, put.body).toBe(201);
     expect((await call('POST', '/api/events', { headers: keyed(), body: JSON.stringify({ tenant, feature: 'gpt-4o', tokens: 600 }) })).status).toBe(202);
-    const container = await containerOf('slack');
+    const container = await containerOf(service);
     const received = async () =>
       JSON.parse(await docker(['exec', container, 'node', '-e', "fetch('http://127.0.0.1:8080/received').then((r) => r.text()).then((t) => process.stdout.write(t))"])) as { path: string; body: unknown }[];
     const post = await waitFor(async () => (await received()).find((entry) => entry.path === '/hook' && JSON.stringify(entry.body).includes(tenant)), {
