@@ -245,6 +245,10 @@ describe('stacks/app.yml', () => {
     expect(stack.services.postgres!.environment).toMatchObject({ POSTGRES_PASSWORD_FILE: '/run/secrets/postgres_password' });
   });
 
+  test('the site trusts the proxy in front: its login throttle keys on each client, not on Traefik', () => {
+    expect(stack.services.site!.environment).toMatchObject({ TRUST_PROXY: 'true', PUBLIC_URL: 'https://${DOMAIN:?set DOMAIN to the public host name}' });
+  });
+
   test('PostgreSQL, Valkey and Traefik carry the production settings', () => {
     const postgresArgs = [stack.services.postgres!.command].flat().join(' ');
     for (const setting of ['max_wal_size=', 'checkpoint_timeout=']) expect(postgresArgs).toContain(setting);
