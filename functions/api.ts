@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { Runtime } from '../shared/runtime.ts';
+import type { Runtime } from '../shared/runtime/runtime.ts';
 import { registerHealth } from './health/app.ts';
 import { registerIngest } from './ingest/app.ts';
 import { registerTenants } from './tenants/app.ts';

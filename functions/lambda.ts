@@ -1,6 +1,6 @@
 import awsLambdaFastify from '@fastify/aws-lambda';
 import type { FastifyInstance } from 'fastify';
-import { createRuntime, type Runtime, type RuntimeOptions } from '../shared/runtime.ts';
+import { createRuntime, type Runtime, type RuntimeOptions } from '../shared/runtime/runtime.ts';
 
 /** How long a cold start waits for Valkey before serving anyway (its answers then say 503). */
 const QUEUE_CONNECT_MS = 5_000;

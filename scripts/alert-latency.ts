@@ -4,10 +4,10 @@
  * PostgreSQL and Valkey and a local Slack stand-in. Prints p50/p95/p99.
  */
 import { parseArgs } from 'node:util';
-import { createApiKey } from '../functions/tenants/keys.ts';
-import { loadConfig } from '../shared/config.ts';
-import { createRuntime } from '../shared/runtime.ts';
-import { upsertTenant } from '../shared/tenants.ts';
+import { createApiKey } from '../shared/domain/keys.ts';
+import { loadConfig } from '../shared/platform/config.ts';
+import { createRuntime } from '../shared/runtime/runtime.ts';
+import { upsertTenant } from '../shared/domain/tenants.ts';
 import { startFakeSlack } from '../tests/helpers/fake-slack.ts';
 import { startProcess, waitFor } from '../tests/helpers/processes.ts';
 import { functionEnv } from '../tests/helpers/runtime.ts';

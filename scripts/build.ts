@@ -66,12 +66,12 @@ async function bundleEntry(name: BundleName, outdir: string): Promise<void> {
     ...common,
     entryPoints: [join(ROOT, BUNDLES[name])],
     outfile: join(dir, 'index.mjs'),
-    // shared/migrate.ts finds migrations at `<its folder>/../migrations`; in the bundle the
-    // migrations sit beside index.mjs, so its folder is presented as one level below the bundle's.
+    // shared/platform/migrate.ts finds migrations at `<its folder>/../../migrations`; in the bundle the
+    // migrations sit beside index.mjs, so its folder is presented as two levels below the bundle's.
     ...(migrate
       ? {
           define: { 'import.meta.dirname': '__bundleModuleDir' },
-          banner: { js: `${REQUIRE_BANNER} const __bundleModuleDir = import.meta.dirname + '/lib';` },
+          banner: { js: `${REQUIRE_BANNER} const __bundleModuleDir = import.meta.dirname + '/lib/platform';` },
         }
       : {}),
   });

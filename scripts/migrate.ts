@@ -1,8 +1,8 @@
 /** `npm run migrate`: applies the committed migrations to DATABASE_URL (the Swarm one-shot job runs this). */
-import { loadConfigOrExit } from '../shared/config.ts';
-import { connectPostgres } from '../shared/db.ts';
-import { createLogger } from '../shared/logger.ts';
-import { migrate } from '../shared/migrate.ts';
+import { loadConfigOrExit } from '../shared/platform/config.ts';
+import { connectPostgres } from '../shared/platform/db.ts';
+import { createLogger } from '../shared/platform/logger.ts';
+import { migrate } from '../shared/platform/migrate.ts';
 
 const config = loadConfigOrExit();
 const logger = createLogger('migrate', config);

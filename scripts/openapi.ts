@@ -1,7 +1,7 @@
 /** Writes docs/openapi.json from the zod schemas; tests/openapi.test.ts fails when it is out of date. */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildOpenApiDocument } from '../shared/openapi.ts';
+import { buildOpenApiDocument } from '../functions/openapi.ts';
 
 export const OPENAPI_FILE = join(import.meta.dirname, '..', 'docs', 'openapi.json');
 

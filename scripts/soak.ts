@@ -17,8 +17,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'iovalkey';
 import postgres from 'postgres';
-import { connectPostgres } from '../shared/db.ts';
-import { migrate } from '../shared/migrate.ts';
+import { connectPostgres } from '../shared/platform/db.ts';
+import { migrate } from '../shared/platform/migrate.ts';
 import { PRODUCTION_NODE_OPTIONS, buildBundles } from './bench/stack.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');

@@ -2,7 +2,7 @@
  * `npm run stack:local`: the Swarm stack without Docker. Runs the migrate bundle once, then each
  * built bundle (`npm run build`) as its own process on its own port, restarting any that exits the way
  * Swarm's restart policy would, and puts a router on PORT (default 3000) in front. The router
- * evaluates the very rules that become the Traefik labels of stacks/app.yml (shared/traefik.ts).
+ * evaluates the very rules that become the Traefik labels of stacks/app.yml (scripts/lib/traefik.ts).
  *
  * Needs DATABASE_URL and VALKEY_URL. `--dist <dir>` runs bundles from another build folder.
  * Prints one JSON line per event (`started`, `exited`, `ready`), after the children's own log lines.
@@ -13,8 +13,8 @@ import { Agent, createServer, type IncomingMessage, request as httpRequest, type
 import { createServer as createNetServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { FUNCTION_ROUTES } from '../shared/routes.ts';
-import { compileRouters, routeRequest, stackRouters } from '../shared/traefik.ts';
+import { FUNCTION_ROUTES } from '../functions/routes.ts';
+import { compileRouters, routeRequest, stackRouters } from './lib/traefik.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({ options: { dist: { type: 'string', default: 'dist' } } });

@@ -1,13 +1,13 @@
 /**
  * `npm run stack:routes`: writes the Traefik router labels of stacks/app.yml from the route table
- * (shared/routes.ts via shared/traefik.ts), keeping the rest of the file and its comments.
+ * (functions/routes.ts via scripts/lib/traefik.ts), keeping the rest of the file and its comments.
  * `--check` changes nothing and exits 1 when the file is out of date (scripts/deploy runs it).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isMap, parseDocument } from 'yaml';
-import { stackRouters, traefikLabels } from '../shared/traefik.ts';
+import { stackRouters, traefikLabels } from './lib/traefik.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({ options: { check: { type: 'boolean', default: false }, file: { type: 'string', default: 'stacks/app.yml' } } });
@@ -22,14 +22,14 @@ for (const router of stackRouters()) {
     process.exit(1);
   }
   const labels = document.createNode(traefikLabels(router));
-  labels.commentBefore = ' Generated from shared/routes.ts by npm run stack:routes; do not edit by hand.';
+  labels.commentBefore = ' Generated from functions/routes.ts by npm run stack:routes; do not edit by hand.';
   deploy.set('labels', labels);
 }
 
 const updated = document.toString({ lineWidth: 0, singleQuote: true, flowCollectionPadding: false });
 if (values.check) {
   if (updated !== original) {
-    process.stderr.write(`${join(values.file)} is out of date with shared/routes.ts: run npm run stack:routes\n`);
+    process.stderr.write(`${join(values.file)} is out of date with functions/routes.ts: run npm run stack:routes\n`);
     process.exit(1);
   }
   process.stdout.write(`${values.file}: Traefik labels match the route table\n`);

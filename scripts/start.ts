@@ -6,15 +6,15 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startAggregator } from '../functions/aggregator/service.ts';
 import { registerAllFunctions } from '../functions/api.ts';
-import { createApiKey } from '../functions/tenants/keys.ts';
-import { generateAdminToken, hashSecret } from '../shared/auth.ts';
-import { loadConfigOrExit } from '../shared/config.ts';
+import { createApiKey } from '../shared/domain/keys.ts';
+import { generateAdminToken, hashSecret } from '../shared/domain/auth.ts';
+import { loadConfigOrExit } from '../shared/platform/config.ts';
 import { mountSite } from '../site/server.ts';
-import { createHttpApp } from '../shared/http/app.ts';
-import { migrate } from '../shared/migrate.ts';
-import { createRuntime } from '../shared/runtime.ts';
-import { observeRuntime } from '../shared/telemetry/runtime.ts';
-import { startTelemetry } from '../shared/telemetry/sdk.ts';
+import { createHttpApp } from '../shared/platform/http/app.ts';
+import { migrate } from '../shared/platform/migrate.ts';
+import { createRuntime } from '../shared/runtime/runtime.ts';
+import { observeRuntime } from '../shared/runtime/observed.ts';
+import { startTelemetry } from '../shared/platform/telemetry/sdk.ts';
 
 if (Number(process.versions.node.split('.')[0]) < 24) {
   process.stderr.write(`FlagMeter needs Node.js 24 or newer; this is ${process.version}.\n`);

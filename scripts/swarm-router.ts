@@ -1,7 +1,7 @@
 /**
  * The local Swarm's entrypoint, standing in for Traefik (which has no Debian or npm package): one
  * HTTP server that routes each request by the very rules of the Traefik labels in stacks/app.yml
- * (shared/traefik.ts, Host rule included) to the Swarm service of that name, on its virtual IP.
+ * (scripts/lib/traefik.ts, Host rule included) to the Swarm service of that name.
  *
  * It stands where Traefik's websecure entrypoint stands, behind TLS: the X-Forwarded-Proto a client
  * (the TLS terminator in front) sends is kept; without one, the request is plain http.
@@ -10,7 +10,7 @@
  *   PORT (8080)         traffic; PING_PORT (8082) answers GET /ping, for the health check
  */
 import { Agent, createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
-import { CONTAINER_PORT, compileRouters, hostRule, routeRequest, stackRouters } from '../shared/traefik.ts';
+import { CONTAINER_PORT, compileRouters, hostRule, routeRequest, stackRouters } from './lib/traefik.ts';
 
 const domain = process.env.DOMAIN;
 if (!domain) {

@@ -9,7 +9,7 @@ export const SITE_ENTRY = join(SITE, 'dist', 'server', 'entry.mjs');
 // Under node_modules/, which git ignores, so an interrupted build never leaves a file to commit.
 const LOCK = join(SITE, 'node_modules', '.flagmeter-build-lock');
 // What the built site is made of: its own sources and the shared modules it bundles.
-const SOURCES = [join(SITE, 'src'), join(SITE, 'public'), join(SITE, 'astro.config.mjs'), join(ROOT, 'shared'), join(ROOT, 'functions', 'tenants'), join(ROOT, 'docs', 'benchmarks.md')];
+const SOURCES = [join(SITE, 'src'), join(SITE, 'public'), join(SITE, 'astro.config.mjs'), join(ROOT, 'shared'), join(ROOT, 'docs', 'benchmarks.md')];
 
 function newestChange(path: string): number {
   if (!existsSync(path)) return 0;

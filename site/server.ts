@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
-import type { Runtime } from '../shared/runtime.ts';
+import type { Runtime } from '../shared/runtime/runtime.ts';
 import { SITE_ENTRY, ensureSiteBuilt } from './build.ts';
 import { loadSiteConfig } from './src/lib/config.ts';
 import { provideSiteDeps } from './src/lib/deps.ts';

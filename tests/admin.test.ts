@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alertListResponse, apiKeyView, createdKeyResponse, tenantListResponse, tenantResponse } from '../functions/tenants/schema.ts';
-import { errorBody } from '../shared/http/errors.ts';
+import { errorBody } from '../shared/platform/http/errors.ts';
 import { parseExact } from './helpers/json.ts';
 import { ADMIN_TOKEN, buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from './helpers/services.ts';

@@ -2,8 +2,8 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { connectPostgres } from '../shared/db.ts';
-import { FUNCTION_ROUTES } from '../shared/routes.ts';
+import { connectPostgres } from '../shared/platform/db.ts';
+import { FUNCTION_ROUTES } from '../functions/routes.ts';
 import { freePort, waitFor } from './helpers/processes.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, VALKEY_URL } from './helpers/services.ts';
 import { buildBundles, createEmptyDatabase, jsonLines, startNode, waitForHttp } from './helpers/stack.ts';

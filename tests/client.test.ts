@@ -2,7 +2,7 @@ import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import type { IngestResponse } from '../functions/ingest/schema.ts';
-import { createApiKey } from '../functions/tenants/keys.ts';
+import { createApiKey } from '../shared/domain/keys.ts';
 import type { UsageResponse } from '../functions/usage/schema.ts';
 import { parseJson } from '../shared/client/http.ts';
 import {
@@ -18,9 +18,9 @@ import {
   tokensFromUsage,
   type UsageReport,
 } from '../shared/client/index.ts';
-import { loadConfig } from '../shared/config.ts';
-import type { UsageEvent } from '../shared/events.ts';
-import { createRuntime, type Runtime } from '../shared/runtime.ts';
+import { loadConfig } from '../shared/platform/config.ts';
+import type { UsageEvent } from '../shared/domain/events.ts';
+import { createRuntime, type Runtime } from '../shared/runtime/runtime.ts';
 import { type RunningProcess, startAggregatorProcess, startProcess, waitFor } from './helpers/processes.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, uniqueName, VALKEY_URL } from './helpers/services.ts';
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApiKey } from '../functions/tenants/keys.ts';
-import { loadConfig } from '../shared/config.ts';
-import { createRuntime, type Runtime } from '../shared/runtime.ts';
+import { createApiKey } from '../shared/domain/keys.ts';
+import { loadConfig } from '../shared/platform/config.ts';
+import { createRuntime, type Runtime } from '../shared/runtime/runtime.ts';
 import { addTo, byTenant, rolledUp, sendBatches, type SentEvent, sortedEntries, type Totals } from './helpers/load.ts';
 import { type RunningProcess, startAggregatorProcess, startProcess, waitFor } from './helpers/processes.ts';
 import { functionEnv } from './helpers/runtime.ts';

@@ -2,8 +2,8 @@ import awsLambdaFastify from '@fastify/aws-lambda';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingestResponse } from '../functions/ingest/schema.ts';
-import { createApiKey, revokeApiKey } from '../functions/tenants/keys.ts';
-import { errorBody } from '../shared/http/errors.ts';
+import { createApiKey, revokeApiKey } from '../shared/domain/keys.ts';
+import { errorBody } from '../shared/platform/http/errors.ts';
 import { ADMIN_TOKEN, buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from './helpers/services.ts';
 

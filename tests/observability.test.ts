@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { METRIC_NAMES } from '../shared/telemetry/metrics.ts';
+import { METRIC_NAMES } from '../shared/platform/telemetry/metrics.ts';
 import { freePort, ROOT, type RunningProcess, startProcess, waitFor } from './helpers/processes.ts';
 import { ADMIN_TOKEN, createTestStack, type TestStack } from './helpers/runtime.ts';
 import { REQUIRE_SERVICES, servicesAvailable, uniqueName } from './helpers/services.ts';

@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerAllFunctions } from '../functions/api.ts';
-import { loadConfig } from '../shared/config.ts';
-import { createHttpApp } from '../shared/http/app.ts';
-import { buildOpenApiDocument, openApiPath } from '../shared/openapi.ts';
-import { FUNCTION_ROUTES } from '../shared/routes.ts';
-import { createRuntime, type Runtime } from '../shared/runtime.ts';
+import { loadConfig } from '../shared/platform/config.ts';
+import { createHttpApp } from '../shared/platform/http/app.ts';
+import { buildOpenApiDocument, openApiPath } from '../functions/openapi.ts';
+import { FUNCTION_ROUTES } from '../functions/routes.ts';
+import { createRuntime, type Runtime } from '../shared/runtime/runtime.ts';
 
 type Json = Record<string, any>;
 

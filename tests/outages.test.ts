@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { healthResponse } from '../functions/health/schema.ts';
-import { createApiKey } from '../functions/tenants/keys.ts';
-import { loadConfig } from '../shared/config.ts';
-import { errorBody } from '../shared/http/errors.ts';
-import { createRuntime, type Runtime } from '../shared/runtime.ts';
+import { createApiKey } from '../shared/domain/keys.ts';
+import { loadConfig } from '../shared/platform/config.ts';
+import { errorBody } from '../shared/platform/http/errors.ts';
+import { createRuntime, type Runtime } from '../shared/runtime/runtime.ts';
 import { byTenant, rolledUp, sendBatches, sortedEntries, type Totals } from './helpers/load.ts';
 import { freePort, type RunningProcess, startAggregatorProcess, startProcess, waitFor } from './helpers/processes.ts';
 import { type CuttableProxy, startProxy } from './helpers/proxy.ts';

@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Db } from '../../shared/db.ts';
-import type { Logger } from '../../shared/logger.ts';
-import { percentOf } from '../../shared/usage.ts';
-import { type WebhookPolicy, postWebhook, retryAfterMs, webhookUrlProblem } from '../../shared/webhooks.ts';
+import type { Db } from '../../shared/platform/db.ts';
+import type { Logger } from '../../shared/platform/logger.ts';
+import { percentOf } from '../../shared/domain/usage.ts';
+import { type WebhookPolicy, postWebhook, retryAfterMs, webhookUrlProblem } from '../../shared/domain/webhooks.ts';
 
 export type DeliveryOutcome = 'delivered' | 'retry' | 'rate_limited' | 'failed' | 'no_webhook';
 

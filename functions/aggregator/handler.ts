@@ -1,9 +1,9 @@
 import middy from '@middy/core';
-import { createCrossingAlerts } from '../../shared/alerts.ts';
-import type { Db, Queryable } from '../../shared/db.ts';
-import { periodStartDay } from '../../shared/periods.ts';
-import { stringifyExact } from '../../shared/http/json.ts';
-import type { QueueEntry } from '../../shared/queue/types.ts';
+import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
+import type { Db, Queryable } from '../../shared/platform/db.ts';
+import { periodStartDay } from '../../shared/domain/periods.ts';
+import { stringifyExact } from '../../shared/platform/http/json.ts';
+import type { QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type Rollups, groupByQuarterHour, rollUp } from './rollup.ts';
 
 /** The entries read from one partition by the owner holding `fence`. */

@@ -1,4 +1,4 @@
-import { createObservedRuntime } from '../../shared/telemetry/runtime.ts';
+import { createObservedRuntime } from '../../shared/runtime/observed.ts';
 import { startAggregator } from './service.ts';
 
 // 9465, not the HTTP functions' 9464: the stack's health check probes the aggregator there.

@@ -1,5 +1,5 @@
-import { hourStart, localDay } from '../../shared/periods.ts';
-import type { QueueEntry } from '../../shared/queue/types.ts';
+import { hourStart, localDay } from '../../shared/domain/periods.ts';
+import type { QueueEntry } from '../../shared/platform/queue/types.ts';
 
 /** Exact integer sum that stays a number while it is safe and becomes a bigint past 2^53. */
 export type Sum = number | bigint;

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Db } from '../../shared/db.ts';
-import type { Logger } from '../../shared/logger.ts';
-import type { EventQueue } from '../../shared/queue/types.ts';
+import type { Db } from '../../shared/platform/db.ts';
+import type { Logger } from '../../shared/platform/logger.ts';
+import type { EventQueue } from '../../shared/platform/queue/types.ts';
 import { type AggregatorEvent, type AggregatorResult, StaleOwnerError } from './handler.ts';
 
 export interface RunnerOptions {

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
-import type { Runtime } from '../../shared/runtime.ts';
-import { aggregatorMetrics } from '../../shared/telemetry/metrics.ts';
+import type { Runtime } from '../../shared/runtime/runtime.ts';
+import { aggregatorMetrics } from '../../shared/platform/telemetry/metrics.ts';
 import { AlertDelivery, type DeliveryOutcome } from './delivery.ts';
 import { type AggregatorResult, createAggregatorHandler } from './handler.ts';
 import { AggregatorRunner } from './runner.ts';

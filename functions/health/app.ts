@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import type { Db } from '../../shared/db.ts';
-import { createHttpApp } from '../../shared/http/app.ts';
-import type { Logger } from '../../shared/logger.ts';
-import { buildOpenApiDocument } from '../../shared/openapi.ts';
-import type { EventQueue } from '../../shared/queue/types.ts';
+import type { Db } from '../../shared/platform/db.ts';
+import { createHttpApp } from '../../shared/platform/http/app.ts';
+import type { Logger } from '../../shared/platform/logger.ts';
+import { buildOpenApiDocument } from '../openapi.ts';
+import type { EventQueue } from '../../shared/platform/queue/types.ts';
 import type { HealthResponse } from './schema.ts';
 
 export interface HealthDeps {

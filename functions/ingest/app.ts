@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { type Authenticator, authoriseTenant } from '../../shared/auth.ts';
-import { MAX_BATCH_EVENTS, parseEventFast, timestampProblem, usageEvent } from '../../shared/events.ts';
-import { createHttpApp } from '../../shared/http/app.ts';
-import { ApiError, type ErrorDetail, zodDetails } from '../../shared/http/errors.ts';
-import type { Logger } from '../../shared/logger.ts';
-import { type EventQueue, QueueFullError, type QueuedEvent, QueueUnavailableError } from '../../shared/queue/types.ts';
-import { ingestMetrics } from '../../shared/telemetry/metrics.ts';
+import { type Authenticator, authoriseTenant } from '../../shared/domain/auth.ts';
+import { MAX_BATCH_EVENTS, parseEventFast, timestampProblem, usageEvent } from '../../shared/domain/events.ts';
+import { createHttpApp } from '../../shared/platform/http/app.ts';
+import { ApiError, type ErrorDetail, zodDetails } from '../../shared/platform/http/errors.ts';
+import type { Logger } from '../../shared/platform/logger.ts';
+import { type EventQueue, QueueFullError, type QueuedEvent, QueueUnavailableError } from '../../shared/platform/queue/types.ts';
+import { ingestMetrics } from '../../shared/platform/telemetry/metrics.ts';
 import type { IngestResponse } from './schema.ts';
 
 export interface IngestDeps {

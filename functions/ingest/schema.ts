@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MAX_BATCH_EVENTS, usageEvent } from '../../shared/events.ts';
+import { MAX_BATCH_EVENTS, usageEvent } from '../../shared/domain/events.ts';
 
 /** One event, an array of events, or `{"events": [...]}`. Each event is validated on its own. */
 export const ingestBody = z.union([

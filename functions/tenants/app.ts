@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import type { Authenticator } from '../../shared/auth.ts';
-import type { Config } from '../../shared/config.ts';
-import type { Db } from '../../shared/db.ts';
-import { createHttpApp } from '../../shared/http/app.ts';
-import type { Logger } from '../../shared/logger.ts';
+import type { Authenticator } from '../../shared/domain/auth.ts';
+import type { Config } from '../../shared/platform/config.ts';
+import type { Db } from '../../shared/platform/db.ts';
+import { createHttpApp } from '../../shared/platform/http/app.ts';
+import type { Logger } from '../../shared/platform/logger.ts';
 import { registerKeyRoutes } from './keys.ts';
 import { registerTenantRoutes } from './tenants.ts';
 

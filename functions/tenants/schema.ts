@@ -1,52 +1,10 @@
 import { z } from 'zod';
-import { tenantName } from '../../shared/events.ts';
+import { tenantName } from '../../shared/domain/events.ts';
 
-export const createKeyBody = z.strictObject({
-  name: z.string().min(1, 'must not be empty').max(128, 'must be at most 128 characters'),
-  tenant: tenantName.nullable().optional(),
-});
-
-export const keyIdParams = z.object({ id: z.string().regex(/^key_[A-Za-z0-9_-]{1,64}$/, 'must be a key id such as key_…') });
-
-export const apiKeyView = z.object({
-  id: z.string(),
-  name: z.string(),
-  tenant: z.string().nullable(),
-  prefix: z.string(),
-  createdAt: z.string(),
-  revokedAt: z.string().nullable(),
-});
-export type ApiKeyView = z.infer<typeof apiKeyView>;
-
-export const createdKeyResponse = z.object({
-  id: z.string(),
-  name: z.string(),
-  tenant: z.string().nullable(),
-  key: z.string().meta({ description: 'the secret; shown only in this response' }),
-  createdAt: z.string(),
-});
-export type CreatedKeyResponse = z.infer<typeof createdKeyResponse>;
+export { apiKeyView, createdKeyResponse, createKeyBody, keyIdParams } from '../../shared/domain/keys.ts';
+export { putTenantBody } from '../../shared/domain/tenant-settings.ts';
 
 export const tenantParams = z.object({ tenant: tenantName });
-
-export const MAX_QUOTA = Number.MAX_SAFE_INTEGER;
-
-export const putTenantBody = z.strictObject({
-  monthlyQuota: z
-    .number({ error: `must be an integer from 1 to ${MAX_QUOTA}` })
-    .int(`must be an integer from 1 to ${MAX_QUOTA}`)
-    .min(1, `must be an integer from 1 to ${MAX_QUOTA}`)
-    .max(MAX_QUOTA, `must be an integer from 1 to ${MAX_QUOTA}`)
-    .optional(),
-  slackWebhookUrl: z.string().max(2048, 'must be at most 2048 characters').nullable().optional(),
-  thresholds: z
-    .array(z.number().int('must be whole percents').min(1, 'each must be from 1 to 1000').max(1000, 'each must be from 1 to 1000'))
-    .min(1, 'must hold at least one threshold')
-    .max(10, 'must hold at most 10 thresholds')
-    .optional(),
-  timeZone: z.string().max(64).optional(),
-});
-export type PutTenantBody = z.infer<typeof putTenantBody>;
 
 export const listTenantsQuery = z.strictObject({
   q: z.string().max(128).optional(),

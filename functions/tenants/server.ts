@@ -1,5 +1,5 @@
-import { serve } from '../../shared/http/serve.ts';
-import { createObservedRuntime } from '../../shared/telemetry/runtime.ts';
+import { serve } from '../../shared/runtime/serve.ts';
+import { createObservedRuntime } from '../../shared/runtime/observed.ts';
 import { buildTenantsApp } from './app.ts';
 
 const runtime = await createObservedRuntime('tenants');

@@ -1,34 +1,11 @@
 import type { FastifyInstance } from 'fastify';
-import { listAlerts } from '../../shared/alerts.ts';
-import { ApiError, type ErrorDetail } from '../../shared/http/errors.ts';
-import { parseRequest } from '../../shared/http/validate.ts';
-import { isValidTimeZone } from '../../shared/periods.ts';
-import { type TenantPatch, getTenant, listTenants, upsertTenant } from '../../shared/tenants.ts';
-import { checkWebhookUrl } from '../../shared/webhooks.ts';
+import { listAlerts } from '../../shared/domain/alerts.ts';
+import { ApiError } from '../../shared/platform/http/errors.ts';
+import { parseRequest } from '../../shared/platform/http/validate.ts';
+import { putTenantBody, tenantPatchFrom } from '../../shared/domain/tenant-settings.ts';
+import { getTenant, listTenants, upsertTenant } from '../../shared/domain/tenants.ts';
 import type { TenantsDeps } from './app.ts';
-import { type PutTenantBody, listTenantsQuery, putTenantBody, tenantParams } from './schema.ts';
-
-/** Checks what zod cannot (zone database, webhook policy and DNS) and builds the patch. */
-export async function tenantPatchFrom(body: PutTenantBody, deps: Pick<TenantsDeps, 'config'>): Promise<TenantPatch> {
-  const details: ErrorDetail[] = [];
-  if (body.timeZone !== undefined && !isValidTimeZone(body.timeZone)) {
-    details.push({ field: 'timeZone', message: `"${body.timeZone}" is not an IANA time zone such as Europe/Berlin` });
-  }
-  if (body.slackWebhookUrl) {
-    const problem = await checkWebhookUrl(body.slackWebhookUrl, {
-      allowedHosts: deps.config.WEBHOOK_ALLOWED_HOSTS,
-      allowInsecure: deps.config.WEBHOOK_ALLOW_INSECURE,
-    });
-    if (problem) details.push({ field: 'slackWebhookUrl', message: problem });
-  }
-  if (details.length > 0) throw new ApiError('invalid_request', details.map((d) => `${d.field} ${d.message}`).join('; '), details);
-  const patch: TenantPatch = {};
-  if (body.monthlyQuota !== undefined) patch.monthlyQuota = BigInt(body.monthlyQuota);
-  if (body.slackWebhookUrl !== undefined) patch.slackWebhookUrl = body.slackWebhookUrl || null;
-  if (body.thresholds !== undefined) patch.thresholds = body.thresholds;
-  if (body.timeZone !== undefined) patch.timeZone = body.timeZone;
-  return patch;
-}
+import { listTenantsQuery, tenantParams } from './schema.ts';
 
 export function registerTenantRoutes(app: FastifyInstance, deps: TenantsDeps): void {
   const onRequest = deps.auth.requireAdmin;

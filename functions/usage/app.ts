@@ -1,13 +1,13 @@
 import type { FastifyInstance } from 'fastify';
-import { type Authenticator, authoriseTenant } from '../../shared/auth.ts';
-import type { Config } from '../../shared/config.ts';
-import type { Db } from '../../shared/db.ts';
-import { createHttpApp } from '../../shared/http/app.ts';
-import { ApiError } from '../../shared/http/errors.ts';
-import { parseRequest } from '../../shared/http/validate.ts';
-import type { Logger } from '../../shared/logger.ts';
-import { type CachedUsage, type TenantUsage, UsageCache, percentOf, readSeries } from '../../shared/usage.ts';
-import { stringifyExact } from '../../shared/http/json.ts';
+import { type Authenticator, authoriseTenant } from '../../shared/domain/auth.ts';
+import type { Config } from '../../shared/platform/config.ts';
+import type { Db } from '../../shared/platform/db.ts';
+import { createHttpApp } from '../../shared/platform/http/app.ts';
+import { ApiError } from '../../shared/platform/http/errors.ts';
+import { parseRequest } from '../../shared/platform/http/validate.ts';
+import type { Logger } from '../../shared/platform/logger.ts';
+import { type CachedUsage, type TenantUsage, UsageCache, percentOf, readSeries } from '../../shared/domain/usage.ts';
+import { stringifyExact } from '../../shared/platform/http/json.ts';
 import { type SeriesResponse, type UsageResponse, seriesQuery, usageParams } from './schema.ts';
 
 export interface UsageDeps {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { featureName, tenantName } from '../../shared/events.ts';
+import { featureName, tenantName } from '../../shared/domain/events.ts';
 
 export const usageParams = z.object({ tenant: tenantName });
 

@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Redis } from 'iovalkey';
 import postgres from 'postgres';
-import { connectPostgres, type Db } from '../../shared/db.ts';
-import { migrate } from '../../shared/migrate.ts';
+import { connectPostgres, type Db } from '../../shared/platform/db.ts';
+import { migrate } from '../../shared/platform/migrate.ts';
 
 export const ROOT = resolve(import.meta.dirname, '..', '..');
 export const ADMIN_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -92,7 +92,7 @@ export class BenchKeySpace {
     this.redis.on('error', () => {});
   }
 
-  /** The dedupe key ingest sets for an event sent with an id (shared/queue/valkey.ts names it so). */
+  /** The dedupe key ingest sets for an event sent with an id (shared/platform/queue/valkey.ts names it so). */
   rememberDedupe(tenant: string, id: string): void {
     this.dedupeKeys.push(`${this.prefix}:d:${tenant.length}:${tenant}:${id}`);
   }

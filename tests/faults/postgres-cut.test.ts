@@ -109,7 +109,7 @@ describe.skipIf(!servicesAvailable)('fault: PostgreSQL connections cut for 20 s'
 
   // postgres.js 3.4.9 writes to a socket it has already nulled (connection.js nextWrite,
   // porsager/postgres#1154 and #1208) from a setImmediate callback; twenty short cuts under load hit
-  // it on nearly every run. shared/db.ts absorbs exactly that error, so no process may exit here.
+  // it on nearly every run. shared/platform/db.ts absorbs exactly that error, so no process may exit here.
   it('keeps ingest and the aggregator running (no exit) through twenty short cuts under load', async () => {
     const ingest = await stack.start('functions/ingest/server.ts', behindProxy);
     const aggregator = await stack.startAggregator('cuts-agg', behindProxy);

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { upsertTenant } from '../../shared/tenants.ts';
+import { upsertTenant } from '../../shared/domain/tenants.ts';
 import { byTenant, rolledUp } from '../helpers/load.ts';
 import { waitFor } from '../helpers/processes.ts';
 import { servicesAvailable } from '../helpers/services.ts';

@@ -1,4 +1,4 @@
-import type { Db } from '../../shared/db.ts';
+import type { Db } from '../../shared/platform/db.ts';
 
 export type Totals = Map<string, bigint>;
 

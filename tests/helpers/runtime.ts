@@ -1,8 +1,8 @@
 import { registerAllFunctions } from '../../functions/api.ts';
-import { createApiKey } from '../../functions/tenants/keys.ts';
-import { loadConfig } from '../../shared/config.ts';
-import { createHttpApp } from '../../shared/http/app.ts';
-import { createRuntime, type Runtime } from '../../shared/runtime.ts';
+import { createApiKey } from '../../shared/domain/keys.ts';
+import { loadConfig } from '../../shared/platform/config.ts';
+import { createHttpApp } from '../../shared/platform/http/app.ts';
+import { createRuntime, type Runtime } from '../../shared/runtime/runtime.ts';
 import { createKeySpace, createTestDatabase, VALKEY_URL } from './services.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';

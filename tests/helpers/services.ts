@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'iovalkey';
 import postgres from 'postgres';
-import { connectPostgres, type Db } from '../../shared/db.ts';
-import { migrate } from '../../shared/migrate.ts';
+import { connectPostgres, type Db } from '../../shared/platform/db.ts';
+import { migrate } from '../../shared/platform/migrate.ts';
 
 /** Where the real services are; CI sets FLAGMETER_REQUIRE_SERVICES=1 so that absence fails, never skips. */
 export const ADMIN_DATABASE_URL = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { operationsOf, type OpenApiDocument } from '../../site/src/lib/api-reference.ts';
-import { buildOpenApiDocument } from '../../shared/openapi.ts';
-import { FUNCTION_ROUTES } from '../../shared/routes.ts';
+import { buildOpenApiDocument } from '../../functions/openapi.ts';
+import { FUNCTION_ROUTES } from '../../functions/routes.ts';
 
 describe('API reference page data', () => {
   const operations = operationsOf(buildOpenApiDocument() as OpenApiDocument);

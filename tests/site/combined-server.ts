@@ -7,8 +7,8 @@ import { registerHealth } from '../../functions/health/app.ts';
 import { registerIngest } from '../../functions/ingest/app.ts';
 import { registerTenants } from '../../functions/tenants/app.ts';
 import { registerUsage } from '../../functions/usage/app.ts';
-import { createHttpApp } from '../../shared/http/app.ts';
-import { createRuntime } from '../../shared/runtime.ts';
+import { createHttpApp } from '../../shared/platform/http/app.ts';
+import { createRuntime } from '../../shared/runtime/runtime.ts';
 import { mountSite } from '../../site/server.ts';
 
 const runtime = await createRuntime('flagmeter-site-test');

@@ -1,9 +1,9 @@
 import { createHmac } from 'node:crypto';
 import { z } from 'zod';
-import { type Config, ConfigError } from '../../../shared/config.ts';
+import { type Config, ConfigError } from '../../../shared/platform/config.ts';
 
 /**
- * Variables only the site reads. They live here, not in shared/config.ts, because no function
+ * Variables only the site reads. They live here, not in shared/platform/config.ts, because no function
  * needs them; they are checked with the same strictness and a bad one names itself.
  */
 const siteSchema = z.object({

@@ -1,14 +1,18 @@
-import { Authenticator, KeyStore } from '../../../shared/auth.ts';
-import { type Config, ConfigError, loadConfig } from '../../../shared/config.ts';
-import { connectPostgres, type Db } from '../../../shared/db.ts';
-import { createLogger, type Logger } from '../../../shared/logger.ts';
+import type { KeyAdminDeps } from '../../../shared/domain/keys.ts';
+import { type Config, ConfigError, loadConfig } from '../../../shared/platform/config.ts';
+import { connectPostgres, type Db } from '../../../shared/platform/db.ts';
+import { createLogger, type Logger } from '../../../shared/platform/logger.ts';
 import { type SiteConfig, loadSiteConfig } from './config.ts';
 import { LoginThrottle } from './throttle.ts';
 
-/** What the pages need: the same database, key store and config the API functions use. */
+/**
+ * What the pages need: the same database and config the API functions use. The site authenticates
+ * no API keys (the dashboard takes the admin token), so it keeps no key store of its own; mounted in
+ * `npm start`, it is handed the process's store so a key made on the keys page works at once.
+ */
 export interface SiteDeps {
   db: Db;
-  auth: Authenticator;
+  auth?: KeyAdminDeps['auth'];
   config: Config;
   logger: Logger;
   site: SiteConfig;
@@ -47,7 +51,5 @@ async function openStandalone(): Promise<SiteDeps> {
   const site = loadSiteConfig(config);
   const logger = createLogger('site', config);
   const db = connectPostgres(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
-  const keys = new KeyStore(db, logger);
-  await keys.start();
-  return { db, auth: new Authenticator(keys, config.ADMIN_TOKEN), config, logger, site, throttle: new LoginThrottle() };
+  return { db, config, logger, site, throttle: new LoginThrottle() };
 }

@@ -1,4 +1,4 @@
-import type { TenantStatus } from '../../../shared/tenants.ts';
+import type { TenantStatus } from '../../../shared/domain/tenants.ts';
 
 const grouped = new Intl.NumberFormat('en-US');
 const compact = new Intl.NumberFormat('en-US', { notation: 'compact', maximumFractionDigits: 1 });

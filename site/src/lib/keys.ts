@@ -1,6 +1,5 @@
-import { createApiKey, revokeApiKey } from '../../../functions/tenants/keys.ts';
-import { type CreatedKeyResponse, createKeyBody, keyIdParams } from '../../../functions/tenants/schema.ts';
-import { ApiError, zodDetails } from '../../../shared/http/errors.ts';
+import { type CreatedKeyResponse, createApiKey, createKeyBody, keyIdParams, revokeApiKey } from '../../../shared/domain/keys.ts';
+import { ApiError, zodDetails } from '../../../shared/platform/http/errors.ts';
 import type { SiteDeps } from './deps.ts';
 
 export type KeyFormResult =

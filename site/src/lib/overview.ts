@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import type { Queryable } from '../../../shared/db.ts';
-import { type TenantView, listTenants } from '../../../shared/tenants.ts';
+import type { Queryable } from '../../../shared/platform/db.ts';
+import { type TenantView, listTenants } from '../../../shared/domain/tenants.ts';
 
 export const PAGE_SIZE = 50;
 export const SORTS = ['percent', 'usage', 'name'] as const;

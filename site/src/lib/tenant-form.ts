@@ -1,7 +1,6 @@
-import { putTenantBody, type PutTenantBody } from '../../../functions/tenants/schema.ts';
-import { tenantPatchFrom } from '../../../functions/tenants/tenants.ts';
-import { ApiError, zodDetails } from '../../../shared/http/errors.ts';
-import { upsertTenant } from '../../../shared/tenants.ts';
+import { type PutTenantBody, putTenantBody, tenantPatchFrom } from '../../../shared/domain/tenant-settings.ts';
+import { ApiError, zodDetails } from '../../../shared/platform/http/errors.ts';
+import { upsertTenant } from '../../../shared/domain/tenants.ts';
 import type { SiteDeps } from './deps.ts';
 
 export const TENANT_FIELDS = ['monthlyQuota', 'thresholds', 'timeZone', 'slackWebhookUrl'] as const;

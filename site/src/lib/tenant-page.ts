@@ -1,8 +1,8 @@
-import { type AlertView, listAlerts } from '../../../shared/alerts.ts';
-import { tenantName } from '../../../shared/events.ts';
-import type { Queryable } from '../../../shared/db.ts';
-import { type TenantView, getTenant } from '../../../shared/tenants.ts';
-import { type TenantUsage, percentOf, readSeries, readTenantUsage } from '../../../shared/usage.ts';
+import { type AlertView, listAlerts } from '../../../shared/domain/alerts.ts';
+import { tenantName } from '../../../shared/domain/events.ts';
+import type { Queryable } from '../../../shared/platform/db.ts';
+import { type TenantView, getTenant } from '../../../shared/domain/tenants.ts';
+import { type TenantUsage, percentOf, readSeries, readTenantUsage } from '../../../shared/domain/usage.ts';
 import { type Chart, barChart, cumulative } from './chart.ts';
 
 export interface TenantPage {

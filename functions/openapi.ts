@@ -3,8 +3,8 @@
  * cannot say something the code does not. `npm run openapi` writes it to docs/openapi.json.
  */
 import { z } from 'zod';
-import { healthResponse } from '../functions/health/schema.ts';
-import { ingestBatch, ingestResponse } from '../functions/ingest/schema.ts';
+import { healthResponse } from './health/schema.ts';
+import { ingestBatch, ingestResponse } from './ingest/schema.ts';
 import {
   alertListResponse,
   alertResponse,
@@ -17,11 +17,11 @@ import {
   tenantListResponse,
   tenantParams,
   tenantResponse,
-} from '../functions/tenants/schema.ts';
-import { seriesQuery, seriesResponse, usageParams, usageResponse } from '../functions/usage/schema.ts';
+} from './tenants/schema.ts';
+import { seriesQuery, seriesResponse, usageParams, usageResponse } from './usage/schema.ts';
 import packageJson from '../package.json' with { type: 'json' };
-import { usageEvent } from './events.ts';
-import { errorBody } from './http/errors.ts';
+import { usageEvent } from '../shared/domain/events.ts';
+import { errorBody } from '../shared/platform/http/errors.ts';
 import type { RouteSpec } from './routes.ts';
 
 type JsonSchema = Record<string, unknown>;

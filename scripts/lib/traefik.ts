@@ -1,9 +1,9 @@
 /**
- * The route table (shared/routes.ts) as Traefik v3 rules. The same rule strings become the router
+ * The route table (functions/routes.ts) as Traefik v3 rules. The same rule strings become the router
  * labels in stacks/app.yml and drive the local router of `npm run stack:local`, which evaluates them
  * with `matchesRule` below — so the routing exercised locally is the routing Swarm users get.
  */
-import { FUNCTION_ROUTES, type FunctionName, type RouteSpec, SITE_FUNCTION } from './routes.ts';
+import { FUNCTION_ROUTES, type FunctionName, type RouteSpec, SITE_FUNCTION } from '../../functions/routes.ts';
 
 export type RoutedFunction = Exclude<FunctionName, 'site'>;
 

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { Runtime } from '../runtime.ts';
+import type { Runtime } from './runtime.ts';
 
 /** The container path: listen directly (no Lambda adapter) and drain in-flight requests on SIGTERM. */
 export async function serve(app: FastifyInstance, runtime: Runtime): Promise<void> {

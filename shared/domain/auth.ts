@@ -1,8 +1,8 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
-import type { Db } from './db.ts';
-import { ApiError } from './http/errors.ts';
-import type { Logger } from './logger.ts';
+import type { Db } from '../platform/db.ts';
+import { ApiError } from '../platform/http/errors.ts';
+import type { Logger } from '../platform/logger.ts';
 
 export type Principal = { kind: 'admin' } | { kind: 'key'; id: string; tenant: string | null };
 

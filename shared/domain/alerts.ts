@@ -1,4 +1,4 @@
-import type { Queryable } from './db.ts';
+import type { Queryable } from '../platform/db.ts';
 import { percentOf } from './usage.ts';
 
 /** Thresholds (percent of quota) that `used` has reached; exact integer comparison. */

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Db } from './db.ts';
 
-const MIGRATIONS_DIR = join(import.meta.dirname, '..', 'migrations');
+const MIGRATIONS_DIR = join(import.meta.dirname, '..', '..', 'migrations');
 const LOCK_KEY = 0x466c61674d;
 
 interface Journal {

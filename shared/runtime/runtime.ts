@@ -1,11 +1,11 @@
 import { mkdirSync } from 'node:fs';
-import { Authenticator, KeyStore } from './auth.ts';
-import { type Config, ConfigError, loadConfigOrExit } from './config.ts';
-import { connectPglite, connectPostgres, type Db } from './db.ts';
-import { createLogger, type Logger } from './logger.ts';
-import { MemoryQueue } from './queue/memory.ts';
-import type { EventQueue } from './queue/types.ts';
-import { ValkeyQueue } from './queue/valkey.ts';
+import { Authenticator, KeyStore } from '../domain/auth.ts';
+import { type Config, ConfigError, loadConfigOrExit } from '../platform/config.ts';
+import { connectPglite, connectPostgres, type Db } from '../platform/db.ts';
+import { createLogger, type Logger } from '../platform/logger.ts';
+import { MemoryQueue } from '../platform/queue/memory.ts';
+import type { EventQueue } from '../platform/queue/types.ts';
+import { ValkeyQueue } from '../platform/queue/valkey.ts';
 
 /** What a function needs at run time, built once from the config. */
 export interface Runtime {

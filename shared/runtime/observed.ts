@@ -1,9 +1,9 @@
 import type { Attributes, BatchObservableResult } from '@opentelemetry/api';
-import { type Config, loadConfigOrExit } from '../config.ts';
-import type { Db } from '../db.ts';
-import { createRuntime, type Runtime, type RuntimeOptions } from '../runtime.ts';
-import { flagmeterMeter, METRIC_NAMES } from './metrics.ts';
-import { startTelemetry } from './sdk.ts';
+import { type Config, loadConfigOrExit } from '../platform/config.ts';
+import type { Db } from '../platform/db.ts';
+import { createRuntime, type Runtime, type RuntimeOptions } from './runtime.ts';
+import { flagmeterMeter, METRIC_NAMES } from '../platform/telemetry/metrics.ts';
+import { startTelemetry } from '../platform/telemetry/sdk.ts';
 
 const PROBE_TIMEOUT_MS = 1_000;
 const POSTGRES: Attributes = { dependency: 'postgres' };

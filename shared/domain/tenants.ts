@@ -1,5 +1,5 @@
 import { reevaluateAlerts } from './alerts.ts';
-import type { Queryable } from './db.ts';
+import type { Queryable } from '../platform/db.ts';
 import { periodOf } from './periods.ts';
 import { percentOf } from './usage.ts';
 

@@ -1,4 +1,4 @@
-import type { Queryable } from './db.ts';
+import type { Queryable } from '../platform/db.ts';
 import { addCalendar, hourStart, localDay, localMidnight } from './periods.ts';
 
 export interface TenantUsage {
