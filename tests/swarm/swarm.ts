@@ -1,5 +1,8 @@
 import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { ROOT } from '../helpers/processes.ts';
 import type { SwarmInfo } from './setup.ts';
@@ -9,15 +12,7 @@ const run = promisify(execFile);
 export const STACK = 'flagmeter';
 
 /** `docker <args>`: its trimmed stdout; throws with stderr when it fails. */
-export async function docker(args: string[], options: { input?: string } = {}): Promise<string> {
-  if (options.input !== undefined) {
-    return new Promise((resolve, reject) => {
-      const child = execFile('docker', args, { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) =>
-        error ? reject(new Error(`docker ${args.join(' ')}: ${stderr || error.message}`)) : resolve(stdout.trim()),
-      );
-      child.stdin!.end(options.input);
-    });
-  }
+export async function docker(args: string[]): Promise<string> {
   const { stdout } = await run('docker', args, { cwd: ROOT, maxBuffer: 16 * 1024 * 1024 });
   return stdout.trim();
 }
@@ -118,9 +113,6 @@ export async function sql(query: string): Promise<string> {
 
 /** Builds an image from a Dockerfile given as text, with no build context beyond `files`. */
 export async function buildImage(tag: string, dockerfile: string, files: Record<string, string> = {}): Promise<void> {
-  const { mkdtempSync, rmSync, writeFileSync, mkdirSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
-  const { dirname, join } = await import('node:path');
   const dir = mkdtempSync(join(tmpdir(), 'fm-swarm-image-'));
   try {
     writeFileSync(join(dir, 'Dockerfile'), dockerfile);
