@@ -3,54 +3,37 @@
  * cannot say something the code does not. `npm run openapi` writes it to docs/openapi.json.
  */
 import { z } from 'zod';
-import { healthResponse } from './health/schema.ts';
-import { ingestBatch, ingestResponse } from './ingest/schema.ts';
-import {
-  alertListResponse,
-  alertResponse,
-  apiKeyView,
-  createdKeyResponse,
-  createKeyBody,
-  keyIdParams,
-  listTenantsQuery,
-  putTenantBody,
-  tenantListResponse,
-  tenantParams,
-  tenantResponse,
-} from './tenants/schema.ts';
-import { seriesQuery, seriesResponse, usageParams, usageResponse } from './usage/schema.ts';
 import packageJson from '../package.json' with { type: 'json' };
 import { usageEvent } from '../shared/domain/events.ts';
 import { errorBody } from '../shared/platform/http/errors.ts';
-import type { RouteSpec } from './routes.ts';
+import { healthResponse } from './health/schema.ts';
+import { ingestRequest, ingestResponse } from './ingest/schema.ts';
+import { type Auth, errorResponses, type ResponseSpec, type RouteSpec, type Tag } from './route-spec.ts';
+import { ALL_ROUTES } from './routes.ts';
+import {
+  alertListResponse,
+  alertResponse,
+  apiKeyListResponse,
+  apiKeyView,
+  createdKeyResponse,
+  createKeyBody,
+  putTenantBody,
+  tenantListResponse,
+  tenantResponse,
+} from './tenants/schema.ts';
+import { seriesResponse, usageResponse } from './usage/schema.ts';
 
 type JsonSchema = Record<string, unknown>;
-type Auth = 'none' | 'key' | 'admin';
 
-interface ResponseSpec {
-  description: string;
-  /** A component name, or a schema given inline. */
-  schema?: string | JsonSchema;
-  retryAfter?: boolean;
-}
-
-interface OperationSpec extends RouteSpec {
-  operationId: string;
-  summary: string;
-  description?: string;
-  tag: string;
-  auth: Auth;
-  params?: z.ZodObject;
-  query?: z.ZodObject;
-  body?: string;
-  responses: Record<number, ResponseSpec>;
-}
-
-/** Request bodies are documented as clients write them (defaults optional). */
+/**
+ * The names the document gives the schemas the route specs use (and those nested in them, which the
+ * document then refers to by name). A route whose body or response schema is not named here fails the
+ * build of the document, so nothing is left out silently.
+ * Request bodies are documented as clients write them (defaults optional).
+ */
 const requestSchemas = {
   UsageEvent: usageEvent,
-  // The body forms the ingest function accepts, each holding events checked by the same usageEvent schema.
-  IngestRequest: z.union([usageEvent, ingestBatch, z.strictObject({ events: ingestBatch })]),
+  IngestRequest: ingestRequest,
   CreateKeyRequest: createKeyBody,
   PutTenantRequest: putTenantBody,
 } satisfies Record<string, z.ZodType>;
@@ -63,7 +46,7 @@ const responseSchemas = {
   SeriesResponse: seriesResponse,
   HealthResponse: healthResponse,
   ApiKey: apiKeyView,
-  ApiKeyList: z.object({ keys: z.array(apiKeyView) }),
+  ApiKeyList: apiKeyListResponse,
   CreatedKey: createdKeyResponse,
   Tenant: tenantResponse,
   TenantList: tenantListResponse,
@@ -71,152 +54,19 @@ const responseSchemas = {
   AlertList: alertListResponse,
 } satisfies Record<string, z.ZodType>;
 
-const ERROR_DESCRIPTIONS: Record<number, string> = {
-  400: 'Invalid request; `details` names each bad field (and, for event batches, its index)',
-  401: 'Missing or wrong credentials',
-  403: 'The key may not act for this tenant, or an API key was used on an admin route',
-  404: 'Unknown tenant or resource',
-  413: 'Body over 1 MiB',
-  415: 'Body is not application/json',
-  503: 'Queue unreachable or its backlog over the cap; nothing was accepted, retry after `Retry-After`',
-};
-
-const errors = (...statuses: number[]): Record<number, ResponseSpec> =>
-  Object.fromEntries(statuses.map((status) => [status, { description: ERROR_DESCRIPTIONS[status]!, schema: 'Error', retryAfter: status === 503 }]));
-
-const OPERATIONS: OperationSpec[] = [
-  {
-    method: 'POST',
-    path: '/api/events',
-    operationId: 'ingestEvents',
-    summary: 'Record usage events',
-    description:
-      'One event, an array of up to 1,000 events, or `{"events": [...]}`. All-or-nothing: one invalid event rejects the batch and nothing is enqueued. ' +
-      'An event with an `id` is counted once per `(tenant, id)` within the dedupe window, so resending after a timeout is safe. 202 means the events are durable in the queue.',
-    tag: 'ingest',
-    auth: 'key',
-    body: 'IngestRequest',
-    responses: { 202: { description: 'Accepted (duplicates of an earlier `(tenant, id)` are acknowledged, not counted again)', schema: 'IngestResponse' }, ...errors(400, 401, 403, 413, 415, 503) },
-  },
-  {
-    method: 'GET',
-    path: '/api/usage/:tenant',
-    operationId: 'getUsage',
-    summary: "A tenant's usage in its current quota period",
-    tag: 'usage',
-    auth: 'key',
-    params: usageParams,
-    responses: { 200: { description: 'Usage against the quota, per feature', schema: 'UsageResponse' }, ...errors(400, 401, 403, 404) },
-  },
-  {
-    method: 'GET',
-    path: '/api/usage/:tenant/series',
-    operationId: 'getUsageSeries',
-    summary: 'Usage over time, empty buckets filled with 0',
-    description: '`from` defaults to the start of the current period and `to` to now; the range may span at most 400 days.',
-    tag: 'usage',
-    auth: 'key',
-    params: usageParams,
-    query: seriesQuery,
-    responses: { 200: { description: 'One point per hour or day', schema: 'SeriesResponse' }, ...errors(400, 401, 403, 404) },
-  },
-  {
-    method: 'GET',
-    path: '/api/health',
-    operationId: 'getHealth',
-    summary: 'Liveness of PostgreSQL and the queue',
-    tag: 'health',
-    auth: 'none',
-    responses: {
-      200: { description: 'Everything answers', schema: 'HealthResponse' },
-      503: { description: 'Degraded: the failing check says why', schema: 'HealthResponse' },
-    },
-  },
-  {
-    method: 'POST',
-    path: '/api/keys',
-    operationId: 'createApiKey',
-    summary: 'Create an API key, optionally scoped to one tenant',
-    tag: 'admin',
-    auth: 'admin',
-    body: 'CreateKeyRequest',
-    responses: { 201: { description: 'The key; its secret is shown only here', schema: 'CreatedKey' }, ...errors(400, 401, 403, 415) },
-  },
-  {
-    method: 'GET',
-    path: '/api/keys',
-    operationId: 'listApiKeys',
-    summary: 'List API keys (never their secrets)',
-    tag: 'admin',
-    auth: 'admin',
-    responses: { 200: { description: 'Newest first', schema: 'ApiKeyList' }, ...errors(401, 403) },
-  },
-  {
-    method: 'DELETE',
-    path: '/api/keys/:id',
-    operationId: 'revokeApiKey',
-    summary: 'Revoke an API key; every instance refuses it within 5 s',
-    tag: 'admin',
-    auth: 'admin',
-    params: keyIdParams,
-    responses: { 200: { description: 'The revoked key', schema: 'ApiKey' }, ...errors(400, 401, 403, 404) },
-  },
-  {
-    method: 'GET',
-    path: '/api/tenants',
-    operationId: 'listTenants',
-    summary: 'List tenants with their current usage',
-    tag: 'admin',
-    auth: 'admin',
-    query: listTenantsQuery,
-    responses: { 200: { description: 'One page of tenants and the total', schema: 'TenantList' }, ...errors(400, 401, 403) },
-  },
-  {
-    method: 'GET',
-    path: '/api/tenants/:tenant',
-    operationId: 'getTenant',
-    summary: "A tenant's settings and current usage",
-    tag: 'admin',
-    auth: 'admin',
-    params: tenantParams,
-    responses: { 200: { description: 'The tenant', schema: 'Tenant' }, ...errors(400, 401, 403, 404) },
-  },
-  {
-    method: 'PUT',
-    path: '/api/tenants/:tenant',
-    operationId: 'putTenant',
-    summary: 'Create or update a tenant; fields left out keep their value (their default on create)',
-    description: 'A quota change that takes usage back under a threshold re-arms its alert; one that puts usage over a threshold fires it at once.',
-    tag: 'admin',
-    auth: 'admin',
-    params: tenantParams,
-    body: 'PutTenantRequest',
-    responses: {
-      200: { description: 'Updated', schema: 'Tenant' },
-      201: { description: 'Created', schema: 'Tenant' },
-      ...errors(400, 401, 403, 415),
-    },
-  },
-  {
-    method: 'GET',
-    path: '/api/tenants/:tenant/alerts',
-    operationId: 'listTenantAlerts',
-    summary: "A tenant's alert history and delivery state",
-    tag: 'admin',
-    auth: 'admin',
-    params: tenantParams,
-    responses: { 200: { description: 'Newest first', schema: 'AlertList' }, ...errors(400, 401, 403, 404) },
-  },
-  {
-    method: 'GET',
-    path: '/api/openapi.json',
-    operationId: 'getOpenApiDocument',
-    summary: 'This document',
-    tag: 'meta',
-    auth: 'none',
-    responses: { 200: { description: 'The OpenAPI 3.1 document', schema: { type: 'object' } } },
-  },
+const TAGS: { name: Tag; description: string }[] = [
+  { name: 'ingest', description: 'Usage events in' },
+  { name: 'usage', description: 'Usage out, for enforcement and charts' },
+  { name: 'health', description: 'For load balancers and probes' },
+  { name: 'admin', description: 'Tenants, quotas, alerts and API keys (admin token only)' },
+  { name: 'meta', description: 'This reference' },
 ];
+
+function componentName(names: Record<string, z.ZodType>, schema: z.ZodType, route: RouteSpec): string {
+  const name = Object.entries(names).find(([, named]) => named === schema)?.[0];
+  if (!name) throw new Error(`${route.method} ${route.path}: name its schema in functions/openapi.ts so the document can refer to it`);
+  return name;
+}
 
 /** Server-side metadata and the `$id`/`$schema` zod writes per schema have no place inside a document. */
 function cleaned(schema: JsonSchema): JsonSchema {
@@ -244,9 +94,12 @@ function fieldSchema(field: z.ZodType): JsonSchema {
   return cleaned(z.toJSONSchema(field, { target: 'draft-2020-12', io: 'input' }) as JsonSchema);
 }
 
-function parametersOf(operation: OperationSpec): JsonSchema[] {
+function parametersOf(operation: RouteSpec): JsonSchema[] {
   const parameters: JsonSchema[] = [];
-  for (const [location, shape] of [['path', operation.params], ['query', operation.query]] as const) {
+  for (const [location, shape] of [
+    ['path', operation.params],
+    ['query', operation.query],
+  ] as const) {
     if (!shape) continue;
     for (const [name, field] of Object.entries(shape.shape as Record<string, z.ZodType>)) {
       const { description, ...schema } = fieldSchema(field);
@@ -263,21 +116,35 @@ function parametersOf(operation: OperationSpec): JsonSchema[] {
   return parameters;
 }
 
-const schemaRef = (schema: string | JsonSchema): JsonSchema => (typeof schema === 'string' ? { $ref: `#/components/schemas/${schema}` } : schema);
+const schemaRef = (name: string): JsonSchema => ({ $ref: `#/components/schemas/${name}` });
 
-function responseOf(response: ResponseSpec): JsonSchema {
+function responseOf(response: ResponseSpec, route: RouteSpec): JsonSchema {
+  const { schema } = response;
   return {
     description: response.description,
     ...(response.retryAfter
       ? { headers: { 'Retry-After': { description: 'Seconds to wait before retrying', schema: { type: 'integer', minimum: 0 } } } }
       : {}),
-    ...(response.schema === undefined ? {} : { content: { 'application/json': { schema: schemaRef(response.schema) } } }),
+    ...(schema === undefined
+      ? {}
+      : {
+          content: {
+            'application/json': { schema: schema instanceof z.ZodType ? schemaRef(componentName(responseSchemas, schema, route)) : schema },
+          },
+        }),
   };
 }
 
+/** What the HTTP layer may answer on any operation before the route runs; admin routes also throttle guesses. */
+const httpLayer = (operation: RouteSpec): Record<number, ResponseSpec> => ({
+  ...errorResponses(408, 431),
+  ...(operation.body ? errorResponses(413) : {}),
+  ...(operation.auth === 'admin' ? errorResponses(429) : {}),
+});
+
 const SECURITY: Record<Auth, JsonSchema[]> = { none: [], key: [{ apiKey: [] }], admin: [{ adminToken: [] }] };
 
-function operationOf(operation: OperationSpec): JsonSchema {
+function operationOf(operation: RouteSpec): JsonSchema {
   const parameters = parametersOf(operation);
   return {
     operationId: operation.operationId,
@@ -287,9 +154,16 @@ function operationOf(operation: OperationSpec): JsonSchema {
     security: SECURITY[operation.auth],
     ...(parameters.length > 0 ? { parameters } : {}),
     ...(operation.body
-      ? { requestBody: { required: true, content: { 'application/json': { schema: schemaRef(operation.body) } } } }
+      ? {
+          requestBody: {
+            required: true,
+            content: { 'application/json': { schema: schemaRef(componentName(requestSchemas, operation.body, operation)) } },
+          },
+        }
       : {}),
-    responses: Object.fromEntries(Object.entries(operation.responses).map(([status, response]) => [status, responseOf(response)])),
+    responses: Object.fromEntries(
+      Object.entries({ ...httpLayer(operation), ...operation.responses }).map(([status, response]) => [status, responseOf(response, operation)]),
+    ),
   };
 }
 
@@ -298,7 +172,9 @@ export const openApiPath = (path: string): string => path.replace(/:([A-Za-z0-9_
 
 export function buildOpenApiDocument(): object {
   const paths: Record<string, Record<string, JsonSchema>> = {};
-  for (const operation of OPERATIONS) {
+  // Grouped by tag, in the order the tags are listed; the route table's order within a tag.
+  const byTag = (route: RouteSpec): number => TAGS.findIndex((tag) => tag.name === route.tag);
+  for (const operation of [...ALL_ROUTES].sort((a, b) => byTag(a) - byTag(b))) {
     const path = openApiPath(operation.path);
     paths[path] = { ...paths[path], [operation.method.toLowerCase()]: operationOf(operation) };
   }
@@ -311,22 +187,20 @@ export function buildOpenApiDocument(): object {
       summary: 'Exactly-once AI usage metering',
       description:
         'Errors are `{"error": {"code", "message", "requestId", "details"?}}`. Token sums are 64-bit integers written exactly as JSON numbers: ' +
-        'read them with a parser that keeps integers past 2^53 (the `flagmeter/client` package does).',
+        'read them with a parser that keeps integers past 2^53 (the `@flagmeter/client` package does).',
       license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
     },
     servers: [{ url: 'http://127.0.0.1:3000', description: '`npm start`' }],
-    tags: [
-      { name: 'ingest', description: 'Usage events in' },
-      { name: 'usage', description: 'Usage out, for enforcement and charts' },
-      { name: 'health', description: 'For load balancers and probes' },
-      { name: 'admin', description: 'Tenants, quotas, alerts and API keys (admin token only)' },
-      { name: 'meta', description: 'This reference' },
-    ],
+    tags: TAGS,
     paths,
     components: {
       schemas: { ...toJsonSchemas(requestSchemas, 'input'), ...toJsonSchemas(responseSchemas, 'output') },
       securitySchemes: {
-        apiKey: { type: 'http', scheme: 'bearer', description: 'An API key from `POST /api/keys` (possibly scoped to one tenant), or the admin token' },
+        apiKey: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'An API key from `POST /api/keys` (possibly scoped to one tenant), or the admin token',
+        },
         adminToken: { type: 'http', scheme: 'bearer', description: 'The admin token (`ADMIN_TOKEN`); API keys are refused with 403' },
       },
     },

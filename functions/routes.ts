@@ -1,34 +1,30 @@
 /**
- * Which function serves which route: the one table the Traefik labels, the local router
- * (`npm run stack:local`) and the route tests are checked against.
+ * Which function serves which route, derived from the route specs beside each handler: the one table
+ * the Traefik labels, the local router (`npm run stack:local`), the OpenAPI document and the route
+ * tests are checked against.
  */
-export type FunctionName = 'ingest' | 'usage' | 'health' | 'tenants' | 'site';
+import { HEALTH_ROUTES } from './health/routes.ts';
+import { INGEST_ROUTES } from './ingest/routes.ts';
+import type { RouteSpec } from './route-spec.ts';
+import { TENANTS_ROUTES } from './tenants/routes.ts';
+import { USAGE_ROUTES } from './usage/routes.ts';
 
-export interface RouteSpec {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
-  path: string;
-}
+/** The functions that answer HTTP, each behind its own Traefik router. */
+export type HttpFunction = 'ingest' | 'usage' | 'health' | 'tenants';
+/** Every function the stack runs: the HTTP ones and the aggregator. */
+export type FunctionName = HttpFunction | 'aggregator';
+/** What Traefik routes to: the HTTP functions and the site. */
+export type RoutedService = HttpFunction | 'site';
 
-export const FUNCTION_ROUTES: Record<Exclude<FunctionName, 'site'>, RouteSpec[]> = {
-  ingest: [{ method: 'POST', path: '/api/events' }],
-  usage: [
-    { method: 'GET', path: '/api/usage/:tenant' },
-    { method: 'GET', path: '/api/usage/:tenant/series' },
-  ],
-  health: [
-    { method: 'GET', path: '/api/health' },
-    { method: 'GET', path: '/api/openapi.json' },
-  ],
-  tenants: [
-    { method: 'POST', path: '/api/keys' },
-    { method: 'GET', path: '/api/keys' },
-    { method: 'DELETE', path: '/api/keys/:id' },
-    { method: 'GET', path: '/api/tenants' },
-    { method: 'GET', path: '/api/tenants/:tenant' },
-    { method: 'PUT', path: '/api/tenants/:tenant' },
-    { method: 'GET', path: '/api/tenants/:tenant/alerts' },
-  ],
+export const FUNCTION_ROUTES: Record<HttpFunction, readonly RouteSpec[]> = {
+  ingest: INGEST_ROUTES,
+  usage: USAGE_ROUTES,
+  health: HEALTH_ROUTES,
+  tenants: TENANTS_ROUTES,
 };
 
+/** Every route spec, in table order. */
+export const ALL_ROUTES: readonly RouteSpec[] = Object.values(FUNCTION_ROUTES).flat();
+
 /** Everything else (pages, assets) goes to the site. */
-export const SITE_FUNCTION: FunctionName = 'site';
+export const SITE_FUNCTION = 'site' satisfies RoutedService;

@@ -6,7 +6,7 @@
  *
  * BENCH_SECONDS (default 10), BENCH_BATCH (1000), BENCH_CONCURRENCY (4) tune the throughput run.
  */
-import { createMeter, type MeterError } from '../shared/client/index.ts';
+import { createMeter, type MeterError } from '../packages/client/src/index.ts';
 
 const url = process.env.FLAGMETER_URL;
 const apiKey = process.env.FLAGMETER_API_KEY;

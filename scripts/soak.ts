@@ -9,19 +9,18 @@
  * (a fifth of the run, at least 1), --tsx (run the TypeScript entries instead of bundles).
  * Uses DATABASE_URL / VALKEY_URL (defaults on localhost), in a database and key prefix of its own.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'iovalkey';
 import postgres from 'postgres';
 import { connectPostgres } from '../shared/platform/db.ts';
 import { migrate } from '../shared/platform/migrate.ts';
+import type { FunctionName } from '../functions/routes.ts';
 import { PRODUCTION_NODE_OPTIONS, buildBundles } from './bench/stack.ts';
+import { freePort, type NodeProcess, ROOT, spawnNode } from './lib/processes.ts';
 
-const ROOT = resolve(import.meta.dirname, '..');
 const ADMIN_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const VALKEY_URL = process.env.VALKEY_URL ?? 'redis://127.0.0.1:6379';
 const ADMIN_TOKEN = `soak-admin-${randomBytes(12).toString('hex')}`;
@@ -50,17 +49,6 @@ if (!(minutes > 0) || !(eventsPerSecond > 0) || !(warmupMinutes >= 0) || warmupM
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
-async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
 function rssMb(pid: number): number {
   try {
     const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -70,7 +58,6 @@ function rssMb(pid: number): number {
   }
 }
 
-type FunctionName = 'ingest' | 'usage' | 'health' | 'tenants' | 'aggregator';
 const ENTRIES: Record<FunctionName, string> = {
   ingest: 'functions/ingest/server.ts',
   usage: 'functions/usage/server.ts',
@@ -79,29 +66,20 @@ const ENTRIES: Record<FunctionName, string> = {
   aggregator: 'functions/aggregator/main.ts',
 };
 
-interface Running {
+interface Running extends NodeProcess {
   name: FunctionName;
-  child: ChildProcess;
   url: string;
-  output(): string;
 }
 
 const children: Running[] = [];
 
 function startFunction(name: FunctionName, bundleDir: string | undefined, env: Record<string, string>, port: number): Running {
   const args = bundleDir ? [join(bundleDir, name, 'index.mjs')] : ['--import', 'tsx', join(ROOT, ENTRIES[name])];
-  const child = spawn(process.execPath, args, {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS, ...env, PORT: String(port) },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const node = spawnNode(args, {
+    env: { NODE_OPTIONS: process.env.NODE_OPTIONS ?? PRODUCTION_NODE_OPTIONS, ...env, PORT: String(port) },
+    outputLimit: 32_000,
   });
-  let output = '';
-  const keep = (chunk: Buffer) => {
-    output = (output + chunk.toString()).slice(-32_000);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const running = { name, child, url: `http://127.0.0.1:${port}`, output: () => output };
+  const running = { ...node, name, url: `http://127.0.0.1:${port}` };
   children.push(running);
   return running;
 }
@@ -145,16 +123,7 @@ async function main(): Promise<void> {
   const db = connectPostgres(dbUrl.toString(), { max: 2 });
   let bundleDir: string | undefined;
   const stopAll = async () => {
-    await Promise.all(
-      children.map(async ({ child }) => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const exited = new Promise((done) => child.once('exit', done));
-        child.kill('SIGTERM');
-        const force = setTimeout(() => child.kill('SIGKILL'), 5_000);
-        await exited;
-        clearTimeout(force);
-      }),
-    );
+    await Promise.all(children.map((running) => running.terminate(5_000)));
   };
   process.once('SIGINT', () => {
     for (const { child } of children) child.kill('SIGKILL');

@@ -7,16 +7,15 @@
  * Needs DATABASE_URL and VALKEY_URL. `--dist <dir>` runs bundles from another build folder.
  * Prints one JSON line per event (`started`, `exited`, `ready`), after the children's own log lines.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Agent, createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FUNCTION_ROUTES } from '../functions/routes.ts';
+import { freePort, ROOT, spawnNode } from './lib/processes.ts';
 import { compileRouters, routeRequest, stackRouters } from './lib/traefik.ts';
 
-const ROOT = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({ options: { dist: { type: 'string', default: 'dist' } } });
 const dist = resolve(ROOT, values.dist);
 
@@ -34,17 +33,6 @@ for (const name of ['DATABASE_URL', 'VALKEY_URL']) {
 }
 const listenPort = Number(process.env.PORT ?? 3000);
 const listenHost = process.env.HOST ?? '127.0.0.1';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createNetServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 interface Unit {
   name: string;
@@ -79,31 +67,18 @@ for (const unit of units) {
 
 let stopping = false;
 
-/** Forwards a child's output line by line so JSON logs stay one object per line. */
-function forward(stream: NodeJS.ReadableStream, target: NodeJS.WriteStream, onLine?: (line: string) => void): void {
-  let buffered = '';
-  stream.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    let newline = buffered.indexOf('\n');
-    while (newline >= 0) {
-      const line = buffered.slice(0, newline + 1);
-      buffered = buffered.slice(newline + 1);
-      target.write(line);
-      onLine?.(line);
-      newline = buffered.indexOf('\n');
-    }
-  });
-}
-
+/** Runs a bundle with this process's environment; its output is forwarded line by line so JSON logs stay one object per line. */
 function spawnUnit(unit: Unit, onLine?: (line: string) => void): ChildProcess {
-  const child = spawn(process.execPath, [unit.entry], {
+  return spawnNode([unit.entry], {
     cwd: join(unit.entry, '..'),
     env: { ...process.env, ...unit.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  forward(child.stdout!, process.stdout, onLine);
-  forward(child.stderr!, process.stderr, onLine);
-  return child;
+    // Forwarded as it comes; only a little is kept here.
+    outputLimit: 64 * 1024,
+    onLine: (line, stream) => {
+      (stream === 'stdout' ? process.stdout : process.stderr).write(line);
+      onLine?.(line);
+    },
+  }).child;
 }
 
 async function waitReady(unit: Unit, child: ChildProcess, sawReadyMessage: () => boolean): Promise<void> {

@@ -2,7 +2,7 @@
  * `npm start`: the whole of FlagMeter in one process — every function on its route, the aggregator,
  * and the site — on embedded PostgreSQL and an in-process queue unless DATABASE_URL / VALKEY_URL are set.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startAggregator } from '../functions/aggregator/service.ts';
 import { registerAllFunctions } from '../functions/api.ts';
@@ -14,6 +14,7 @@ import { createHttpApp } from '../shared/platform/http/app.ts';
 import { migrate } from '../shared/platform/migrate.ts';
 import { createRuntime } from '../shared/runtime/runtime.ts';
 import { observeRuntime } from '../shared/runtime/observed.ts';
+import { stopOnSignal } from '../shared/runtime/shutdown.ts';
 import { startTelemetry } from '../shared/platform/telemetry/sdk.ts';
 
 if (Number(process.versions.node.split('.')[0]) < 24) {
@@ -22,7 +23,10 @@ if (Number(process.versions.node.split('.')[0]) < 24) {
 }
 
 const config = loadConfigOrExit();
-mkdirSync(config.DATA_DIR, { recursive: true });
+// The embedded database, the admin token and the API key live here: this user only (an existing
+// folder is tightened too; PGlite creates its files world-readable inside it).
+mkdirSync(config.DATA_DIR, { recursive: true, mode: 0o700 });
+chmodSync(config.DATA_DIR, 0o700);
 
 /** A secret generated once and kept in the data folder, so restarts print the same one. */
 function rememberedSecret(file: string, generate: () => string): string {
@@ -38,12 +42,13 @@ config.ADMIN_TOKEN ??= rememberedSecret('admin-token', generateAdminToken);
 
 // Before any app exists: instruments made earlier would stay no-ops.
 const telemetry = await startTelemetry('flagmeter', config);
-const runtime = await createRuntime('flagmeter', { config, embedded: true });
+// The key store starts after the migrations: its first load would otherwise query a missing table.
+const runtime = await createRuntime('flagmeter', { config, embedded: true, withoutKeys: true });
 telemetry.announce(runtime.logger);
 observeRuntime(runtime);
 const { db, queue, logger } = runtime;
 await migrate(db);
-await runtime.keys.refresh();
+await runtime.keys.start();
 
 let apiKey: string | undefined;
 const keyFile = join(config.DATA_DIR, 'api-key');
@@ -84,17 +89,4 @@ const lines = [
 ];
 process.stdout.write(`${lines.join('\n')}\n`);
 
-let stopping = false;
-const stop = (signal: string) => {
-  if (stopping) return;
-  stopping = true;
-  logger.info({ signal }, 'stopping: draining requests and the aggregator');
-  setTimeout(() => process.exit(1), 15_000).unref();
-  app
-    .close()
-    .then(() => aggregator.stop())
-    .then(() => runtime.close())
-    .then(() => process.exit(0), () => process.exit(1));
-};
-process.on('SIGINT', () => stop('SIGINT'));
-process.on('SIGTERM', () => stop('SIGTERM'));
+stopOnSignal(logger, 'stopping: draining requests and the aggregator', [() => app.close(), () => aggregator.stop(), () => runtime.close()]);

@@ -20,7 +20,9 @@ if (!domain) {
 const port = Number(process.env.PORT ?? 8080);
 const pingPort = Number(process.env.PING_PORT ?? 8082);
 
-const routers = compileRouters(stackRouters().map((router) => ({ name: router.service as string, rule: hostRule(router.rule, domain), priority: router.priority })));
+const routers = compileRouters(
+  stackRouters().map((router) => ({ name: router.service as string, rule: hostRule(router.rule, domain), priority: router.priority })),
+);
 const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 
 function log(fields: Record<string, unknown>): void {

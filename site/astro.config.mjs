@@ -1,5 +1,29 @@
+import { writeFile } from 'node:fs/promises';
 import node from '@astrojs/node';
 import { defineConfig } from 'astro/config';
+import { SECURITY_HEADERS } from './src/lib/security-headers.ts';
+
+/**
+ * Prerendered pages never pass the middleware: the adapter's own server serves them with the headers
+ * listed in dist/_headers.json (staticHeaders below), which this writes for every prerendered page.
+ * (`npm start` sets the same headers where it hands requests to the site: site/server.ts.)
+ */
+function staticSecurityHeaders() {
+  let outDir;
+  return {
+    name: 'flagmeter-static-security-headers',
+    hooks: {
+      'astro:config:done': ({ config }) => {
+        outDir = config.outDir;
+      },
+      'astro:build:done': async ({ pages }) => {
+        const headers = Object.entries(SECURITY_HEADERS).map(([key, value]) => ({ key, value }));
+        const routes = pages.map(({ pathname }) => ({ pathname: `/${pathname}`.replace(/(.)\/$/, '$1'), headers }));
+        await writeFile(new URL('_headers.json', outDir), JSON.stringify(routes));
+      },
+    },
+  };
+}
 
 // Behind Traefik the site is reached as http://<task>:3000, and Astro ignores the Host and
 // X-Forwarded-Proto headers of hosts it was not told about (it builds the request URL as
@@ -13,7 +37,8 @@ const publicUrl = process.env.PUBLIC_URL ? new URL(process.env.PUBLIC_URL) : und
 // `npm start`, which imports the same entry with autostart off and routes requests to its handler.
 export default defineConfig({
   output: 'server',
-  adapter: node({ mode: 'standalone', bodySizeLimit: 64 * 1024 }),
+  adapter: node({ mode: 'standalone', bodySizeLimit: 64 * 1024, staticHeaders: true }),
+  integrations: [staticSecurityHeaders()],
   devToolbar: { enabled: false },
   // Astro's own Origin check stays on in front of our CSRF tokens.
   security: {

@@ -5,7 +5,9 @@ import type { Runtime } from '../shared/runtime/runtime.ts';
 import { SITE_ENTRY, ensureSiteBuilt } from './build.ts';
 import { loadSiteConfig } from './src/lib/config.ts';
 import { provideSiteDeps } from './src/lib/deps.ts';
-import { LoginThrottle } from './src/lib/throttle.ts';
+import { RevokedSessions } from './src/lib/revocations.ts';
+import { SECURITY_HEADERS } from './src/lib/security-headers.ts';
+import { FailureThrottle } from '../shared/domain/throttle.ts';
 
 type NodeHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -19,7 +21,10 @@ export const SITE_ROUTES = ['/', '/favicon.svg', '/login', '/logout', '/docs/api
  */
 export async function mountSite(app: FastifyInstance, runtime: Runtime): Promise<void> {
   const site = loadSiteConfig(runtime.config);
-  provideSiteDeps({ db: runtime.db, auth: runtime.auth, config: runtime.config, logger: runtime.logger, site, throttle: new LoginThrottle() });
+  provideSiteDeps({
+    db: runtime.db, auth: runtime.auth, config: runtime.config, logger: runtime.logger, site, throttle: new FailureThrottle(),
+    revoked: new RevokedSessions(),
+  });
   const { built } = await ensureSiteBuilt();
   if (built) runtime.logger.info('site built into site/dist');
   // The standalone entry starts its own server on import unless told not to; here Fastify serves it.
@@ -36,6 +41,8 @@ export async function mountSite(app: FastifyInstance, runtime: Runtime): Promise
         url,
         handler: (request, reply) => {
           reply.hijack();
+          // Static pages and assets are answered without passing the site's middleware.
+          for (const [name, value] of Object.entries(SECURITY_HEADERS)) reply.raw.setHeader(name, value);
           handler(request.raw, reply.raw);
         },
       });

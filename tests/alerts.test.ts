@@ -1,11 +1,14 @@
+import { createServer as createTcpServer, type Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startAggregator, type RunningAggregator } from '../functions/aggregator/service.ts';
 import { alertListResponse } from '../functions/tenants/schema.ts';
 import { usageResponse } from '../functions/usage/schema.ts';
 import { loadConfig } from '../shared/platform/config.ts';
 import { errorBody } from '../shared/platform/http/errors.ts';
-import { periodOf } from '../shared/domain/periods.ts';
+import { isValidTimeZone, periodOf } from '../shared/domain/periods.ts';
+import { MAX_RESPONSE_BYTES, postWebhook } from '../shared/domain/webhooks.ts';
+import { migrate } from '../shared/platform/migrate.ts';
 import { createRuntime } from '../shared/runtime/runtime.ts';
 import { type FakeSlack, startFakeSlack } from './helpers/fake-slack.ts';
 import { parseExact } from './helpers/json.ts';
@@ -13,11 +16,60 @@ import { type RunningProcess, startAggregatorProcess, waitFor } from './helpers/
 import { ADMIN_TOKEN, buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from './helpers/services.ts';
 
+/**
+ * A webhook that never finishes answering: after the request arrives it sends its status line one
+ * byte every 2 s, which keeps an idle-socket timeout from ever firing. `answerFast()` turns it into
+ * a normal 200 for later connections.
+ */
+async function startTricklingWebhook(): Promise<{
+  url: string;
+  open(): number;
+  connections: { openedAt: number; closedAt?: number }[];
+  answerFast(): void;
+  close(): Promise<void>;
+}> {
+  const connections: { openedAt: number; closedAt?: number }[] = [];
+  const sockets = new Set<Socket>();
+  let fast = false;
+  const server = createTcpServer((socket) => {
+    const record: { openedAt: number; closedAt?: number } = { openedAt: Date.now() };
+    connections.push(record);
+    sockets.add(socket);
+    let timer: NodeJS.Timeout | undefined;
+    socket.on('error', () => {});
+    socket.once('data', () => {
+      if (fast) return void socket.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok');
+      // A status line, then a header that never ends.
+      const answer = 'HTTP/1.1 200 OK\r\nx-slow: ';
+      let sent = 0;
+      timer = setInterval(() => socket.write(answer[sent++] ?? 'a'), 2_000);
+    });
+    socket.on('close', () => {
+      clearInterval(timer);
+      sockets.delete(socket);
+      record.closedAt = Date.now();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    open: () => sockets.size,
+    connections,
+    answerFast: () => (fast = true),
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
 describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
   let slack: FakeSlack;
   let stack: TestStack;
   let app: FastifyInstance;
-  let aggregator: RunningAggregator;
+  let aggregator: RunningAggregator | undefined;
   const processes: RunningProcess[] = [];
 
   const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -53,6 +105,7 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     slack = await startFakeSlack();
     stack = await createTestStack({
       WEBHOOK_ALLOW_INSECURE: 'true',
+      WEBHOOK_ALLOWED_HOSTS: '127.0.0.1',
       ALERT_RETRY_BASE: '200ms',
       PUBLIC_URL: 'https://flagmeter.example.com',
     });
@@ -196,6 +249,139 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     }
   });
 
+  it('keeps a slow webhook from delaying other tenants: 8 hanging webhooks, and a 9th tenant is alerted at once', async () => {
+    const trickling = await startTricklingWebhook();
+    try {
+      const slow = await Promise.all(
+        Array.from({ length: 8 }, async (_, i) => {
+          const tenant = uniqueName(`slow${i}`);
+          expect((await putTenant(tenant, { monthlyQuota: 100, slackWebhookUrl: `${trickling.url}/hook/${tenant}` })).statusCode).toBe(201);
+          return tenant;
+        }),
+      );
+      // Each slow tenant crosses 80% and 100% at once: 16 alerts for the hanging host.
+      await post(slow.map((tenant) => ({ tenant, feature: 'f', tokens: 120 })));
+      await waitFor(() => trickling.open() >= 4, { what: 'deliveries hanging on the slow webhook' });
+      const fast = await tenantWithHook('fast', 100);
+      const crossedAt = Date.now();
+      await post({ tenant: fast.tenant, feature: 'f', tokens: 90 });
+      const delivered = await waitFor(() => slack.postsTo(fast.hook)[0], { timeoutMs: 15_000, what: 'the fast tenant alert' });
+      const measuredMs = delivered!.at - crossedAt;
+      console.info(`slow-webhook isolation: fast tenant delivered ${measuredMs} ms after crossing, with ${trickling.open()} slow deliveries hanging`);
+      expect(trickling.open()).toBeGreaterThan(0);
+      // One host holds at most half of the 16 slots.
+      expect(trickling.open()).toBeLessThanOrEqual(8);
+      expect(measuredMs).toBeLessThan(2_500);
+      // WEBHOOK_TIMEOUT (5 s) ends each attempt although a byte arrives every 2 s.
+      const ended = await waitFor(() => trickling.connections.find((c) => c.closedAt !== undefined), { timeoutMs: 15_000, what: 'a slow attempt to be cut off' });
+      expect(ended.closedAt! - ended.openedAt).toBeLessThan(6_500);
+      trickling.answerFast();
+      await waitFor(async () => {
+        const [row] = await stack.runtime.db.query<{ delivered: number }>(
+          `SELECT count(*)::int AS delivered FROM alerts WHERE status = 'delivered'
+           AND tenant IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))`,
+          [JSON.stringify(slow)],
+        );
+        return row!.delivered === 16;
+      }, { timeoutMs: 40_000, what: 'the slow tenants alerts once the webhook answers' });
+    } finally {
+      await trickling.close();
+    }
+  });
+
+  it('reads at most a few KB of a webhook answer and ends an attempt at the deadline', async () => {
+    const endless = await startTricklingWebhook();
+    const flood = createTcpServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => {
+        socket.write('HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\n\r\n');
+        const chunk = 'x'.repeat(16_384);
+        const pump = (): void => {
+          while (!socket.destroyed && socket.write(chunk));
+          if (!socket.destroyed) socket.once('drain', pump);
+        };
+        pump();
+      });
+    });
+    await new Promise<void>((resolve) => flood.listen(0, '127.0.0.1', resolve));
+    const policy = { allowedHosts: ['127.0.0.1'], allowInsecure: true };
+    try {
+      const address = flood.address();
+      const started = Date.now();
+      const answer = await postWebhook(`http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/x`, {}, policy, 10_000);
+      expect(answer.status).toBe(500);
+      expect(answer.body.length).toBeLessThanOrEqual(MAX_RESPONSE_BYTES);
+      expect(Date.now() - started).toBeLessThan(2_000);
+      const hanging = Date.now();
+      await expect(postWebhook(`${endless.url}/x`, {}, policy, 1_000)).rejects.toThrow(/within 1000 ms/);
+      expect(Date.now() - hanging).toBeLessThan(1_800);
+    } finally {
+      flood.close();
+      await endless.close();
+    }
+  });
+
+  it('keeps the host allow list in insecure mode: only the https and private-address rules are lifted', async () => {
+    for (const slackWebhookUrl of ['https://evil.example.com/hook', 'http://localhost:9/hook']) {
+      const response = await putTenant(uniqueName('insecure'), { slackWebhookUrl });
+      expect(response.statusCode, slackWebhookUrl).toBe(400);
+      expect(errorBody.parse(response.json()).error.details?.[0]?.field).toBe('slackWebhookUrl');
+    }
+    expect((await putTenant(uniqueName('insecure'), { slackWebhookUrl: `${slack.url}/hook/ok` })).statusCode).toBe(201);
+  });
+
+  it('accepts only IANA zone names both Node and PostgreSQL know, and refuses offsets with 400 naming timeZone', async () => {
+    // "+14:00" is UTC+14 to Node and UTC−14 to PostgreSQL; SystemV/EST5 is known to Node only.
+    for (const timeZone of ['+0530', '+14:00', '-03', 'UTC+3', 'SystemV/EST5', ' Europe/Berlin', 'Europe/Berlin\n']) {
+      const tenant = uniqueName('tz');
+      const response = await putTenant(tenant, { timeZone });
+      expect(response.statusCode, timeZone).toBe(400);
+      expect(errorBody.parse(response.json()).error.details, timeZone).toEqual([expect.objectContaining({ field: 'timeZone' })]);
+      expect((await app.inject({ method: 'GET', url: `/api/tenants/${tenant}`, headers: admin })).statusCode).toBe(404);
+    }
+    for (const offset of ['+0530', '+14:00', '-03:00']) expect(isValidTimeZone(offset), offset).toBe(false);
+    for (const timeZone of ['Europe/Berlin', 'America/New_York', 'US/Eastern', 'Etc/GMT+5', 'UTC']) {
+      const response = await putTenant(uniqueName('tz'), { timeZone });
+      expect(response.statusCode, timeZone).toBe(201);
+    }
+    expect((await app.inject({ method: 'GET', url: '/api/tenants?limit=500', headers: admin })).statusCode).toBe(200);
+  });
+
+  it('repairs a zone stored before the rule (an offset) to UTC when the migrator runs', async () => {
+    const { tenant } = await tenantWithHook('tzrepair', 1000);
+    await stack.runtime.db.query(`UPDATE tenants SET time_zone = '+0530' WHERE name = $1`, [tenant]);
+    expect((await app.inject({ method: 'GET', url: `/api/tenants/${tenant}`, headers: admin })).statusCode).toBe(500);
+    await migrate(stack.runtime.db);
+    const repaired = await app.inject({ method: 'GET', url: `/api/tenants/${tenant}`, headers: admin });
+    expect(repaired.statusCode).toBe(200);
+    expect(repaired.json().timeZone).toBe('UTC');
+    expect((await app.inject({ method: 'GET', url: '/api/tenants?limit=500', headers: admin })).statusCode).toBe(200);
+  });
+
+  it('takes the current period from the database clock, not the host clock, for quota changes and tenant views', async () => {
+    const { tenant, hook } = await tenantWithHook('clock', 1000);
+    await post({ tenant, feature: 'f', tokens: 900 });
+    await waitFor(() => slack.postsTo(hook).length === 1, { what: 'the 80% alert' });
+    const period = periodOf('UTC', Date.now());
+    // The host clock runs 40 days ahead of PostgreSQL's: another month by the host's reckoning.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 40 * 86_400_000);
+    try {
+      const lowered = await putTenant(tenant, { monthlyQuota: 850 });
+      expect(lowered.statusCode).toBe(200);
+      expect(lowered.json().usage).toMatchObject({ period: { start: period.start.toISOString() }, tokens: 900 });
+      const listed = await app.inject({ method: 'GET', url: `/api/tenants?q=${tenant}`, headers: admin });
+      expect(listed.json().tenants[0].usage.period.start).toBe(period.start.toISOString());
+    } finally {
+      vi.useRealTimers();
+    }
+    // Lowering the quota below usage fired 100% in the database's current period.
+    expect((await alertsOf(tenant)).map((alert) => [alert.threshold, alert.period])).toEqual([
+      [100, period.startDay.slice(0, 7)],
+      [80, period.startDay.slice(0, 7)],
+    ]);
+  });
+
   it('validates the tenant body and names each bad field', async () => {
     const response = await putTenant(uniqueName('bad'), { monthlyQuota: 0, thresholds: [0, 2000], timeZone: 'Mars/Olympus', extra: 1 });
     expect(response.statusCode).toBe(400);
@@ -207,14 +393,46 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
 
   it('creates one alert per threshold with two aggregator processes applying the traffic and one killed', async () => {
     const tenants = await Promise.all(Array.from({ length: 8 }, (_, i) => tenantWithHook(`dual${i}`, 10_000)));
-    const start = (id: string) =>
-      startAggregatorProcess(stack.env, id);
+    // Only the two processes apply traffic: the in-process aggregator would otherwise own partitions
+    // and could apply everything while the killed process held none.
+    await aggregator?.stop();
+    aggregator = undefined;
+    const owners = async (): Promise<Map<string, number>> => {
+      const rows = await stack.runtime.db.query<{ owner: string; partitions: number }>(
+        `SELECT owner, count(*)::int AS partitions FROM partition_checkpoints
+         WHERE owner IS NOT NULL AND lease_until > now() GROUP BY owner`,
+      );
+      return new Map(rows.map((row) => [row.owner, row.partitions]));
+    };
+    const start = (id: string) => startAggregatorProcess(stack.env, id);
     const [a, b] = await Promise.all([start('alert-a'), start('alert-b')]);
     processes.push(a!, b!);
+    await waitFor(async () => {
+      const held = await owners();
+      return held.get('alert-a')! > 0 && held.get('alert-b')! > 0 && held.size === 2;
+    }, { what: 'both processes, and only they, to own partitions' });
+    const appliedOnB = async (): Promise<bigint> => {
+      const [row] = await stack.runtime.db.query<{ applied: bigint }>(
+        `SELECT coalesce(sum(applied_events), 0)::bigint AS applied FROM partition_checkpoints WHERE owner = 'alert-b'`,
+      );
+      return row!.applied;
+    };
+    // Earlier tests' traffic is in these counters too: b's own share is what grows from here.
+    const before = await appliedOnB();
+    let appliedByB = 0n;
     for (let round = 0; round < 12; round++) {
       await post(tenants.map(({ tenant }) => ({ tenant, feature: 'f', tokens: 1000 })));
-      if (round === 5) await b!.kill('SIGKILL');
+      if (round === 5) {
+        // The kill matters: b owns partitions and has applied traffic from them when it dies.
+        appliedByB = await waitFor(async () => {
+          const applied = (await appliedOnB()) - before;
+          return applied > 0n ? applied : undefined;
+        }, { what: 'the process to be killed to have applied events' });
+        expect((await owners()).get('alert-b')).toBeGreaterThan(0);
+        await b!.kill('SIGKILL');
+      }
     }
+    expect(appliedByB).toBeGreaterThan(0n);
     await waitFor(async () => {
       for (const { tenant } of tenants) if (!(await usageIs(tenant, 12_000n))) return false;
       return true;
@@ -226,6 +444,8 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     );
     expect(rows).toHaveLength(tenants.length * 2);
     expect(rows.every((row) => row.count === 1)).toBe(true);
+    // b's partitions were taken over by a once b's lease ran out.
+    expect(await owners()).toEqual(new Map([['alert-a', 4]]));
     await waitFor(() => tenants.every(({ hook }) => slack.postsTo(hook).length >= 2), { what: 'every alert delivered' });
   });
 });

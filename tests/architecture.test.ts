@@ -55,4 +55,12 @@ describe('architecture', () => {
     const outside = edges.filter(({ from, to }) => from.startsWith('shared/') && !to.startsWith('shared/') && to !== 'package.json');
     expect(outside).toEqual([]);
   });
+
+  it('gives every HTTP function folder the same files with the same meaning', () => {
+    // schema (zod), routes (specs), app (registration), handler (Lambda), server (listen), and its test.
+    for (const name of ['ingest', 'usage', 'health', 'tenants']) {
+      const files = readdirSync(join(ROOT, 'functions', name)).sort();
+      expect(files, name).toEqual(['app.ts', 'handler.ts', `${name}.test.ts`, 'routes.ts', 'schema.ts', 'server.ts'].sort());
+    }
+  });
 });

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest'
 import type { IngestResponse } from '../functions/ingest/schema.ts';
 import { createApiKey } from '../shared/domain/keys.ts';
 import type { UsageResponse } from '../functions/usage/schema.ts';
-import { parseJson } from '../shared/client/http.ts';
+import { parseJson } from '../packages/client/src/http.ts';
 import {
   createMeter,
   type IngestResult,
@@ -17,7 +17,7 @@ import {
   tokensFromOpenAI,
   tokensFromUsage,
   type UsageReport,
-} from '../shared/client/index.ts';
+} from '../packages/client/src/index.ts';
 import { loadConfig } from '../shared/platform/config.ts';
 import type { UsageEvent } from '../shared/domain/events.ts';
 import { createRuntime, type Runtime } from '../shared/runtime/runtime.ts';

@@ -10,14 +10,24 @@ const run = promisify(execFile);
  * A Lambda cold start: a fresh Node process imports the handler module (the init phase) and is
  * invoked once at once, with an API Gateway v2 event, as AWS does with the first request.
  */
-async function coldInvoke(fn: string, method: string, path: string, env: Record<string, string>, body?: unknown): Promise<{ statusCode: number; body: string }> {
+async function coldInvoke(
+  fn: string,
+  method: string,
+  path: string,
+  env: Record<string, string>,
+  body?: unknown,
+): Promise<{ statusCode: number; body: string }> {
   const event = {
     version: '2.0',
     routeKey: '$default',
     rawPath: path,
     rawQueryString: '',
     headers: { host: 'lambda.example.com', 'content-type': 'application/json', authorization: `Bearer ${env.ADMIN_TOKEN}` },
-    requestContext: { http: { method, path, protocol: 'HTTP/1.1', sourceIp: '192.0.2.1', userAgent: 'test' }, requestId: 'cold', stage: '$default' },
+    requestContext: {
+      http: { method, path, protocol: 'HTTP/1.1', sourceIp: '192.0.2.1', userAgent: 'test' },
+      requestId: 'cold',
+      stage: '$default',
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
     isBase64Encoded: false,
   };

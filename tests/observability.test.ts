@@ -133,6 +133,7 @@ describe.skipIf(!servicesAvailable)('metrics and logs of the real function proce
           // Debug: the per-request lines must carry no secret either.
           LOG_LEVEL: 'debug',
           WEBHOOK_ALLOW_INSECURE: 'true',
+          WEBHOOK_ALLOWED_HOSTS: '127.0.0.1',
           ALERT_RETRY_BASE: '100ms',
         };
         processes[name] = await startProcess(entry, env, {

@@ -2,11 +2,16 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FastifyInstance } from 'fastify';
 import { registerAllFunctions } from '../functions/api.ts';
+import { registerHealth } from '../functions/health/app.ts';
+import { registerIngest } from '../functions/ingest/app.ts';
+import { registerTenants } from '../functions/tenants/app.ts';
+import { registerUsage } from '../functions/usage/app.ts';
 import { loadConfig } from '../shared/platform/config.ts';
 import { createHttpApp } from '../shared/platform/http/app.ts';
 import { buildOpenApiDocument, openApiPath } from '../functions/openapi.ts';
-import { FUNCTION_ROUTES } from '../functions/routes.ts';
+import { FUNCTION_ROUTES, type HttpFunction } from '../functions/routes.ts';
 import { createRuntime, type Runtime } from '../shared/runtime/runtime.ts';
 
 type Json = Record<string, any>;
@@ -14,7 +19,6 @@ type Json = Record<string, any>;
 const document = buildOpenApiDocument() as Json;
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 const JSON_SCHEMA_TYPES = new Set(['string', 'number', 'integer', 'boolean', 'object', 'array', 'null']);
-/** Served by the lead's meta route, which is not in the function route table. */
 
 const operations = (): { key: string; path: string; method: string; operation: Json }[] =>
   Object.entries(document.paths as Json).flatMap(([path, item]) =>
@@ -159,17 +163,39 @@ describe('OpenAPI document against the functions', () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
-  it('documents every route the HTTP functions register', async () => {
+  const REGISTER: Record<HttpFunction, (app: FastifyInstance, runtime: Runtime) => void> = {
+    ingest: registerIngest,
+    usage: registerUsage,
+    health: registerHealth,
+    tenants: registerTenants,
+  };
+
+  /** What one function registers on a fresh app: `METHOD /path` with the onRequest hook it got. */
+  async function served(register: (app: FastifyInstance, runtime: Runtime) => void): Promise<Map<string, unknown>> {
     const app = createHttpApp(runtime.logger);
-    const served: string[] = [];
+    const routes = new Map<string, unknown>();
     app.addHook('onRoute', (route) => {
-      for (const method of [route.method].flat()) if (method !== 'HEAD') served.push(`${method} ${openApiPath(route.url)}`);
+      for (const method of [route.method].flat()) if (method !== 'HEAD') routes.set(`${method} ${route.url}`, route.onRequest);
     });
-    registerAllFunctions(app, runtime);
+    register(app, runtime);
     await app.ready();
     await app.close();
+    return routes;
+  }
+
+  it('registers, per function, exactly the routes of its specs in the route table, each behind the hook its auth names', async () => {
+    const hooks = { none: undefined, key: runtime.auth.requireKey, admin: runtime.auth.requireAdmin };
+    for (const [fn, register] of Object.entries(REGISTER) as [HttpFunction, typeof registerIngest][]) {
+      const routes = await served(register);
+      const specs = FUNCTION_ROUTES[fn];
+      expect([...routes.keys()].sort(), fn).toEqual(specs.map((spec) => `${spec.method} ${spec.path}`).sort());
+      for (const spec of specs) expect(routes.get(`${spec.method} ${spec.path}`), `${spec.method} ${spec.path}`).toBe(hooks[spec.auth]);
+    }
+  });
+
+  it('documents every route the HTTP functions register, and npm start registers them all', async () => {
+    const routes = [...(await served(registerAllFunctions)).keys()].map((route) => openApiPath(route));
     const documented = operations().map(({ key }) => key);
-    expect(served.length).toBeGreaterThan(0);
-    expect(served.filter((route) => !documented.includes(route))).toEqual([]);
+    expect(routes.sort()).toEqual(documented.sort());
   });
 });

@@ -1,16 +1,15 @@
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey } from '../shared/domain/keys.ts';
 import { hashSecret } from '../shared/domain/auth.ts';
 import { loadConfig } from '../shared/platform/config.ts';
 import { errorBody } from '../shared/platform/http/errors.ts';
+import { buildOpenApiDocument } from '../functions/openapi.ts';
 import { FUNCTION_ROUTES } from '../functions/routes.ts';
 import { createRuntime } from '../shared/runtime/runtime.ts';
 import { checkWebhookUrl, postWebhook, webhookUrlProblem } from '../shared/domain/webhooks.ts';
-import { freePort, ROOT } from './helpers/processes.ts';
+import { freePort } from './helpers/processes.ts';
 import { ADMIN_TOKEN, buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from './helpers/services.ts';
 
@@ -34,8 +33,17 @@ describe.skipIf(!servicesAvailable)('security', () => {
   let scopedKey: string;
   const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
   const json = { 'content-type': 'application/json' };
+  // Each request from an address of its own: these tests send many refused credentials on purpose,
+  // which from one address would soon be throttled (429) before they are checked.
+  let clients = 0;
   const send = (method: string, url: string, headers: Record<string, string> = {}, payload?: unknown) =>
-    app.inject({ method: method as 'GET', url, headers: payload === undefined ? headers : { ...json, ...headers }, ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }) });
+    app.inject({
+      method: method as 'GET',
+      url,
+      headers: payload === undefined ? headers : { ...json, ...headers },
+      remoteAddress: `10.${(++clients >> 16) & 255}.${(clients >> 8) & 255}.${clients & 255}`,
+      ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }),
+    });
   const bodyFor = (method: string) => (method === 'POST' || method === 'PUT' ? { tenant: 'acme', feature: 'f', tokens: 1, name: 'n' } : undefined);
 
   beforeAll(async () => {
@@ -92,18 +100,26 @@ describe.skipIf(!servicesAvailable)('security', () => {
     }
   });
 
-  it('compares credentials in constant time: SHA-256 digests, timingSafeEqual for the admin token, a hash-map lookup for keys', () => {
-    // A statistical timing test would be flaky on a shared 2-core machine; the structure is what
-    // makes comparison time independent of how much of a guess matches, so that is what is checked.
-    const source = readFileSync(join(ROOT, 'shared', 'auth.ts'), 'utf8');
-    const authenticate = source.slice(source.indexOf('authenticate(request'), source.indexOf('readonly requireKey'));
-    expect(authenticate).toMatch(/createHash\('sha256'\)\.update\(match\[1\]!?\)\.digest\(\)/);
-    expect(authenticate).toMatch(/this\.isAdminDigest\(digest\)/);
-    expect(authenticate).toMatch(/this\.keys\.findByHash\(digest\.toString\('hex'\)\)/);
-    expect(source).toMatch(/timingSafeEqual\(digest, this\.adminHash\)/);
-    // No secret is ever compared as a string.
-    expect(authenticate).not.toMatch(/===|!==|startsWith|localeCompare/);
-    // Keys are stored and looked up only as hashes: the stored value is the SHA-256 of the secret.
+  it('accepts the admin token only exactly, refuses every near miss with 401 (never an error), and looks keys up by their SHA-256', async () => {
+    // Comparing digests, not the strings, is what makes the time independent of how much of a guess
+    // matches; it also means guesses of any length are compared without throwing (timingSafeEqual on
+    // raw strings of different lengths throws, which would surface as a 500).
+    const nearMisses = [
+      ADMIN_TOKEN.slice(0, -1),
+      `${ADMIN_TOKEN}x`,
+      `${ADMIN_TOKEN.slice(0, -1)}${ADMIN_TOKEN.at(-1) === 'x' ? 'y' : 'x'}`,
+      ADMIN_TOKEN.toUpperCase(),
+      ADMIN_TOKEN.slice(0, 1),
+      'x'.repeat(512),
+      `${ADMIN_TOKEN.slice(0, 8)}${'0'.repeat(ADMIN_TOKEN.length - 8)}`,
+    ];
+    expect(stack.runtime.auth.authenticate({ headers: { authorization: `Bearer ${ADMIN_TOKEN}` } } as never)).toEqual({ kind: 'admin' });
+    for (const guess of nearMisses) {
+      expect(() => stack.runtime.auth.authenticate({ headers: { authorization: `Bearer ${guess}` } } as never), guess).toThrow(/invalid or revoked|must be/);
+      const response = await app.inject({ method: 'GET', url: '/api/tenants', headers: { authorization: `Bearer ${guess}` }, remoteAddress: `10.9.${nearMisses.indexOf(guess)}.1` });
+      expect(response.statusCode, guess).toBe(401);
+    }
+    // Keys are stored and looked up only as hashes: the lookup gets the SHA-256 of the secret, never the secret.
     const seen: string[] = [];
     const original = stack.runtime.keys.findByHash.bind(stack.runtime.keys);
     stack.runtime.keys.findByHash = (hash: string) => {
@@ -114,6 +130,9 @@ describe.skipIf(!servicesAvailable)('security', () => {
       const guess = `fm_${'g'.repeat(32)}`;
       expect(() => stack.runtime.auth.authenticate({ headers: { authorization: `Bearer ${guess}` } } as never)).toThrow();
       expect(seen).toEqual([hashSecret(guess)]);
+      const [stored] = await stack.runtime.db.query<{ key_hash: string }>('SELECT key_hash FROM api_keys WHERE key_hash = $1', [hashSecret(scopedKey)]);
+      expect(stored?.key_hash).toBe(hashSecret(scopedKey));
+      expect((await stack.runtime.db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 OR key_prefix = $1 OR name = $1', [scopedKey])).length).toBe(0);
     } finally {
       stack.runtime.keys.findByHash = original;
     }
@@ -173,6 +192,14 @@ describe.skipIf(!servicesAvailable)('security', () => {
       'https://0.0.0.0/hook',
       'https://[fd00::1]/hook',
       'https://[fe80::1]/hook',
+      // IPv6 forms that carry an IPv4 address: judged by that address.
+      'https://[::7f00:1]/hook',
+      'https://[::a9fe:a9fe]/latest',
+      'https://[::ffff:0:a00:1]/hook',
+      'https://[64:ff9b::7f00:1]:18443/x',
+      'https://[64:ff9b::a9fe:a9fe]/latest',
+      'https://[2002:7f00:1::1]/hook',
+      'https://[2002:c0a8:1::]/hook',
       'http://hooks.slack.com/services/x',
       'https://hooks.slack.com.evil.example/services/x',
       'https://hooks.slack.com@evil.example/services/x',
@@ -184,6 +211,13 @@ describe.skipIf(!servicesAvailable)('security', () => {
       expect(webhookUrlProblem(url, strict), url).toBeDefined();
     }
     expect(webhookUrlProblem('https://hooks.slack.com/services/T0/B0/x', strict)).toBeUndefined();
+    // The same forms around a public IPv4 address stay usable (NAT64 and 6to4 reach the internet).
+    const embedding = { allowedHosts: ['64:ff9b::808:808', '2002:808:808::1', '64:ff9b::7f00:1', '2002:7f00:1::1', '::7f00:1'], allowInsecure: false };
+    expect(webhookUrlProblem('https://[64:ff9b::808:808]/x', embedding)).toBeUndefined();
+    expect(webhookUrlProblem('https://[2002:808:808::1]/x', embedding)).toBeUndefined();
+    for (const url of ['https://[64:ff9b::7f00:1]:18443/x', 'https://[2002:7f00:1::1]/x', 'https://[::7f00:1]/x']) {
+      expect(webhookUrlProblem(url, embedding), url).toMatch(/loopback, private or link-local/);
+    }
     // A host name on the list that resolves to loopback is refused when saved and when posted to.
     expect(await checkWebhookUrl('https://localhost/hook', strict)).toMatch(/loopback|private|link-local/);
     let reached = 0;
@@ -239,6 +273,61 @@ describe.skipIf(!servicesAvailable)('security', () => {
       expect(body).not.toContain('postgres://');
       expect(body).not.toMatch(/\n\s+at |\.ts:\d+|node_modules/);
     }
+  });
+
+  it('answers 400 naming the field for series bounds outside 2000 to 2100, and 200 inside', async () => {
+    const series = (query: string) => send('GET', `/api/usage/acme/series?${query}`, admin);
+    for (const [query, field] of [
+      ['granularity=day&from=0000-01-01T00:00:00Z&to=0000-12-01T00:00:00Z', 'from'],
+      ['granularity=hour&to=9999-12-31T23:00:00Z', 'to'],
+      ['granularity=day&from=1999-12-31T23:59:59Z', 'from'],
+      ['granularity=day&from=2099-12-01T00:00:00Z&to=2100-01-01T00:00:00Z', 'to'],
+    ] as const) {
+      const response = await series(query);
+      expect(response.statusCode, query).toBe(400);
+      expect(errorBody.parse(response.json()).error.details?.map((d) => d.field), query).toContain(field);
+    }
+    expect((await series('granularity=day&from=2026-01-01T00:00:00Z&to=2026-01-31T00:00:00Z')).statusCode).toBe(200);
+  });
+
+  it('answers only statuses the OpenAPI document lists: a 10 KB path is a 400 naming the field, oversized headers a 431 in the error shape', async () => {
+    const document = buildOpenApiDocument() as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+    for (const [path, operations] of Object.entries(document.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        for (const status of ['408', '431']) expect(Object.keys(operation.responses), `${method} ${path}`).toContain(status);
+      }
+    }
+    const longPath = await send('GET', `/api/usage/${'a'.repeat(10 * 1024)}`, admin);
+    expect(longPath.statusCode).toBe(400);
+    expect(errorBody.parse(longPath.json()).error.details?.[0]?.field).toBe('tenant');
+    expect(Object.keys(document.paths['/api/usage/{tenant}']!.get!.responses)).toContain('400');
+    // The HTTP parser's own refusals come in the error shape too (a real socket: inject has no parser).
+    const server = buildApi(stack.runtime);
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const address = server.server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      const response = await fetch(`http://127.0.0.1:${port}/api/usage/acme`, { headers: { ...admin, 'x-padding': 'p'.repeat(20 * 1024) } });
+      expect(response.status).toBe(431);
+      expect(errorBody.parse(await response.json()).error.code).toBe('headers_too_large');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('keeps a short X-Request-Id of safe characters and replaces any other with its own', async () => {
+    const idOf = async (requestId: string): Promise<string | undefined> => {
+      const response = await app.inject({ method: 'GET', url: '/api/usage/acme', headers: { 'x-request-id': requestId } });
+      expect(response.statusCode).toBe(401);
+      return errorBody.parse(response.json()).error.requestId;
+    };
+    expect(await idOf('trace-42:abc.DEF_9')).toBe('trace-42:abc.DEF_9');
+    for (const hostile of ['x'.repeat(8 * 1024), 'a'.repeat(65), '<script>alert(1)</script>', 'id with spaces', 'line\u2028break', '"quoted"', '\u00e9t\u00e9']) {
+      const id = await idOf(hostile);
+      expect(id, hostile.slice(0, 20)).toMatch(/^[A-Za-z0-9._:-]{1,64}$/);
+      expect(id).not.toBe(hostile);
+    }
+    expect(await idOf('<bad>')).not.toBe(await idOf('<bad>'));
   });
 
   it('sends no x-powered-by and a JSON content-type on every API response, errors included', async () => {

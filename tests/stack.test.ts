@@ -146,7 +146,10 @@ describe('stacks/app.yml', () => {
           .filter((router) => router.match(request))
           .map((router) => router.name);
         // The site's catch-all matches everything but has the lowest priority.
-        expect(matching.filter((name) => !name.startsWith('site/')), `${route.method} ${route.path}`).toEqual([`${fn}/${routerName(fn)}`]);
+        expect(
+          matching.filter((name) => !name.startsWith('site/')),
+          `${route.method} ${route.path}`,
+        ).toEqual([`${fn}/${routerName(fn)}`]);
         expect(routeRequest(compiled, request), `${route.method} ${route.path}`).toBe(fn);
         expect(routeRequest(compiled, { ...request, path: `${request.path}/` }), `${route.method} ${route.path}/`).toBe(fn);
       }
@@ -158,13 +161,27 @@ describe('stacks/app.yml', () => {
     for (const [fn, routes] of Object.entries(FUNCTION_ROUTES)) {
       for (const route of routes) owner.set(`${route.method} ${samplePath(route.path)}`, fn);
     }
-    const paths = new Set([...Object.values(FUNCTION_ROUTES).flat().map((route) => samplePath(route.path)), '/', '/dashboard', '/api', '/api/unknown', '/api/events/extra', '/api/usage', '/api/usage/acme-1/series/extra']);
+    const paths = new Set([
+      ...Object.values(FUNCTION_ROUTES)
+        .flat()
+        .map((route) => samplePath(route.path)),
+      '/',
+      '/dashboard',
+      '/api',
+      '/api/unknown',
+      '/api/events/extra',
+      '/api/usage',
+      '/api/usage/acme-1/series/extra',
+    ]);
     for (const path of paths) {
       for (const method of METHODS) {
         const target = routeRequest(compiled, { method, path, host });
         expect(target, `${method} ${path}`).toBe(owner.get(`${method} ${path}`) ?? 'site');
         // Another host pointed at Traefik (Grafana's) reaches no FlagMeter router at all.
-        expect(routeRequest(compiled, { method, path, host: STACK_ENV.GRAFANA_DOMAIN }), `${method} ${path} on another host`).toBeUndefined();
+        expect(
+          routeRequest(compiled, { method, path, host: STACK_ENV.GRAFANA_DOMAIN }),
+          `${method} ${path} on another host`,
+        ).toBeUndefined();
       }
     }
   });
@@ -174,7 +191,11 @@ describe('stacks/app.yml', () => {
       expect(stack.services[router.service]?.deploy?.labels, router.service).toEqual(traefikLabels(router));
     }
     const routed = Object.keys(stack.services).filter((name) => stack.services[name]!.deploy?.labels?.['traefik.enable'] === 'true');
-    expect(routed.sort()).toEqual(stackRouters().map((router) => router.service).sort());
+    expect(routed.sort()).toEqual(
+      stackRouters()
+        .map((router) => router.service)
+        .sort(),
+    );
   });
 
   test('third-party images are parameters defaulting to tags their registries publish', () => {
@@ -229,7 +250,11 @@ describe('stacks/app.yml', () => {
 
   test('every service has a health check, limits, an update and rollback policy, and is placed by node label', () => {
     const placement = (name: string) =>
-      name === 'docker-api' ? 'node.role == manager' : ['postgres', 'valkey'].includes(name) ? 'node.labels.flagmeter.data == true' : 'node.labels.flagmeter.app == true';
+      name === 'docker-api'
+        ? 'node.role == manager'
+        : ['postgres', 'valkey'].includes(name)
+          ? 'node.labels.flagmeter.data == true'
+          : 'node.labels.flagmeter.app == true';
     for (const [name, service] of Object.entries(stack.services)) checkServiceHygiene(name, service, placement(name));
     for (const name of [...HTTP_FUNCTIONS, 'site', 'aggregator']) {
       expect(stack.services[name]!.deploy?.update_config?.order, name).toBe('start-first');
@@ -239,14 +264,23 @@ describe('stacks/app.yml', () => {
   test('secrets reach services only as Docker secrets through *_FILE variables', () => {
     for (const [name, service] of Object.entries(stack.services)) checkSecrets(name, service);
     for (const name of HTTP_FUNCTIONS) {
-      expect(stack.services[name]!.environment).toMatchObject({ ADMIN_TOKEN_FILE: '/run/secrets/admin_token', DATABASE_URL_FILE: '/run/secrets/database_url' });
+      expect(stack.services[name]!.environment).toMatchObject({
+        ADMIN_TOKEN_FILE: '/run/secrets/admin_token',
+        DATABASE_URL_FILE: '/run/secrets/database_url',
+      });
     }
-    expect(stack.services.aggregator!.environment).toMatchObject({ SLACK_WEBHOOK_URL_FILE: '/run/secrets/slack_webhook_url', METRICS_PORT: '9465' });
+    expect(stack.services.aggregator!.environment).toMatchObject({
+      SLACK_WEBHOOK_URL_FILE: '/run/secrets/slack_webhook_url',
+      METRICS_PORT: '9465',
+    });
     expect(stack.services.postgres!.environment).toMatchObject({ POSTGRES_PASSWORD_FILE: '/run/secrets/postgres_password' });
   });
 
   test('the site trusts the proxy in front: its login throttle keys on each client, not on Traefik', () => {
-    expect(stack.services.site!.environment).toMatchObject({ TRUST_PROXY: 'true', PUBLIC_URL: 'https://${DOMAIN:?set DOMAIN to the public host name}' });
+    expect(stack.services.site!.environment).toMatchObject({
+      TRUST_PROXY: 'true',
+      PUBLIC_URL: 'https://${DOMAIN:?set DOMAIN to the public host name}',
+    });
   });
 
   test('PostgreSQL, Valkey and Traefik carry the production settings', () => {
@@ -277,7 +311,13 @@ describe('stacks/lambda/template.yml', () => {
   // CloudFormation's short-form tags (!Ref, !Sub) read as plain values.
   const tags = ['Ref', 'Sub', 'GetAtt'].map((name) => ({ tag: `!${name}`, resolve: (value: string) => value }));
   const template = parse(readFileSync(join(ROOT, 'stacks/lambda/template.yml'), 'utf8'), { customTags: tags }) as {
-    Resources: Record<string, { Type: string; Properties: { CodeUri?: string; Events?: Record<string, { Type: string; Properties: { Method: string; Path: string } }> } }>;
+    Resources: Record<
+      string,
+      {
+        Type: string;
+        Properties: { CodeUri?: string; Events?: Record<string, { Type: string; Properties: { Method: string; Path: string } }> };
+      }
+    >;
   };
 
   test('one Lambda function per HTTP function, from its bundle, with exactly its routes from the route table', () => {
@@ -313,12 +353,16 @@ describe('stacks/observability.yml', () => {
     const deploy = readFileSync(join(ROOT, 'scripts/deploy'), 'utf8');
     for (const [, config] of configs) {
       const variable = /\$\{(CONFIG_HASH_[A-Z]+)/.exec(config.name!)![1]!;
-      expect(deploy, `scripts/deploy sets ${variable} from ${config.file}`).toMatch(new RegExp(`${variable}=\\$\\(config_hash ${config.file!.replace('./', 'stacks/')}\\)`));
+      expect(deploy, `scripts/deploy sets ${variable} from ${config.file}`).toMatch(
+        new RegExp(`${variable}=\\$\\(config_hash ${config.file!.replace('./', 'stacks/')}\\)`),
+      );
     }
   });
 
   test('Prometheus sends firing alerts to Alertmanager, which routes them to Slack', () => {
-    const prometheus = parse(readFileSync(join(ROOT, 'stacks/observability/prometheus.yml'), 'utf8')) as { alerting?: { alertmanagers: { static_configs: { targets: string[] }[] }[] } };
+    const prometheus = parse(readFileSync(join(ROOT, 'stacks/observability/prometheus.yml'), 'utf8')) as {
+      alerting?: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
+    };
     expect(prometheus.alerting?.alertmanagers[0]?.static_configs[0]?.targets).toEqual(['alertmanager:9093']);
     const alertmanager = parse(readFileSync(join(ROOT, 'stacks/observability/alertmanager.yml'), 'utf8')) as {
       route: { receiver: string };
@@ -364,7 +408,14 @@ describe.skipIf(!servicesAvailable)('npm run stack:local', () => {
       cwd: ROOT,
       command: 'npm',
       group: true,
-      env: { DATABASE_URL: database.url, VALKEY_URL, VALKEY_PREFIX: keySpace.prefix, ADMIN_TOKEN: adminToken, PORT: String(port), LOG_LEVEL: 'info' },
+      env: {
+        DATABASE_URL: database.url,
+        VALKEY_URL,
+        VALKEY_PREFIX: keySpace.prefix,
+        ADMIN_TOKEN: adminToken,
+        PORT: String(port),
+        LOG_LEVEL: 'info',
+      },
     });
     await waitFor(
       () => {
@@ -399,7 +450,10 @@ describe.skipIf(!servicesAvailable)('npm run stack:local', () => {
   }, 60_000);
 
   test('ingest, aggregation and usage work through the router with each function in its own process', async () => {
-    const ready = events().find((line) => line.msg === 'ready') as { pid: number; functions: Record<string, { pid: number; port: number | null }> };
+    const ready = events().find((line) => line.msg === 'ready') as {
+      pid: number;
+      functions: Record<string, { pid: number; port: number | null }>;
+    };
     const pids = [...HTTP_FUNCTIONS, 'aggregator'].map((fn) => ready.functions[fn]?.pid);
     expect(pids.every((pid) => typeof pid === 'number')).toBe(true);
     expect(new Set([...pids, ready.pid, stack.child.pid]).size).toBe(pids.length + 2);
@@ -455,7 +509,12 @@ describe.skipIf(!servicesAvailable)('npm run stack:local', () => {
     const worker = async () => {
       while (next < requests) {
         const index = next++;
-        const body = Array.from({ length: perRequest }, (_, n) => ({ tenant, feature: 'gpt-4o', tokens: (index % 7) + 1, id: `r${index}-${n}` }));
+        const body = Array.from({ length: perRequest }, (_, n) => ({
+          tenant,
+          feature: 'gpt-4o',
+          tokens: (index % 7) + 1,
+          id: `r${index}-${n}`,
+        }));
         for (;;) {
           const status = await post(body).then(
             (response) => response.status,
@@ -480,7 +539,10 @@ describe.skipIf(!servicesAvailable)('npm run stack:local', () => {
     expect(exit).toMatchObject({ function: 'ingest', code: 0 });
     expect(startedPid('ingest')).not.toBe(ingestPid);
     process.stdout.write(`ingest SIGTERM under load: ${refused} refused attempts retried\n`);
-    await waitFor(async () => (await usageTokens(tenant)) >= BigInt(expected), { timeoutMs: 30_000, what: 'every accepted event to be counted' });
+    await waitFor(async () => (await usageTokens(tenant)) >= BigInt(expected), {
+      timeoutMs: 30_000,
+      what: 'every accepted event to be counted',
+    });
     expect(await usageTokens(tenant)).toBe(BigInt(expected));
   }, 90_000);
 });

@@ -17,6 +17,8 @@ export interface DeliveryOptions {
   timeoutMs: number;
   pollMs?: number;
   maxInFlight?: number;
+  /** Deliveries to one host (and port) at once, so one slow host cannot take every slot. */
+  maxPerHost?: number;
   onOutcome?: (outcome: DeliveryOutcome, attempts: number) => void;
 }
 
@@ -34,6 +36,18 @@ interface ClaimedAlert {
 }
 
 const MAX_BACKOFF_MS = 10 * 60_000;
+// Due alerts looked at per claim: enough to reach past a slow host's backlog to other hosts' alerts.
+const CLAIM_SCAN = 500;
+
+/** The key deliveries are capped by: host and port of the URL (an unreadable URL is its own key). */
+function hostOf(url: string | null | undefined): string {
+  if (!url) return '';
+  try {
+    return new URL(url).host.toLowerCase();
+  } catch {
+    return url;
+  }
+}
 const number = (value: bigint): string => value.toLocaleString('en-US');
 
 /** The Slack message: blocks with tenant, percent, used/quota, period and a link to the tenant's page. */
@@ -67,6 +81,7 @@ export function slackMessage(alert: Pick<ClaimedAlert, 'tenant' | 'period_start'
  */
 export class AlertDelivery {
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly perHost = new Map<string, number>();
   private stopping = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -102,24 +117,56 @@ export class AlertDelivery {
     }
   }
 
+  /**
+   * Claims due alerts up to the free slots, oldest first, skipping those whose host already has
+   * `maxPerHost` deliveries open (they wait for the next poll), so a host that hangs every attempt
+   * until the deadline holds at most that many slots and every other tenant's alerts still go out.
+   */
   private async claimAndSend(): Promise<void> {
     const capacity = (this.options.maxInFlight ?? 16) - this.inFlight.size;
     if (capacity <= 0) return;
+    const maxPerHost = this.options.maxPerHost ?? Math.max(1, Math.floor((this.options.maxInFlight ?? 16) / 2));
     const claimMs = this.options.timeoutMs + 30_000;
-    const claimed = await this.options.db.query<ClaimedAlert>(
-      `UPDATE alerts a SET attempts = a.attempts + 1, next_attempt_at = now() + $2::int * interval '1 millisecond'
-       FROM tenants t
-       WHERE t.name = a.tenant AND a.id IN (
-         SELECT id FROM alerts WHERE status = 'pending' AND next_attempt_at <= now()
-         ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
-       RETURNING a.id, a.tenant, a.period_start, a.threshold, a.used_tokens, a.quota, a.attempts, a.created_at,
-                 t.slack_webhook_url AS webhook, t.time_zone`,
-      [capacity, claimMs],
-    );
+    const claimed = await this.options.db.transaction(async (tx) => {
+      const due = await tx.query<{ id: bigint; webhook: string | null }>(
+        `SELECT a.id, t.slack_webhook_url AS webhook FROM alerts a JOIN tenants t ON t.name = a.tenant
+         WHERE a.status = 'pending' AND a.next_attempt_at <= now()
+         ORDER BY a.next_attempt_at, a.id LIMIT $1 FOR UPDATE OF a SKIP LOCKED`,
+        [CLAIM_SCAN],
+      );
+      const taking = new Map<string, number>();
+      const ids: string[] = [];
+      for (const alert of due) {
+        if (ids.length >= capacity) break;
+        const host = hostOf(alert.webhook ?? this.options.globalWebhookUrl);
+        const open = (this.perHost.get(host) ?? 0) + (taking.get(host) ?? 0);
+        if (open >= maxPerHost) continue;
+        taking.set(host, (taking.get(host) ?? 0) + 1);
+        ids.push(alert.id.toString());
+      }
+      if (ids.length === 0) return [];
+      return tx.query<ClaimedAlert>(
+        `UPDATE alerts a SET attempts = a.attempts + 1, next_attempt_at = now() + $2::int * interval '1 millisecond'
+         FROM tenants t
+         WHERE t.name = a.tenant AND a.id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))
+         RETURNING a.id, a.tenant, a.period_start, a.threshold, a.used_tokens, a.quota, a.attempts, a.created_at,
+                   t.slack_webhook_url AS webhook, t.time_zone`,
+        [JSON.stringify(ids), claimMs],
+      );
+    });
     for (const alert of claimed) {
+      const host = hostOf(alert.webhook ?? this.options.globalWebhookUrl);
+      this.perHost.set(host, (this.perHost.get(host) ?? 0) + 1);
       const sending: Promise<void> = this.send(alert)
         .catch((error: Error) => this.options.logger.error({ err: error.message, alert: alert.id.toString() }, 'alert delivery bookkeeping failed'))
-        .finally(() => this.inFlight.delete(sending));
+        .finally(() => {
+          this.inFlight.delete(sending);
+          const left = (this.perHost.get(host) ?? 1) - 1;
+          if (left > 0) this.perHost.set(host, left);
+          else this.perHost.delete(host);
+          // A slot is free: alerts held back by the per-host cap need not wait for the next poll.
+          this.notify();
+        });
       this.inFlight.add(sending);
     }
   }

@@ -92,7 +92,7 @@ async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bi
 }
 
 /** Upserts the rollups; returns each touched period's new total. */
-async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<{ tenant: string; period_start: string; tokens: bigint }[]> {
+async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<{ tenant: string; period_start: string; tokens: bigint; now: Date }[]> {
   return tx.query(
     `WITH hourly AS (
        INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
@@ -115,7 +115,7 @@ async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<{ tenant:
      FROM jsonb_to_recordset($4::jsonb) AS x(tenant text, period_start date, tokens bigint, events bigint, last_event_at timestamptz)
      ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
        last_event_at = greatest(u.last_event_at, excluded.last_event_at)
-     RETURNING tenant, period_start, tokens`,
+     RETURNING tenant, period_start, tokens, now() AS now`,
     [
       stringifyExact(rollups.hourly),
       stringifyExact(rollups.daily),
@@ -137,7 +137,6 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
   const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
   if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertThresholds: [] };
   const grouped = groupByQuarterHour(entries);
-  const now = Date.now();
   const { events, alertThresholds } = await deps.db.transaction(async (tx) => {
     // The stream is trimmed after this commit, so the commit must be on disk even where the server
     // runs synchronous_commit=off for throughput.
@@ -146,10 +145,11 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     const settings = await tenantSettings(tx, grouped.tenants, deps.defaultQuota);
     const rollups = rollUp(grouped, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
     const totals = await upsertRollups(tx, rollups);
-    // Only the current period alerts: late events counted into a past period never do.
+    // Only the current period alerts: late events counted into a past period never do. "Current" by
+    // the database clock, the one the usage and tenants reads use too.
     const current = totals.flatMap((total) => {
       const tenant = settings.get(total.tenant);
-      if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, now)) return [];
+      if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, new Date(total.now).getTime())) return [];
       return [{ tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds }];
     });
     return { events: rollups.events, alertThresholds: await createCrossingAlerts(tx, current) };

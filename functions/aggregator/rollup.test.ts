@@ -1,9 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { addExact, preAggregate } from './rollup.ts';
+import { addExact, groupByQuarterHour, type Rollups, rollUp } from './rollup.ts';
 
 const entry = (events: { tenant: string; feature: string; tokens: number; timestamp: number }[]) => ({ id: '1-0', events, receivedAt: 0 });
 
-describe('preAggregate', () => {
+/** What the aggregator does with a batch: quarter-hour groups, then the four rollups. */
+const preAggregate = (entries: Parameters<typeof groupByQuarterHour>[0], timeZoneOf: (tenant: string) => string): Rollups =>
+  rollUp(groupByQuarterHour(entries), timeZoneOf);
+
+describe('groupByQuarterHour and rollUp', () => {
   it('sums a batch into hourly, daily, per-feature period and period rows', () => {
     const t = Date.parse('2026-05-10T10:05:00Z');
     const rollups = preAggregate(

@@ -74,11 +74,6 @@ export function groupByQuarterHour(entries: readonly QueueEntry[]): QuarterHourG
   return { groups: [...groups.values()], tenants: [...tenants].sort(), events };
 }
 
-/** Pre-aggregates a batch into the four rollups, so one upsert row carries many events. */
-export function preAggregate(entries: readonly QueueEntry[], timeZoneOf: (tenant: string) => string): Rollups {
-  return rollUp(groupByQuarterHour(entries), timeZoneOf);
-}
-
 /** Turns quarter-hour groups into hourly, daily, per-feature period and period rows. */
 export function rollUp({ groups, events }: QuarterHourGroups, timeZoneOf: (tenant: string) => string): Rollups {
   const hourly = new Map<string, HourlyRow>();

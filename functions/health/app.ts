@@ -4,6 +4,8 @@ import { createHttpApp } from '../../shared/platform/http/app.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import { buildOpenApiDocument } from '../openapi.ts';
 import type { EventQueue } from '../../shared/platform/queue/types.ts';
+import { registerRoute } from '../route-spec.ts';
+import { getHealth, getOpenApiDocument } from './routes.ts';
 import type { HealthResponse } from './schema.ts';
 
 export interface HealthDeps {
@@ -13,7 +15,7 @@ export interface HealthDeps {
 
 const CHECK_TIMEOUT_MS = 1_000;
 
-async function timed(probe: () => Promise<unknown>): Promise<HealthResponse['checks']['postgres']> {
+async function timed(probe: () => Promise<unknown>): Promise<{ ok: boolean; latencyMs: number; error?: string }> {
   const started = performance.now();
   try {
     await Promise.race([
@@ -29,15 +31,20 @@ async function timed(probe: () => Promise<unknown>): Promise<HealthResponse['che
 }
 
 export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
-  // The API description is open like health: it holds no data, and clients generate from it.
   const openApi = buildOpenApiDocument();
-  app.get('/api/openapi.json', async () => openApi);
+  registerRoute(app, getOpenApiDocument, {}, async () => openApi);
 
-  app.get('/api/health', async (_request, reply): Promise<HealthResponse> => {
-    const [postgres, valkey] = await Promise.all([timed(() => deps.db.query('SELECT 1')), timed(() => deps.queue.ping())]);
-    const ok = postgres.ok && valkey.ok;
+  registerRoute(app, getHealth, {}, async (_input, _request, reply): Promise<HealthResponse> => {
+    const [postgres, queue] = await Promise.all([timed(() => deps.db.query('SELECT 1')), timed(() => deps.queue.ping())]);
+    const ok = postgres.ok && queue.ok;
     reply.code(ok ? 200 : 503);
-    return { status: ok ? 'ok' : 'degraded', checks: { postgres, valkey } };
+    // Report what is in use: under npm start that may be PGlite and the in-process queue, not Valkey.
+    const checks: HealthResponse['checks'] = {
+      postgres: { ...postgres, kind: deps.db.kind },
+      queue: { ...queue, kind: deps.queue.kind === 'valkey' ? 'valkey' : 'in-process' },
+    };
+    if (deps.queue.kind === 'valkey') checks.valkey = queue;
+    return { status: ok ? 'ok' : 'degraded', checks };
   });
 }
 

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type Authenticator, authoriseTenant } from '../../shared/domain/auth.ts';
 import { MAX_BATCH_EVENTS, parseEventFast, timestampProblem, usageEvent } from '../../shared/domain/events.ts';
 import { createHttpApp } from '../../shared/platform/http/app.ts';
-import { ApiError, type ErrorDetail, zodDetails } from '../../shared/platform/http/errors.ts';
+import { ApiError, type ErrorDetail, apiErrorOf, sendError, zodDetails } from '../../shared/platform/http/errors.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import { type EventQueue, QueueFullError, type QueuedEvent, QueueUnavailableError } from '../../shared/platform/queue/types.ts';
 import { ingestMetrics } from '../../shared/platform/telemetry/metrics.ts';
+import { registerRoute } from '../route-spec.ts';
+import { ingestEvents } from './routes.ts';
 import type { IngestResponse } from './schema.ts';
 
 export interface IngestDeps {
@@ -76,19 +78,16 @@ async function enqueue(queue: EventQueue, events: QueuedEvent[], receivedAt: num
   }
 }
 
-// Error bodies are `{"error":{"code":"<code>",...`: the code a client saw is the rejection reason.
-const ERROR_PREFIX = '{"error":{"code":"';
-
 export function registerIngest(app: FastifyInstance, deps: IngestDeps): void {
   const metrics = ingestMetrics();
-  // onSend sees every answer of this route, auth and body-parser errors included.
-  const countRejection = (_request: unknown, reply: { statusCode: number }, payload: unknown, done: (error: null, payload: unknown) => void) => {
-    if (reply.statusCode >= 400 && typeof payload === 'string' && payload.startsWith(ERROR_PREFIX)) {
-      metrics.rejected(payload.slice(ERROR_PREFIX.length, payload.indexOf('"', ERROR_PREFIX.length)));
-    }
-    done(null, payload);
+  // The route's own error handler sees every rejection of this route, auth and body-parser errors
+  // included, and counts it by the code the client gets.
+  const errorHandler = (error: Error, request: FastifyRequest, reply: FastifyReply) => {
+    const apiError = apiErrorOf(error, request);
+    metrics.rejected(apiError.code);
+    return sendError(reply, request, apiError);
   };
-  app.post('/api/events', { onRequest: deps.auth.requireKey, onSend: countRejection }, async (request, reply): Promise<IngestResponse> => {
+  registerRoute(app, ingestEvents, { auth: deps.auth, options: { errorHandler } }, async (_input, request, reply): Promise<IngestResponse> => {
     const receivedAt = Date.now();
     const events = validateBatch(eventsOf(request.body), receivedAt);
     for (const event of events) authoriseTenant(request.principal, event.tenant);

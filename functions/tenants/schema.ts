@@ -1,8 +1,12 @@
 import { z } from 'zod';
 import { tenantName } from '../../shared/domain/events.ts';
 
+import { apiKeyView } from '../../shared/domain/keys.ts';
+
 export { apiKeyView, createdKeyResponse, createKeyBody, keyIdParams } from '../../shared/domain/keys.ts';
 export { putTenantBody } from '../../shared/domain/tenant-settings.ts';
+
+export const apiKeyListResponse = z.object({ keys: z.array(apiKeyView) });
 
 export const tenantParams = z.object({ tenant: tenantName });
 

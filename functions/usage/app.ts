@@ -4,11 +4,12 @@ import type { Config } from '../../shared/platform/config.ts';
 import type { Db } from '../../shared/platform/db.ts';
 import { createHttpApp } from '../../shared/platform/http/app.ts';
 import { ApiError } from '../../shared/platform/http/errors.ts';
-import { parseRequest } from '../../shared/platform/http/validate.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import { type CachedUsage, type TenantUsage, UsageCache, percentOf, readSeries } from '../../shared/domain/usage.ts';
 import { stringifyExact } from '../../shared/platform/http/json.ts';
-import { type SeriesResponse, type UsageResponse, seriesQuery, usageParams } from './schema.ts';
+import { registerRoute } from '../route-spec.ts';
+import { getUsage, getUsageSeries } from './routes.ts';
+import type { SeriesResponse, UsageResponse } from './schema.ts';
 
 export interface UsageDeps {
   auth: Authenticator;
@@ -40,8 +41,7 @@ export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
     return cached as CachedUsage & { usage: TenantUsage };
   };
 
-  app.get('/api/usage/:tenant', { onRequest: deps.auth.requireKey }, async (request, reply) => {
-    const { tenant } = parseRequest(usageParams, request.params, 'path');
+  registerRoute(app, getUsage, deps, async ({ params: { tenant } }, request, reply) => {
     authoriseTenant(request.principal, tenant);
     const cached = await loadTenant(tenant);
     // Serialised once per read and shared by every request that read answers.
@@ -49,9 +49,7 @@ export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
     return reply.type('application/json; charset=utf-8').send(cached.body);
   });
 
-  app.get('/api/usage/:tenant/series', { onRequest: deps.auth.requireKey }, async (request): Promise<SeriesResponse> => {
-    const { tenant } = parseRequest(usageParams, request.params, 'path');
-    const query = parseRequest(seriesQuery, request.query, 'query');
+  registerRoute(app, getUsageSeries, deps, async ({ params: { tenant }, query }, request): Promise<SeriesResponse> => {
     authoriseTenant(request.principal, tenant);
     const { usage } = await loadTenant(tenant);
     const from = query.from === undefined ? usage.periodStart.getTime() : Date.parse(query.from);

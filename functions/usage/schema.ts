@@ -3,10 +3,21 @@ import { featureName, tenantName } from '../../shared/domain/events.ts';
 
 export const usageParams = z.object({ tenant: tenantName });
 
+// Series bounds stay where dates are ordinary: year 0 or 9999 reach date arithmetic (Node's and
+// PostgreSQL's) at its edges, which is no question worth a database round trip.
+const SERIES_EARLIEST = Date.UTC(2000, 0, 1);
+const SERIES_LATEST = Date.UTC(2100, 0, 1);
+const seriesBound = z.iso
+  .datetime({ offset: true, message: 'must be an ISO-8601 date-time' })
+  .refine((text) => {
+    const at = Date.parse(text);
+    return at >= SERIES_EARLIEST && at < SERIES_LATEST;
+  }, 'must be from 2000-01-01 to before 2100-01-01');
+
 export const seriesQuery = z.strictObject({
   granularity: z.enum(['hour', 'day'], { error: 'must be hour or day' }).default('day'),
-  from: z.iso.datetime({ offset: true, message: 'must be an ISO-8601 date-time' }).optional(),
-  to: z.iso.datetime({ offset: true, message: 'must be an ISO-8601 date-time' }).optional(),
+  from: seriesBound.optional(),
+  to: seriesBound.optional(),
   feature: featureName.optional(),
 });
 

@@ -5,7 +5,7 @@
  *
  * Arguments (JSON): {ingestUrl, usageUrl, apiKey, eventsPerSecond, durationS, markersPerSecond, runId}
  */
-import { createMeter, type MeterError } from '../../shared/client/index.ts';
+import { createMeter, type MeterError } from '../../packages/client/src/index.ts';
 import { comboKey, gridEvent } from './events.ts';
 import { type LatencySummary, summarise } from './latency.ts';
 

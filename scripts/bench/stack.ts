@@ -2,37 +2,26 @@
  * What the bench runs against: its own database and key space on the shared PostgreSQL and Valkey,
  * freshly built function bundles, and each function as its own process (as in production).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { Redis } from 'iovalkey';
 import postgres from 'postgres';
 import { connectPostgres, type Db } from '../../shared/platform/db.ts';
 import { migrate } from '../../shared/platform/migrate.ts';
+import { ROOT, spawnNode } from '../lib/processes.ts';
 
-export const ROOT = resolve(import.meta.dirname, '..', '..');
+export type { FunctionName } from '../../functions/routes.ts';
+export { freePort, ROOT } from '../lib/processes.ts';
+
 export const ADMIN_DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const VALKEY_URL = process.env.VALKEY_URL ?? 'redis://127.0.0.1:6379';
 export const ADMIN_TOKEN = `bench-admin-${randomBytes(12).toString('hex')}`;
 export const QUEUE_PARTITIONS = 8;
 
-export type FunctionName = 'ingest' | 'usage' | 'health' | 'tenants' | 'aggregator';
-
 export const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
-
-export async function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => done(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 /** The heap caps the images run with (stacks/Dockerfile): bench and soak measure what production runs. */
 export const PRODUCTION_NODE_OPTIONS = '--max-old-space-size=96 --max-semi-space-size=4';
@@ -40,15 +29,9 @@ export const PRODUCTION_NODE_OPTIONS = '--max-old-space-size=96 --max-semi-space
 /** Builds every function bundle into a folder of its own, so a concurrent `npm run build` is never disturbed. */
 export async function buildBundles(): Promise<{ dir: string; remove(): void }> {
   const dir = mkdtempSync(join(tmpdir(), 'flagmeter-bench-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'scripts/build.ts'), '--outdir', dir, '--no-lambda'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const code = await new Promise<number | null>((done) => child.once('exit', done));
-  if (code !== 0) throw new Error(`npm run build failed (${code}):\n${output}`);
+  const build = spawnNode(['--import', 'tsx', join(ROOT, 'scripts/build.ts'), '--outdir', dir, '--no-lambda'], { env: { ...process.env } });
+  const code = await build.exited;
+  if (code !== 0) throw new Error(`npm run build failed (${code}):\n${build.output()}`);
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
@@ -141,19 +124,8 @@ const running = new Set<RunningProcess>();
 /** Starts `node <args>` with `env` (plus PATH and HOME only) and returns at once. */
 export function startProcess(name: string, args: string[], env: Record<string, string>, port: number): RunningProcess {
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, args, {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  const keep = (chunk: Buffer) => {
-    output += chunk.toString();
-    if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT / 2);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  const node = spawnNode(args, { env, outputLimit: OUTPUT_LIMIT });
+  const { child } = node;
   let peak = Number.NaN;
   const process_: RunningProcess = {
     name,
@@ -161,19 +133,16 @@ export function startProcess(name: string, args: string[], env: Record<string, s
     pid: child.pid!,
     url: `http://127.0.0.1:${port}`,
     spawnedAt,
-    output: () => output,
+    output: node.output,
     peakRssMb: () => {
-      if (child.exitCode === null && child.signalCode === null) peak = peakRssMb(child.pid!);
+      if (node.running()) peak = peakRssMb(child.pid!);
       return peak;
     },
     async stop() {
       running.delete(process_);
-      if (child.exitCode !== null || child.signalCode !== null) return;
+      if (!node.running()) return;
       peak = peakRssMb(child.pid!);
-      child.kill('SIGTERM');
-      const killed = setTimeout(() => child.kill('SIGKILL'), 5_000);
-      await exited;
-      clearTimeout(killed);
+      await node.terminate(5_000);
     },
   };
   running.add(process_);

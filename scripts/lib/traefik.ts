@@ -3,12 +3,11 @@
  * labels in stacks/app.yml and drive the local router of `npm run stack:local`, which evaluates them
  * with `matchesRule` below — so the routing exercised locally is the routing Swarm users get.
  */
-import { FUNCTION_ROUTES, type FunctionName, type RouteSpec, SITE_FUNCTION } from '../../functions/routes.ts';
-
-export type RoutedFunction = Exclude<FunctionName, 'site'>;
+import type { RouteSpec } from '../../functions/route-spec.ts';
+import { FUNCTION_ROUTES, type HttpFunction, type RoutedService, SITE_FUNCTION } from '../../functions/routes.ts';
 
 /** The HTTP functions in table order. */
-export const ROUTED_FUNCTIONS = Object.keys(FUNCTION_ROUTES) as RoutedFunction[];
+export const ROUTED_FUNCTIONS = Object.keys(FUNCTION_ROUTES) as HttpFunction[];
 
 /** The site catches every path no function owns, so it must lose to every function router. */
 export const SITE_RULE = 'PathPrefix(`/`)';
@@ -26,19 +25,19 @@ export function pathPattern(path: string): string {
   return `^/${segments.join('/')}/?$`;
 }
 
-export function routeRule(route: RouteSpec): string {
+export function routeRule(route: Pick<RouteSpec, 'method' | 'path'>): string {
   return `Method(\`${route.method}\`) && PathRegexp(\`${pathPattern(route.path)}\`)`;
 }
 
 /** One router per function: its routes joined with `||`, each route appearing exactly once. */
-export function functionRule(name: RoutedFunction): string {
+export function functionRule(name: HttpFunction): string {
   const routes = FUNCTION_ROUTES[name];
   if (routes.length === 1) return routeRule(routes[0]!);
   return routes.map((route) => `(${routeRule(route)})`).join(' || ');
 }
 
 export interface RouterSpec {
-  service: FunctionName;
+  service: RoutedService;
   rule: string;
   priority?: number;
 }
@@ -181,7 +180,11 @@ export function compileRouters<T extends string>(routers: { name: T; rule: strin
   return routers
     .map((router) => {
       const node = parseRule(router.rule);
-      return { name: router.name, priority: router.priority ?? router.rule.length, match: (request: RequestLine) => evaluate(node, request) };
+      return {
+        name: router.name,
+        priority: router.priority ?? router.rule.length,
+        match: (request: RequestLine) => evaluate(node, request),
+      };
     })
     .sort((a, b) => b.priority - a.priority);
 }
@@ -192,7 +195,7 @@ export function routeRequest<T extends string>(routers: CompiledRouter<T>[], req
 }
 
 /** Router and service names in Traefik are global across stacks; prefix ours. */
-export const routerName = (service: FunctionName): string => `flagmeter-${service}`;
+export const routerName = (service: RoutedService): string => `flagmeter-${service}`;
 
 /** The overlay network Traefik reaches the functions on (stacks/app.yml `networks.flagmeter.name`). */
 export const STACK_NETWORK = 'flagmeter';
@@ -209,9 +212,14 @@ export function traefikLabels(router: RouterSpec): Record<string, string> {
   return {
     'traefik.enable': 'true',
     'traefik.swarm.network': STACK_NETWORK,
-    [`traefik.http.routers.${name}.rule`]: hostRule(router.rule.replaceAll('$', () => '$$'), '${DOMAIN}'),
+    [`traefik.http.routers.${name}.rule`]: hostRule(
+      router.rule.replaceAll('$', () => '$$'),
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a stack-file variable, resolved by docker stack deploy.
+      '${DOMAIN}',
+    ),
     ...(router.priority === undefined ? {} : { [`traefik.http.routers.${name}.priority`]: String(router.priority) }),
     [`traefik.http.routers.${name}.entrypoints`]: 'websecure',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a stack-file variable, resolved by docker stack deploy.
     [`traefik.http.routers.${name}.tls.certresolver`]: '${ACME_RESOLVER:-letsencrypt}',
     [`traefik.http.routers.${name}.service`]: name,
     [`traefik.http.services.${name}.loadbalancer.server.port`]: String(CONTAINER_PORT),

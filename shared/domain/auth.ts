@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify
 import type { Db } from '../platform/db.ts';
 import { ApiError } from '../platform/http/errors.ts';
 import type { Logger } from '../platform/logger.ts';
+import { FailureThrottle } from './throttle.ts';
 
 export type Principal = { kind: 'admin' } | { kind: 'key'; id: string; tenant: string | null };
 
@@ -88,6 +89,8 @@ export class KeyStore {
 
 export class Authenticator {
   private readonly adminHash: Buffer | undefined;
+  /** Refused credentials on admin routes, per client address: guessing the token is slowed like the dashboard login. */
+  private readonly adminGuesses = new FailureThrottle();
 
   constructor(
     readonly keys: KeyStore,
@@ -125,7 +128,18 @@ export class Authenticator {
 
   /** onRequest hook for admin routes: API keys, scoped or not, are 403. */
   readonly requireAdmin: onRequestHookHandler = (request: FastifyRequest, _reply: FastifyReply, done) => {
-    request.principal = this.authenticate(request);
+    // Checked before the credential: a throttled guess must learn nothing, right or wrong.
+    const waitMs = this.adminGuesses.retryAfterMs(request.ip);
+    if (waitMs > 0) {
+      throw new ApiError('too_many_requests', 'too many refused credentials from this address; retry after Retry-After', undefined, Math.ceil(waitMs / 1000));
+    }
+    try {
+      request.principal = this.authenticate(request);
+    } catch (error) {
+      if (error instanceof ApiError && error.code === 'unauthorized') this.adminGuesses.recordFailure(request.ip);
+      throw error;
+    }
+    if (request.principal.kind === 'admin') this.adminGuesses.recordSuccess(request.ip);
     if (request.principal.kind !== 'admin') {
       throw new ApiError('forbidden', 'this endpoint needs the admin token; API keys may not use it');
     }

@@ -8,7 +8,13 @@ const OFFSET_BUCKET_MS = 15 * 60_000;
 const formatters = new Map<string, Intl.DateTimeFormat>();
 const offsetCache = new Map<string, number>();
 
+// A zone name starts with a letter: this refuses UTC offsets such as "+0530" or "+14:00", which Node
+// reads as UTC+14 but PostgreSQL reads as a POSIX zone (UTC−14), so the two would disagree on periods.
+const ZONE_NAME = /^[A-Za-z][A-Za-z0-9_+\-]*(\/[A-Za-z0-9_+\-]+)*$/;
+
+/** True when `timeZone` is a zone name (not an offset) that Node's zone database knows. */
 export function isValidTimeZone(timeZone: string): boolean {
+  if (timeZone.length > 64 || !ZONE_NAME.test(timeZone)) return false;
   try {
     new Intl.DateTimeFormat('en-US', { timeZone });
     return true;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Config } from '../platform/config.ts';
+import type { Queryable } from '../platform/db.ts';
 import { ApiError, type ErrorDetail } from '../platform/http/errors.ts';
 import { isValidTimeZone } from './periods.ts';
 import type { TenantPatch } from './tenants.ts';
@@ -27,11 +28,21 @@ export type PutTenantBody = z.infer<typeof putTenantBody>;
 
 type WebhookConfig = Pick<Config, 'WEBHOOK_ALLOWED_HOSTS' | 'WEBHOOK_ALLOW_INSECURE'>;
 
-/** Checks what zod cannot (zone database, webhook policy and DNS) and builds the patch. */
-export async function tenantPatchFrom(body: PutTenantBody, deps: { config: WebhookConfig }): Promise<TenantPatch> {
+/**
+ * True when both zone databases know `timeZone` by name: Node's (periods, alerts) and PostgreSQL's
+ * (the usage and tenants queries). pg_timezone_names holds names only, never POSIX or offset specs.
+ */
+export async function isKnownTimeZone(db: Queryable, timeZone: string): Promise<boolean> {
+  if (!isValidTimeZone(timeZone)) return false;
+  const rows = await db.query('SELECT 1 FROM pg_timezone_names WHERE name = $1', [timeZone]);
+  return rows.length > 0;
+}
+
+/** Checks what zod cannot (both zone databases, webhook policy and DNS) and builds the patch. */
+export async function tenantPatchFrom(body: PutTenantBody, deps: { config: WebhookConfig; db: Queryable }): Promise<TenantPatch> {
   const details: ErrorDetail[] = [];
-  if (body.timeZone !== undefined && !isValidTimeZone(body.timeZone)) {
-    details.push({ field: 'timeZone', message: `"${body.timeZone}" is not an IANA time zone such as Europe/Berlin` });
+  if (body.timeZone !== undefined && !(await isKnownTimeZone(deps.db, body.timeZone))) {
+    details.push({ field: 'timeZone', message: `"${body.timeZone}" is not an IANA time zone name such as Europe/Berlin (offsets are refused)` });
   }
   if (body.slackWebhookUrl) {
     const problem = await checkWebhookUrl(body.slackWebhookUrl, {

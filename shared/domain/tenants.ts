@@ -3,8 +3,6 @@ import type { Queryable } from '../platform/db.ts';
 import { periodOf } from './periods.ts';
 import { percentOf } from './usage.ts';
 
-export const DEFAULT_THRESHOLDS = [80, 100] as const;
-
 export interface TenantPatch {
   monthlyQuota?: bigint;
   slackWebhookUrl?: string | null;
@@ -35,6 +33,8 @@ interface TenantRow {
   updated_at: Date;
   tokens: bigint | null;
   last_event_at: Date | null;
+  /** The database clock: the one clock that says which period is current (docs/reliability.md). */
+  now: Date;
 }
 
 /** Webhook URLs carry a secret path; views show only the host and the last characters. */
@@ -52,8 +52,8 @@ export function statusOf(percent: number): TenantStatus {
   return percent >= 100 ? 'over' : percent >= 80 ? 'warning' : 'ok';
 }
 
-function toView(row: TenantRow, now: number): TenantView {
-  const period = periodOf(row.time_zone, now);
+function toView(row: TenantRow): TenantView {
+  const period = periodOf(row.time_zone, new Date(row.now).getTime());
   const tokens = row.tokens ?? 0n;
   const percent = percentOf(tokens, row.monthly_quota);
   return {
@@ -78,14 +78,14 @@ function toView(row: TenantRow, now: number): TenantView {
 // The current period of each tenant, in its own zone, by the database clock.
 const TENANT_WITH_USAGE = `
   SELECT t.name, t.monthly_quota, t.time_zone, t.thresholds, t.slack_webhook_url, t.created_at, t.updated_at,
-         p.tokens, p.last_event_at
+         p.tokens, p.last_event_at, now() AS now
   FROM tenants t
   LEFT JOIN usage_periods p ON p.tenant = t.name
    AND p.period_start = date_trunc('month', now() AT TIME ZONE t.time_zone)::date`;
 
 export async function getTenant(db: Queryable, tenant: string): Promise<TenantView | undefined> {
   const [row] = await db.query<TenantRow>(`${TENANT_WITH_USAGE} WHERE t.name = $1`, [tenant]);
-  return row ? toView(row, Date.now()) : undefined;
+  return row ? toView(row) : undefined;
 }
 
 export interface TenantListQuery {
@@ -108,8 +108,7 @@ export async function listTenants(db: Queryable, query: TenantListQuery = {}): P
      LIMIT $2 OFFSET $3`,
     [search, query.limit ?? 100, query.offset ?? 0],
   );
-  const now = Date.now();
-  return { tenants: rows.map((row) => toView(row, now)), total: Number(rows[0]?.total ?? 0) };
+  return { tenants: rows.map(toView), total: Number(rows[0]?.total ?? 0) };
 }
 
 /**
@@ -126,7 +125,7 @@ export async function upsertTenant(
   return db.transaction(async (tx) => {
     // The upsert holds the tenant row lock until commit; the aggregator reads quotas FOR SHARE, so
     // a quota change and a rollup never judge a crossing against each other's stale state.
-    const [row] = await tx.query<{ created: boolean; monthly_quota: bigint; time_zone: string; thresholds: number[] }>(
+    const [row] = await tx.query<{ created: boolean; monthly_quota: bigint; time_zone: string; thresholds: number[]; now: Date }>(
       `INSERT INTO tenants AS t (name, monthly_quota, time_zone, slack_webhook_url, thresholds)
        VALUES ($1, coalesce($2::bigint, $6::bigint), coalesce($3::text, 'UTC'), $4::text,
                coalesce((SELECT array_agg(value::int) FROM jsonb_array_elements_text($5::jsonb)), '{80,100}'::int[]))
@@ -136,7 +135,7 @@ export async function upsertTenant(
          slack_webhook_url = CASE WHEN $7::boolean THEN $4::text ELSE t.slack_webhook_url END,
          thresholds = coalesce((SELECT array_agg(value::int) FROM jsonb_array_elements_text($5::jsonb)), t.thresholds),
          updated_at = now()
-       RETURNING (xmax = 0) AS created, monthly_quota, time_zone, thresholds`,
+       RETURNING (xmax = 0) AS created, monthly_quota, time_zone, thresholds, now() AS now`,
       [
         tenant,
         patch.monthlyQuota?.toString() ?? null,
@@ -147,7 +146,7 @@ export async function upsertTenant(
         patch.slackWebhookUrl !== undefined,
       ],
     );
-    const { startDay } = periodOf(row!.time_zone, Date.now());
+    const { startDay } = periodOf(row!.time_zone, new Date(row!.now).getTime());
     const [usage] = await tx.query<{ tokens: bigint }>(
       'SELECT tokens FROM usage_periods WHERE tenant = $1 AND period_start = $2::date',
       [tenant, startDay],
@@ -161,10 +160,4 @@ export async function upsertTenant(
     });
     return { created: row!.created, rearmed, alertsCreated: created };
   });
-}
-
-/** The webhook an alert for this tenant goes to: its own, else the global one. */
-export async function webhookFor(db: Queryable, tenant: string, globalUrl: string | undefined): Promise<string | undefined> {
-  const [row] = await db.query<{ slack_webhook_url: string | null }>('SELECT slack_webhook_url FROM tenants WHERE name = $1', [tenant]);
-  return row?.slack_webhook_url ?? globalUrl;
 }

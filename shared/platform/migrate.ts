@@ -29,6 +29,12 @@ export async function migrate(db: Db, dir: string = MIGRATIONS_DIR): Promise<str
       await tx.query('INSERT INTO flagmeter_migrations (tag) VALUES ($1)', [tag]);
       applied.push(tag);
     }
+    // Data repair, not schema: zones saved before names were enforced (offsets such as "+0530",
+    // which the tenants and usage queries cannot read, or read as the opposite sign) become UTC.
+    await tx.query(
+      `UPDATE tenants SET time_zone = 'UTC', updated_at = now()
+       WHERE time_zone !~ '^[A-Za-z]' OR time_zone NOT IN (SELECT name FROM pg_timezone_names)`,
+    );
     return applied;
   });
 }

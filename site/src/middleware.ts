@@ -1,17 +1,11 @@
 import type { APIContext, MiddlewareHandler } from 'astro';
 import { siteDeps } from './lib/deps.ts';
+import { SECURITY_HEADERS } from './lib/security-headers.ts';
 import { CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, csrfToken, newLoginNonce, validCsrfToken, verifySession } from './lib/session.ts';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD']);
 
 const isDashboard = (path: string): boolean => path === '/dashboard' || path.startsWith('/dashboard/');
-
-const SECURITY_HEADERS: Record<string, string> = {
-  'content-security-policy':
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'same-origin',
-};
 
 function forbidden(message: string): Response {
   return new Response(`403 Forbidden: ${message}\n`, { status: 403, headers: { 'content-type': 'text/plain; charset=utf-8' } });
@@ -36,9 +30,11 @@ async function submittedToken(context: APIContext): Promise<unknown> {
 export const onRequest: MiddlewareHandler = async (context, next) => {
   // Prerendered pages run this at build time, where there is no database and no visitor.
   if (context.isPrerendered) return next();
-  const { site, config } = await siteDeps();
+  const { site, revoked, config } = await siteDeps();
   const path = context.url.pathname;
-  const session = verifySession(site.sessionKey, context.cookies.get(SESSION_COOKIE)?.value);
+  const verified = verifySession(site.sessionKey, context.cookies.get(SESSION_COOKIE)?.value);
+  // A signed cookie is not enough: a session ended by logout stays ended.
+  const session = verified && !revoked.has(verified.id) ? verified : undefined;
   context.locals.session = session;
 
   let boundTo = session?.id;
@@ -46,7 +42,13 @@ export const onRequest: MiddlewareHandler = async (context, next) => {
     boundTo = context.cookies.get(LOGIN_COOKIE)?.value;
     if (!boundTo && SAFE_METHODS.has(context.request.method)) {
       boundTo = newLoginNonce();
-      context.cookies.set(LOGIN_COOKIE, boundTo, { httpOnly: true, sameSite: 'strict', path: '/login', maxAge: 3_600, secure: context.url.protocol === 'https:' || config.PUBLIC_URL.startsWith('https:') });
+      context.cookies.set(LOGIN_COOKIE, boundTo, {
+        httpOnly: true,
+        sameSite: 'strict',
+        path: '/login',
+        maxAge: 3_600,
+        secure: context.url.protocol === 'https:' || config.PUBLIC_URL.startsWith('https:'),
+      });
     }
   }
   context.locals.csrf = boundTo ? csrfToken(site.sessionKey, boundTo) : '';

@@ -17,7 +17,7 @@ describe.skipIf(!servicesAvailable)('fault: Slack down for a minute, then slow (
   beforeAll(async () => {
     slack = await startFlakySlack(5_000);
     // 8 s webhook timeout: a 5 s answer is slow but succeeds, so each alert is posted exactly once.
-    stack = await createFaultStack({ WEBHOOK_ALLOW_INSECURE: 'true', ALERT_RETRY_BASE: '200ms', WEBHOOK_TIMEOUT: '8s' });
+    stack = await createFaultStack({ WEBHOOK_ALLOW_INSECURE: 'true', WEBHOOK_ALLOWED_HOSTS: '127.0.0.1', ALERT_RETRY_BASE: '200ms', WEBHOOK_TIMEOUT: '8s' });
   });
   afterAll(async () => {
     await stack?.close();

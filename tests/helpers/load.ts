@@ -16,9 +16,14 @@ export interface SentEvent {
   timestamp?: string;
 }
 
+// The idempotency keys already acknowledged, per `accepted` table: several calls may share one.
+const acknowledgedIds = new WeakMap<Totals, Set<string>>();
+
 /**
- * Sends batches to the ingest endpoint with `concurrency` requests in flight and adds every event
- * answered 202 (less the duplicates the server reports) to `accepted`.
+ * Sends batches to the ingest endpoint with `concurrency` requests in flight and adds to `accepted`
+ * what the client knows must be counted: every event in a batch answered 202, except one whose
+ * `(tenant, id)` was already acknowledged. The server's own duplicate report is not trusted, so a
+ * server that wrongly calls an event a duplicate (and drops it) fails the comparison with the rollups.
  */
 export async function sendBatches(
   url: string,
@@ -27,6 +32,8 @@ export async function sendBatches(
   accepted: Totals,
   { concurrency = 8, retryOn503 = true } = {},
 ): Promise<{ sent: number; rejected: number }> {
+  const acknowledged = acknowledgedIds.get(accepted) ?? new Set<string>();
+  acknowledgedIds.set(accepted, acknowledged);
   let next = 0;
   let sent = 0;
   let rejected = 0;
@@ -40,9 +47,13 @@ export async function sendBatches(
           body: JSON.stringify(batch),
         }).catch(() => undefined);
         if (response?.status === 202) {
-          const body = (await response.json()) as { duplicateIndexes: number[] };
-          const duplicates = new Set(body.duplicateIndexes);
-          batch.forEach((event, index) => !duplicates.has(index) && addTo(accepted, event.tenant, event.feature, event.tokens));
+          await response.body?.cancel();
+          for (const event of batch) {
+            const idempotencyKey = event.id === undefined ? undefined : `${event.tenant}\t${event.id}`;
+            if (idempotencyKey !== undefined && acknowledged.has(idempotencyKey)) continue;
+            if (idempotencyKey !== undefined) acknowledged.add(idempotencyKey);
+            addTo(accepted, event.tenant, event.feature, event.tokens);
+          }
           sent += batch.length;
           break;
         }

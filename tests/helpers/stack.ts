@@ -1,10 +1,11 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
+import type { NodeProcess } from '../../scripts/lib/processes.ts';
 import { ROOT, waitFor } from './processes.ts';
 import { ADMIN_DATABASE_URL } from './services.ts';
 
@@ -37,46 +38,7 @@ export async function createEmptyDatabase(): Promise<{ url: string; drop(): Prom
   };
 }
 
-export interface NodeProcess {
-  child: ChildProcess;
-  output(): string;
-  exited: Promise<number | null>;
-  /** Sends `signal` unless the process is gone, and resolves with its exit code. */
-  stop(signal?: NodeJS.Signals): Promise<number | null>;
-}
-
-/**
- * Runs `node <args>` in `cwd` with only PATH, HOME and `env`; nothing from this test process leaks in.
- * `group` starts it as its own process group, so stopping it reaches every process it started.
- */
-export function startNode(args: string[], { cwd, env, group = false, command = process.execPath }: { cwd: string; env: Record<string, string>; group?: boolean; command?: string }): NodeProcess {
-  const child = spawn(command, args, {
-    cwd,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: group,
-  });
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  let code: number | null | undefined;
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve((code = exitCode))));
-  return {
-    child,
-    output: () => output,
-    exited,
-    async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      if (code === undefined && child.pid !== undefined) {
-        try {
-          process.kill(group ? -child.pid : child.pid, signal);
-        } catch {
-          // Already gone between the check and the signal.
-        }
-      }
-      return exited;
-    },
-  };
-}
+export { type NodeProcess, spawnNode as startNode } from '../../scripts/lib/processes.ts';
 
 /** The JSON objects among a process's output lines (pino and stack-local log one object a line). */
 export function jsonLines(output: string): Record<string, unknown>[] {

@@ -37,7 +37,15 @@ async function usageTokens(tenant: string): Promise<bigint> {
  * each batch retried with the same ids until it is answered 202. `during` runs once a quarter of the
  * batches are in. Resolves with the tokens of every accepted batch and the refused attempts.
  */
-async function retryingLoad(tenant: string, { requests = 200, perRequest = 5, workers = 6, during }: { requests?: number; perRequest?: number; workers?: number; during?: () => Promise<void> } = {}) {
+async function retryingLoad(
+  tenant: string,
+  {
+    requests = 200,
+    perRequest = 5,
+    workers = 6,
+    during,
+  }: { requests?: number; perRequest?: number; workers?: number; during?: () => Promise<void> } = {},
+) {
   let next = 0;
   let accepted = 0;
   let tokens = 0n;
@@ -46,7 +54,12 @@ async function retryingLoad(tenant: string, { requests = 200, perRequest = 5, wo
   const worker = async () => {
     while (next < requests) {
       const index = next++;
-      const events = Array.from({ length: perRequest }, (_, n) => ({ tenant, feature: 'gpt-4o', tokens: (index % 7) + 1, id: `${tenant}-${index}-${n}` }));
+      const events = Array.from({ length: perRequest }, (_, n) => ({
+        tenant,
+        feature: 'gpt-4o',
+        tokens: (index % 7) + 1,
+        id: `${tenant}-${index}-${n}`,
+      }));
       for (;;) {
         const answer = await call('POST', '/api/events', { headers: keyed(), body: JSON.stringify(events) });
         if (answer.status === 202) break;
@@ -64,13 +77,19 @@ async function retryingLoad(tenant: string, { requests = 200, perRequest = 5, wo
 }
 
 async function expectCounted(tenant: string, tokens: bigint): Promise<void> {
-  await waitFor(async () => (await usageTokens(tenant)) >= tokens, { timeoutMs: 60_000, intervalMs: 250, what: `${tokens} tokens of ${tenant} to be counted` });
+  await waitFor(async () => (await usageTokens(tenant)) >= tokens, {
+    timeoutMs: 60_000,
+    intervalMs: 250,
+    what: `${tokens} tokens of ${tenant} to be counted`,
+  });
   expect(await usageTokens(tenant)).toBe(tokens);
 }
 
 /** Running task ids of every stack service but `except`. */
 async function otherTasks(except: string): Promise<Record<string, string[]>> {
-  const names = (await docker(['service', 'ls', '--filter', `label=com.docker.stack.namespace=${STACK}`, '--format', '{{.Name}}'])).split('\n');
+  const names = (await docker(['service', 'ls', '--filter', `label=com.docker.stack.namespace=${STACK}`, '--format', '{{.Name}}'])).split(
+    '\n',
+  );
   const result: Record<string, string[]> = {};
   for (const name of names.map((full) => full.slice(STACK.length + 1)).filter((name) => name !== except && name !== 'migrate')) {
     result[name] = (await running(name)).map((task) => task.id).sort();
@@ -79,15 +98,22 @@ async function otherTasks(except: string): Promise<Record<string, string[]>> {
 }
 
 /** `scripts/deploy-function <name> <tag>` on the local Swarm (images already built here). */
-const deployFunction = (name: string, tag: string) => script('scripts/deploy-function', [name, tag], { REGISTRY: swarm.REGISTRY, SKIP_BUILD: '1' });
+const deployFunction = (name: string, tag: string) =>
+  script('scripts/deploy-function', [name, tag], { REGISTRY: swarm.REGISTRY, SKIP_BUILD: '1' });
 
 beforeAll(async () => {
   const created = await call('POST', '/api/keys', { headers: admin, body: JSON.stringify({ name: 'swarm scenarios' }) });
   expect(created.status, created.body).toBe(201);
   apiKey = (JSON.parse(created.body) as { key: string }).key;
   // Every function task learns new keys on its key-store refresh.
-  await waitFor(async () => (await call('POST', '/api/events', { headers: keyed(), body: '[]' })).status === 400, { timeoutMs: 60_000, what: 'ingest to know the key' });
-  await waitFor(async () => (await call('GET', '/api/usage/nobody', { headers: keyed() })).status === 404, { timeoutMs: 60_000, what: 'usage to know the key' });
+  await waitFor(async () => (await call('POST', '/api/events', { headers: keyed(), body: '[]' })).status === 400, {
+    timeoutMs: 60_000,
+    what: 'ingest to know the key',
+  });
+  await waitFor(async () => (await call('GET', '/api/usage/nobody', { headers: keyed() })).status === 404, {
+    timeoutMs: 60_000,
+    what: 'usage to know the key',
+  });
 });
 
 describe('the stack on Docker Swarm', () => {
@@ -102,7 +128,9 @@ describe('the stack on Docker Swarm', () => {
 
   test('dashboard login and the tenant settings form work behind the TLS proxy, with Secure cookies', async () => {
     const tenant = unique('form');
-    expect((await call('PUT', `/api/tenants/${tenant}`, { headers: admin, body: JSON.stringify({ monthlyQuota: 1000 }) })).status).toBe(201);
+    expect((await call('PUT', `/api/tenants/${tenant}`, { headers: admin, body: JSON.stringify({ monthlyQuota: 1000 }) })).status).toBe(
+      201,
+    );
     const proxied = { 'x-forwarded-proto': 'https', 'x-forwarded-for': '203.0.113.7' };
     const origin = `https://${swarm.HOST}`;
     const form = { 'content-type': 'application/x-www-form-urlencoded', origin, ...proxied };
@@ -127,7 +155,13 @@ describe('the stack on Docker Swarm', () => {
     expect(settings.status).toBe(200);
     const saved = await call('POST', `/dashboard/tenants/${tenant}`, {
       headers: { ...form, cookie },
-      body: new URLSearchParams({ monthlyQuota: '12345', thresholds: '50, 100', timeZone: 'UTC', slackWebhookUrl: '', _csrf: csrfOf(settings.body) }).toString(),
+      body: new URLSearchParams({
+        monthlyQuota: '12345',
+        thresholds: '50, 100',
+        timeZone: 'UTC',
+        slackWebhookUrl: '',
+        _csrf: csrfOf(settings.body),
+      }).toString(),
     });
     expect(saved.status, saved.body.slice(0, 200)).toBe(303);
     const stored = await call('GET', `/api/tenants/${tenant}`, { headers: admin });
@@ -170,7 +204,9 @@ describe('the stack on Docker Swarm', () => {
     expect(now.map((task) => task.image.split('@')[0])).toEqual([image('ingest', tag), image('ingest', tag)]);
     expect(await otherTasks('ingest')).toEqual(others);
     const tenant = unique('rolled');
-    expect((await call('POST', '/api/events', { headers: keyed(), body: JSON.stringify({ tenant, feature: 'gpt-4o', tokens: 5 }) })).status).toBe(202);
+    expect(
+      (await call('POST', '/api/events', { headers: keyed(), body: JSON.stringify({ tenant, feature: 'gpt-4o', tokens: 5 }) })).status,
+    ).toBe(202);
     await expectCounted(tenant, 5n);
   });
 
@@ -196,7 +232,14 @@ describe('the stack on Docker Swarm', () => {
       while (!unhealthyAt) {
         const ids = (await docker(['ps', '-aq', '--filter', `ancestor=${image('ingest', tag)}`])).split('\n').filter(Boolean);
         for (const id of ids) {
-          const [status = '', streak = '0'] = (await docker(['inspect', '--format', '{{if .State.Health}}{{.State.Health.Status}} {{.State.Health.FailingStreak}}{{end}}', id]).catch(() => '')).split(' ');
+          const [status = '', streak = '0'] = (
+            await docker([
+              'inspect',
+              '--format',
+              '{{if .State.Health}}{{.State.Health.Status}} {{.State.Health.FailingStreak}}{{end}}',
+              id,
+            ]).catch(() => '')
+          ).split(' ');
           if (Number(streak) > 0 && !firstFailure) firstFailure = performance.now();
           if (status === 'unhealthy' && !unhealthyAt) unhealthyAt = performance.now();
         }
@@ -214,7 +257,11 @@ describe('the stack on Docker Swarm', () => {
       },
     });
     const { tokens } = await load;
-    await waitFor(async () => (await updateState('ingest')) === 'rollback_completed', { timeoutMs: 180_000, intervalMs: 250, what: 'the rollback to complete' });
+    await waitFor(async () => (await updateState('ingest')) === 'rollback_completed', {
+      timeoutMs: 180_000,
+      intervalMs: 250,
+      what: 'the rollback to complete',
+    });
     const done = performance.now();
     await watch;
     report(
@@ -228,13 +275,19 @@ describe('the stack on Docker Swarm', () => {
 
   test('migrations run before any function of a new version serves', async () => {
     const tag = `${swarm.TAG}-m1`;
-    const journal = JSON.parse(readFileSync(join(ROOT, 'migrations/meta/_journal.json'), 'utf8')) as { entries: { idx: number; tag: string; when: number }[] };
+    const journal = JSON.parse(readFileSync(join(ROOT, 'migrations/meta/_journal.json'), 'utf8')) as {
+      entries: { idx: number; tag: string; when: number }[];
+    };
     const probe = '9000_swarm_probe';
     const last = journal.entries.at(-1)!;
     journal.entries.push({ ...last, idx: last.idx + 1, tag: probe, when: Date.now() });
     await buildImage(
       image('migrate', tag),
-      [`FROM ${image('migrate', swarm.TAG)}`, `COPY ${probe}.sql /app/migrations/`, 'COPY _journal.json /app/migrations/meta/_journal.json'].join('\n'),
+      [
+        `FROM ${image('migrate', swarm.TAG)}`,
+        `COPY ${probe}.sql /app/migrations/`,
+        'COPY _journal.json /app/migrations/meta/_journal.json',
+      ].join('\n'),
       { [`${probe}.sql`]: 'CREATE TABLE swarm_probe (id integer PRIMARY KEY);\n', '_journal.json': JSON.stringify(journal) },
     );
     await docker(['tag', image('ingest', swarm.TAG), image('ingest', tag)]);
@@ -252,26 +305,63 @@ describe('the stack on Docker Swarm', () => {
 
   test("the aggregator's alert reaches a Slack stand-in running as a container", async () => {
     const standin = `${swarm.REGISTRY}/flagmeter-slack-standin:${swarm.TAG}`;
-    const bundled = await build({ entryPoints: [join(ROOT, 'tests/swarm/slack-standin.ts')], bundle: true, platform: 'node', format: 'esm', write: false, logLevel: 'warning' });
-    await buildImage(standin, [`FROM ${swarm.NODE_IMAGE}`, 'COPY index.mjs /app/index.mjs'].join('\n'), { 'index.mjs': bundled.outputFiles[0]!.text });
+    const bundled = await build({
+      entryPoints: [join(ROOT, 'tests/swarm/slack-standin.ts')],
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      write: false,
+      logLevel: 'warning',
+    });
+    await buildImage(standin, [`FROM ${swarm.NODE_IMAGE}`, 'COPY index.mjs /app/index.mjs'].join('\n'), {
+      'index.mjs': bundled.outputFiles[0]!.text,
+    });
     const endpointMode = (await docker(['service', 'inspect', '--format', '{{.Spec.EndpointSpec.Mode}}', `${STACK}_ingest`])) || 'vip';
     const service = unique('slack');
-    await docker(['service', 'create', '--quiet', '--name', `${STACK}_${service}`, '--network', 'flagmeter', '--endpoint-mode', endpointMode, standin]);
-    await waitFor(async () => (await running(service)).length === 1, { timeoutMs: 60_000, intervalMs: 250, what: 'the Slack stand-in to run' });
+    await docker([
+      'service',
+      'create',
+      '--quiet',
+      '--name',
+      `${STACK}_${service}`,
+      '--network',
+      'flagmeter',
+      '--endpoint-mode',
+      endpointMode,
+      standin,
+    ]);
+    await waitFor(async () => (await running(service)).length === 1, {
+      timeoutMs: 60_000,
+      intervalMs: 250,
+      what: 'the Slack stand-in to run',
+    });
 
     const tenant = unique('alert');
     const settings = { monthlyQuota: 1000, thresholds: [50], slackWebhookUrl: `http://${STACK}_${service}:8080/hook` };
     const put = await call('PUT', `/api/tenants/${tenant}`, { headers: admin, body: JSON.stringify(settings) });
     expect(put.status, put.body).toBe(201);
-    expect((await call('POST', '/api/events', { headers: keyed(), body: JSON.stringify({ tenant, feature: 'gpt-4o', tokens: 600 }) })).status).toBe(202);
+    expect(
+      (await call('POST', '/api/events', { headers: keyed(), body: JSON.stringify({ tenant, feature: 'gpt-4o', tokens: 600 }) })).status,
+    ).toBe(202);
     const container = await containerOf(service);
     const received = async () =>
-      JSON.parse(await docker(['exec', container, 'node', '-e', "fetch('http://127.0.0.1:8080/received').then((r) => r.text()).then((t) => process.stdout.write(t))"])) as { path: string; body: unknown }[];
-    const post = await waitFor(async () => (await received()).find((entry) => entry.path === '/hook' && JSON.stringify(entry.body).includes(tenant)), {
-      timeoutMs: 60_000,
-      intervalMs: 500,
-      what: 'the alert to reach the Slack stand-in',
-    });
+      JSON.parse(
+        await docker([
+          'exec',
+          container,
+          'node',
+          '-e',
+          "fetch('http://127.0.0.1:8080/received').then((r) => r.text()).then((t) => process.stdout.write(t))",
+        ]),
+      ) as { path: string; body: unknown }[];
+    const post = await waitFor(
+      async () => (await received()).find((entry) => entry.path === '/hook' && JSON.stringify(entry.body).includes(tenant)),
+      {
+        timeoutMs: 60_000,
+        intervalMs: 500,
+        what: 'the alert to reach the Slack stand-in',
+      },
+    );
     expect(JSON.stringify(post.body)).toMatch(/50/);
     const alerts = await call('GET', `/api/tenants/${tenant}/alerts`, { headers: admin });
     expect(alerts.body).toContain('delivered');

@@ -33,7 +33,8 @@ function runScript(script: string): Promise<string> {
   });
 }
 
-const stateDir = (): string => process.env.SWARM_STATE_DIR ?? join(process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'flagmeter-swarm');
+const stateDir = (): string =>
+  process.env.SWARM_STATE_DIR ?? join(process.env.XDG_STATE_HOME ?? join(homedir(), '.local', 'state'), 'flagmeter-swarm');
 
 /**
  * Up before the scenarios, down after them, whatever they did. SWARM_ATTACH=1 runs them on the stack
@@ -60,7 +61,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
       .filter((match): match is RegExpExecArray => match !== null)
       .map((match) => [match[1], match[2]]),
   ) as unknown as SwarmInfo;
-  process.stdout.write(`swarm:up ${Math.round((performance.now() - started) / 1000)} s; docker stack deploy → all healthy ${info.DEPLOY_TO_HEALTHY_MS} ms\n`);
+  process.stdout.write(
+    `swarm:up ${Math.round((performance.now() - started) / 1000)} s; docker stack deploy → all healthy ${info.DEPLOY_TO_HEALTHY_MS} ms\n`,
+  );
   project.provide('swarm', info);
   return async () => {
     if (!attach) await runScript('scripts/swarm-down');

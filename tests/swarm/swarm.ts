@@ -40,7 +40,11 @@ export interface Answer {
  */
 export function entrypoint(swarm: SwarmInfo) {
   const base = new URL(swarm.BASE);
-  return (method: string, path: string, { headers = {}, body }: { headers?: Record<string, string>; body?: string } = {}): Promise<Answer> =>
+  return (
+    method: string,
+    path: string,
+    { headers = {}, body }: { headers?: Record<string, string>; body?: string } = {},
+  ): Promise<Answer> =>
     new Promise((resolve) => {
       const request = httpRequest(
         {
@@ -84,15 +88,24 @@ export async function tasks(service: string): Promise<Task[]> {
     DesiredState: string;
   }[];
   return raw
-    .map((task) => ({ id: task.ID, image: task.Spec.ContainerSpec.Image, state: task.Status.State, desired: task.DesiredState, createdAt: Date.parse(task.CreatedAt) }))
+    .map((task) => ({
+      id: task.ID,
+      image: task.Spec.ContainerSpec.Image,
+      state: task.Status.State,
+      desired: task.DesiredState,
+      createdAt: Date.parse(task.CreatedAt),
+    }))
     .sort((a, b) => b.createdAt - a.createdAt);
 }
 
-export const running = async (service: string): Promise<Task[]> => (await tasks(service)).filter((task) => task.state === 'running' && task.desired === 'running');
+export const running = async (service: string): Promise<Task[]> =>
+  (await tasks(service)).filter((task) => task.state === 'running' && task.desired === 'running');
 
 /** The image a service's spec names (the digest Swarm may append is dropped). */
 export async function serviceImage(service: string): Promise<string> {
-  return (await docker(['service', 'inspect', '--format', '{{.Spec.TaskTemplate.ContainerSpec.Image}}', `${STACK}_${service}`])).split('@')[0]!;
+  return (await docker(['service', 'inspect', '--format', '{{.Spec.TaskTemplate.ContainerSpec.Image}}', `${STACK}_${service}`])).split(
+    '@',
+  )[0]!;
 }
 
 export async function updateState(service: string): Promise<string> {
@@ -101,7 +114,9 @@ export async function updateState(service: string): Promise<string> {
 
 /** The id of one running container of a service. */
 export async function containerOf(service: string): Promise<string> {
-  const id = (await docker(['ps', '-q', '--filter', `label=com.docker.swarm.service.name=${STACK}_${service}`])).split('\n').filter(Boolean)[0];
+  const id = (await docker(['ps', '-q', '--filter', `label=com.docker.swarm.service.name=${STACK}_${service}`]))
+    .split('\n')
+    .filter(Boolean)[0];
   if (!id) throw new Error(`no running container of ${service}`);
   return id;
 }

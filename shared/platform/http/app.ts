@@ -1,11 +1,46 @@
-import { createServer } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from '../logger.ts';
 import { installHttpMetrics } from '../telemetry/http.ts';
-import { installErrorHandling } from './errors.ts';
+import { type ErrorCode, installErrorHandling } from './errors.ts';
 import { stringifyExact } from './json.ts';
 
 export const BODY_LIMIT_BYTES = 1024 * 1024;
+
+/** A caller's X-Request-Id is kept only when it is short and made of characters safe in logs and bodies. */
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+const idPrefix = randomBytes(4).toString('hex');
+let requestCount = 0;
+
+/** The caller's X-Request-Id when it is safe, else a new one unique to this process. */
+export function requestIdOf(request: IncomingMessage): string {
+  const given = request.headers['x-request-id'];
+  if (typeof given === 'string' && SAFE_REQUEST_ID.test(given)) return given;
+  requestCount = (requestCount + 1) % Number.MAX_SAFE_INTEGER;
+  return `${idPrefix}-${requestCount.toString(36)}`;
+}
+
+/**
+ * Answers what the HTTP parser refuses before any route sees it (headers over 16 KB, a request not
+ * received in time, malformed HTTP) in the same error shape as every other answer, with a status the
+ * OpenAPI document lists for every operation.
+ */
+function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (!socket.writable) return void socket.destroy();
+  const [status, code, message]: [number, ErrorCode, string] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers_too_large', 'request line and headers must fit in 16 KB']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request_timeout', 'the request was not received in time']
+        : [400, 'invalid_request', 'malformed HTTP request'];
+  const body = JSON.stringify({ error: { code, message } });
+  const reason = { 400: 'Bad Request', 408: 'Request Timeout', 431: 'Request Header Fields Too Large' }[status];
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
 
 /** A Fastify instance with FlagMeter's error model, exact-bigint JSON and no per-request logging. */
 export function createHttpApp(logger: Logger): FastifyInstance {
@@ -13,14 +48,21 @@ export function createHttpApp(logger: Logger): FastifyInstance {
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT_BYTES,
-    requestIdHeader: 'x-request-id',
+    requestIdHeader: false,
+    genReqId: requestIdOf,
     return503OnClosing: true,
     // Slow clients (slowloris) must not hold connections: headers within 10 s, the whole request
     // within 15 s, checked every second (Node's default check runs only every 30 s).
     serverFactory: (handler) =>
-      createServer({ headersTimeout: 10_000, requestTimeout: 15_000, connectionsCheckingInterval: 1_000, keepAliveTimeout: 5_000 }, handler),
+      createServer(
+        { headersTimeout: 10_000, requestTimeout: 15_000, connectionsCheckingInterval: 1_000, keepAliveTimeout: 5_000 },
+        handler,
+      ),
     connectionTimeout: 60_000,
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 512 },
+    clientErrorHandler: answerClientError,
+    // Path parameters are bounded by the 16 KB header limit and then by each route's schema, so a
+    // long one is a 400 naming the field rather than the router's own 414.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 16_384 },
   }) as unknown as FastifyInstance;
   app.setReplySerializer((payload) => stringifyExact(payload));
   // Only JSON is accepted; anything else (text/plain included) is 415.

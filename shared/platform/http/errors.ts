@@ -9,8 +9,11 @@ export const errorCode = z.enum([
   'forbidden',
   'not_found',
   'method_not_allowed',
+  'request_timeout',
   'payload_too_large',
   'unsupported_media_type',
+  'too_many_requests',
+  'headers_too_large',
   'queue_unavailable',
   'queue_full',
   'service_unavailable',
@@ -26,8 +29,11 @@ const codeToStatus: Record<ErrorCode, number> = {
   forbidden: 403,
   not_found: 404,
   method_not_allowed: 405,
+  request_timeout: 408,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  too_many_requests: 429,
+  headers_too_large: 431,
   queue_unavailable: 503,
   queue_full: 503,
   service_unavailable: 503,
@@ -125,14 +131,17 @@ export function sendError(reply: FastifyReply, request: FastifyRequest, error: A
   return reply.code(error.status).type('application/json; charset=utf-8').send(body);
 }
 
-/** One error handler: ours as they are, framework/client errors as 4xx, anything else logged and a bare 500. */
+/** The error a client gets: ours as they are, framework/client errors as 4xx, anything else logged and a bare 500. */
+export function apiErrorOf(error: Error, request: FastifyRequest): ApiError {
+  const apiError = error instanceof ApiError ? error : fromFramework(error as FastifyError);
+  if (apiError) return apiError;
+  request.log.error({ err: error, route: request.routeOptions.url }, 'unhandled error');
+  return new ApiError('internal_error', 'internal error');
+}
+
+/** One error handler for every route (ingest's own adds a count, then answers the same). */
 export function installErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler((error: FastifyError, request, reply) => {
-    const apiError = error instanceof ApiError ? error : fromFramework(error);
-    if (apiError) return sendError(reply, request, apiError);
-    request.log.error({ err: error, route: request.routeOptions.url }, 'unhandled error');
-    return sendError(reply, request, new ApiError('internal_error', 'internal error'));
-  });
+  app.setErrorHandler((error: FastifyError, request, reply) => sendError(reply, request, apiErrorOf(error, request)));
   app.setNotFoundHandler((request, reply) =>
     sendError(reply, request, new ApiError('not_found', `no route ${request.method} ${request.url.split('?')[0]}`)),
   );

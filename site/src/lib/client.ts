@@ -12,7 +12,12 @@ export function clientKey(request: Request, clientAddress: string, site: Pick<Si
   return clientAddress;
 }
 
-/** Where to go after login: only our own dashboard paths, never another origin. */
+/**
+ * Where to go after login: only our own dashboard paths, never another origin, and only printable
+ * ASCII (a CR, LF or U+2028 would make the Location header invalid).
+ */
 export function safeNext(next: string | null): string {
-  return next && /^\/dashboard(\/[^/\\]|\/?$|\?)/.test(next) && !next.includes('//') ? next : '/dashboard';
+  return next && next.length <= 2_048 && /^[\x21-\x7e]+$/.test(next) && /^\/dashboard(\/[^/\\]|\/?$|\?)/.test(next) && !next.includes('//')
+    ? next
+    : '/dashboard';
 }

@@ -3,7 +3,8 @@ import { type Config, ConfigError, loadConfig } from '../../../shared/platform/c
 import { connectPostgres, type Db } from '../../../shared/platform/db.ts';
 import { createLogger, type Logger } from '../../../shared/platform/logger.ts';
 import { type SiteConfig, loadSiteConfig } from './config.ts';
-import { LoginThrottle } from './throttle.ts';
+import { RevokedSessions } from './revocations.ts';
+import { FailureThrottle } from '../../../shared/domain/throttle.ts';
 
 /**
  * What the pages need: the same database and config the API functions use. The site authenticates
@@ -16,7 +17,8 @@ export interface SiteDeps {
   config: Config;
   logger: Logger;
   site: SiteConfig;
-  throttle: LoginThrottle;
+  throttle: FailureThrottle;
+  revoked: RevokedSessions;
 }
 
 // The built site is a separate bundle with its own copies of these modules, so `npm start` hands
@@ -51,5 +53,5 @@ async function openStandalone(): Promise<SiteDeps> {
   const site = loadSiteConfig(config);
   const logger = createLogger('site', config);
   const db = connectPostgres(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
-  return { db, config, logger, site, throttle: new LoginThrottle() };
+  return { db, config, logger, site, throttle: new FailureThrottle(), revoked: new RevokedSessions() };
 }

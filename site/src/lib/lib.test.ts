@@ -4,7 +4,7 @@ import { barChart, cumulative, niceCeiling } from './chart.ts';
 import { safeNext } from './client.ts';
 import { loadSiteConfig } from './config.ts';
 import { csrfToken, issueSession, validCredential, validCsrfToken, verifySession } from './session.ts';
-import { LoginThrottle } from './throttle.ts';
+import { FailureThrottle } from '../../../shared/domain/throttle.ts';
 
 const KEY = Buffer.alloc(32, 7);
 
@@ -45,7 +45,7 @@ describe('session cookie', () => {
 
 describe('login throttle', () => {
   test('two failures are free, then each further one doubles the wait up to the cap; success clears it', () => {
-    const throttle = new LoginThrottle();
+    const throttle = new FailureThrottle();
     const delays = [];
     for (let attempt = 0; attempt < 8; attempt += 1) {
       delays.push(throttle.delayFor('1.2.3.4', 0));
@@ -58,7 +58,7 @@ describe('login throttle', () => {
   });
 
   test('failures older than the window are forgotten and the table stays bounded', () => {
-    const throttle = new LoginThrottle({ freeFailures: 0, baseDelayMs: 100, maxDelayMs: 1_000, windowMs: 1_000, maxEntries: 2 });
+    const throttle = new FailureThrottle({ freeFailures: 0, baseDelayMs: 100, maxDelayMs: 1_000, windowMs: 1_000, maxEntries: 2 });
     throttle.recordFailure('a', 0);
     expect(throttle.delayFor('a', 500)).toBe(100);
     expect(throttle.delayFor('a', 2_000)).toBe(0);
@@ -66,6 +66,26 @@ describe('login throttle', () => {
     throttle.recordFailure('c', 0);
     expect(throttle.delayFor('a', 0)).toBe(0);
     expect(throttle.delayFor('c', 0)).toBe(100);
+  });
+});
+
+describe('failure throttle admission', () => {
+  test('one attempt per client at a time, a cap on pending attempts, and a global failure budget per minute', () => {
+    const throttle = new FailureThrottle({ maxPending: 2, maxGlobalFailuresPerMinute: 3 });
+    const first = throttle.admit('a', 0);
+    expect(first.admitted).toBe(true);
+    expect(throttle.admit('a', 0).admitted).toBe(false);
+    expect(throttle.admit('b', 0).admitted).toBe(true);
+    // Two pending: a third client waits too.
+    expect(throttle.admit('c', 0)).toEqual({ admitted: false, retryAfterMs: 1_000 });
+    if (first.admitted) first.release();
+    expect(throttle.admit('a', 0).admitted).toBe(true);
+    const spare = new FailureThrottle({ maxGlobalFailuresPerMinute: 3 });
+    for (const client of ['x', 'y', 'z']) spare.recordFailure(client, 60_000);
+    // Three failures from three addresses spend the minute's budget for everyone, until the minute ends.
+    expect(spare.admit('fresh', 90_000)).toEqual({ admitted: false, retryAfterMs: 30_000 });
+    expect(spare.retryAfterMs('fresh', 90_000)).toBe(30_000);
+    expect(spare.admit('fresh', 120_000).admitted).toBe(true);
   });
 });
 

@@ -1,6 +1,6 @@
 import { EventBuffer } from './buffer.ts';
 import { errorOf, FlagMeterError, type HttpAnswer, isRetryableStatus, request, type RetryPolicy, retryDelay, sleep, type Transport } from './http.ts';
-import { type ModelResponse, tokensFromUsage } from './model-usage.ts';
+import { type ModelResponse, readResponse } from './model-usage.ts';
 import type { IngestResult, QuotaCheck, TrackedEvent, TrackEvent, UsageReport } from './types.ts';
 
 /** What happens to a `track()` when the buffer is full. */
@@ -173,20 +173,24 @@ export class Meter {
     return Promise.resolve(event.id);
   }
 
-  /** Meters one OpenAI or Anthropic response: tokens from its usage block, feature from its model, id from its id. */
-  trackResponse(response: ModelResponse, context: { tenant: string; feature?: string }): Promise<string | undefined> {
-    const tokens = tokensFromUsage(response.usage);
-    const feature = context.feature ?? response.model;
+  /**
+   * Meters one model response as the OpenAI, Anthropic or Vercel AI SDK returns it: tokens from its
+   * usage, feature from its model, idempotency key from its id. `includeCache` adds Anthropic's cache
+   * write and read tokens (the other SDKs count cached input in their totals already).
+   */
+  trackResponse(response: ModelResponse, context: { tenant: string; feature?: string; includeCache?: boolean }): Promise<string | undefined> {
+    const { tokens, model, id } = readResponse(response, context);
+    const feature = context.feature ?? model;
     if (tokens < 1 || !feature) {
       const message = tokens < 1 ? 'the response has no usage block with tokens' : 'no feature given and the response names no model';
       this.#report({
         kind: 'invalid',
         message,
-        events: [{ tenant: context.tenant, feature: feature ?? '', tokens, id: response.id ?? '', timestamp: new Date().toISOString() }],
+        events: [{ tenant: context.tenant, feature: feature ?? '', tokens, id: id ?? '', timestamp: new Date().toISOString() }],
       });
       return Promise.resolve(undefined);
     }
-    return this.track({ tenant: context.tenant, feature, tokens, ...(response.id ? { id: response.id } : {}) });
+    return this.track({ tenant: context.tenant, feature, tokens, ...(id ? { id } : {}) });
   }
 
   /** Resolves once every event tracked before the call is delivered or reported through onError. */

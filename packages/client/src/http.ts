@@ -3,13 +3,16 @@ import type { ErrorBody, ErrorDetail } from './types.ts';
 /** A non-2xx answer, with the server's error code, message and per-field details. */
 export class FlagMeterError extends Error {
   override name = 'FlagMeterError';
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly details: ErrorDetail[] = [],
-  ) {
+  readonly status: number;
+  readonly code: string;
+  readonly details: ErrorDetail[];
+
+  // Fields assigned by hand, not parameter properties: the source must stay runnable by type stripping.
+  constructor(status: number, code: string, message: string, details: ErrorDetail[] = []) {
     super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details;
   }
 }
 

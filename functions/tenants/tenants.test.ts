@@ -1,0 +1,54 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseExact } from '../../tests/helpers/json.ts';
+import { ADMIN_TOKEN, createTestStack, type TestStack } from '../../tests/helpers/runtime.ts';
+import { servicesAvailable, uniqueName } from '../../tests/helpers/services.ts';
+import { buildTenantsApp } from './app.ts';
+
+describe.skipIf(!servicesAvailable)('tenants function (its own app, real PostgreSQL)', () => {
+  let stack: TestStack;
+  let app: FastifyInstance;
+  const admin = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, body?: unknown, token = ADMIN_TOKEN) =>
+    app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { payload: JSON.stringify(body) }),
+    });
+
+  beforeAll(async () => {
+    stack = await createTestStack();
+    app = buildTenantsApp(stack.runtime);
+    await app.ready();
+  });
+  afterAll(async () => {
+    await app?.close();
+    await stack?.close();
+  });
+
+  it('creates a tenant (201), updates it (200), reads it, lists its alerts; creates, lists and revokes a key', async () => {
+    const tenant = uniqueName('tenants');
+    expect((await admin('PUT', `/api/tenants/${tenant}`, { monthlyQuota: 500 })).statusCode).toBe(201);
+    const updated = await admin('PUT', `/api/tenants/${tenant}`, { monthlyQuota: 700 });
+    expect(updated.statusCode).toBe(200);
+    expect(parseExact(updated.body)).toMatchObject({ tenant, monthlyQuota: 700n });
+    expect((await admin('GET', `/api/tenants/${tenant}`)).json()).toMatchObject({ tenant });
+    expect((await admin('GET', `/api/tenants/${tenant}/alerts`)).json()).toEqual({ alerts: [] });
+    expect((await admin('GET', `/api/tenants?q=${tenant}`)).json()).toMatchObject({ total: 1, tenants: [{ tenant }] });
+
+    const created = await admin('POST', '/api/keys', { name: 'ci', tenant });
+    expect(created.statusCode).toBe(201);
+    const { id, key } = created.json();
+    expect(key).toEqual(expect.any(String));
+    expect((await admin('GET', '/api/keys')).json().keys).toContainEqual(expect.objectContaining({ id, tenant }));
+    expect((await admin('DELETE', `/api/keys/${id}`)).json()).toMatchObject({ id, revokedAt: expect.any(String) });
+  });
+
+  it('answers 400 naming the bad field, 404 for an unknown tenant, 403 for an API key', async () => {
+    const bad = await admin('PUT', `/api/tenants/${uniqueName('bad')}`, { monthlyQuota: -1 });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.details[0].field).toBe('monthlyQuota');
+    expect((await admin('GET', `/api/tenants/${uniqueName('nobody')}`)).statusCode).toBe(404);
+    expect((await admin('GET', '/api/tenants', undefined, stack.apiKey)).json().error.code).toBe('forbidden');
+  });
+});

@@ -1,0 +1,45 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { upsertTenant } from '../../shared/domain/tenants.ts';
+import { parseExact } from '../../tests/helpers/json.ts';
+import { createTestStack, type TestStack } from '../../tests/helpers/runtime.ts';
+import { servicesAvailable, uniqueName } from '../../tests/helpers/services.ts';
+import { buildUsageApp } from './app.ts';
+
+describe.skipIf(!servicesAvailable)('usage function (its own app, real PostgreSQL)', () => {
+  let stack: TestStack;
+  let app: FastifyInstance;
+  const get = (url: string) => app.inject({ method: 'GET', url, headers: { authorization: `Bearer ${stack.apiKey}` } });
+
+  beforeAll(async () => {
+    stack = await createTestStack();
+    app = buildUsageApp(stack.runtime);
+    await app.ready();
+  });
+  afterAll(async () => {
+    await app?.close();
+    await stack?.close();
+  });
+
+  it("answers a tenant's usage and its series", async () => {
+    const tenant = uniqueName('usage');
+    await upsertTenant(stack.runtime.db, tenant, { monthlyQuota: 1_000n }, stack.runtime.config.DEFAULT_MONTHLY_QUOTA);
+    const usage = await get(`/api/usage/${tenant}`);
+    expect(usage.statusCode).toBe(200);
+    expect(parseExact(usage.body)).toMatchObject({ tenant, tokens: 0n, quota: 1_000n, over: false, features: [] });
+    const series = await get(`/api/usage/${tenant}/series?granularity=hour`);
+    expect(series.statusCode).toBe(200);
+    expect(series.json()).toMatchObject({ tenant, granularity: 'hour', feature: null });
+  });
+
+  it('answers 404 for an unknown tenant and 400 naming a bad query field', async () => {
+    expect((await get(`/api/usage/${uniqueName('nobody')}`)).json().error.code).toBe('not_found');
+    const bad = await get('/api/usage/acme/series?granularity=week');
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.details).toEqual([{ field: 'granularity', message: 'must be hour or day' }]);
+  });
+
+  it('answers 401 without a key', async () => {
+    expect((await app.inject({ method: 'GET', url: '/api/usage/acme' })).statusCode).toBe(401);
+  });
+});
