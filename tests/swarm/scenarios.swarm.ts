@@ -317,7 +317,10 @@ describe('the stack on Docker Swarm', () => {
       'index.mjs': bundled.outputFiles[0]!.text,
     });
     const endpointMode = (await docker(['service', 'inspect', '--format', '{{.Spec.EndpointSpec.Mode}}', `${STACK}_ingest`])) || 'vip';
-    const service = unique('slack');
+    // The name swarm-up allows as a webhook host (WEBHOOK_ALLOWED_HOSTS); a stand-in of an earlier
+    // run on an attached stack gives way.
+    const service = 'slack';
+    await docker(['service', 'rm', `${STACK}_${service}`]).catch(() => '');
     await docker([
       'service',
       'create',
