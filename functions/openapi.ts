@@ -130,6 +130,7 @@ function responseOf(response: ResponseSpec, route: RouteSpec): JsonSchema {
       : {
           content: {
             'application/json': { schema: schema instanceof z.ZodType ? schemaRef(componentName(responseSchemas, schema, route)) : schema },
+            ...(response.csv ? { 'text/csv': { schema: { type: 'string', description: response.csv } } } : {}),
           },
         }),
   };

@@ -20,6 +20,8 @@ export interface ResponseSpec {
   /** A zod schema (named in the document's components), or a JSON Schema given inline. */
   schema?: z.ZodType | Record<string, unknown>;
   retryAfter?: boolean;
+  /** The route also answers `text/csv` when the Accept header asks for it; what the CSV holds. */
+  csv?: string;
 }
 
 export interface RouteSpec {

@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { startAggregator } from '../functions/aggregator/service.ts';
 import { registerAllFunctions } from '../functions/api.ts';
 import { createApiKey } from '../shared/domain/keys.ts';
-import { generateAdminToken, hashSecret } from '../shared/domain/auth.ts';
+import { generateAdminToken, generateApiKey, hashSecret } from '../shared/domain/auth.ts';
 import { loadConfigOrExit } from '../shared/platform/config.ts';
+import { retryUntilDone } from '../shared/platform/db.ts';
 import { mountSite } from '../site/server.ts';
 import { createHttpApp } from '../shared/platform/http/app.ts';
 import { migrate } from '../shared/platform/migrate.ts';
@@ -47,18 +48,29 @@ const runtime = await createRuntime('flagmeter', { config, embedded: true, witho
 telemetry.announce(runtime.logger);
 observeRuntime(runtime);
 const { db, queue, logger } = runtime;
-await migrate(db);
+// Every start-up step is retried until the database is steady: a flaky connection delays start-up
+// instead of ending it. Each step may run again after an attempt whose outcome was unknown.
+await retryUntilDone('migrations', logger, () => migrate(db));
+await retryUntilDone('loading API keys', logger, () => runtime.keys.refresh());
+// Keeps them fresh from here on (its own first load repeats the one above).
 await runtime.keys.start();
 
-let apiKey: string | undefined;
 const keyFile = join(config.DATA_DIR, 'api-key');
-if (existsSync(keyFile)) {
-  const saved = readFileSync(keyFile, 'utf8').trim();
-  const [active] = await db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashSecret(saved)]);
-  if (active) apiKey = saved;
-}
-if (!apiKey) {
-  apiKey = (await createApiKey(runtime, 'npm start', null)).key;
+const savedKey = existsSync(keyFile) ? readFileSync(keyFile, 'utf8').trim() : undefined;
+const savedActive =
+  savedKey !== undefined &&
+  (
+    await retryUntilDone('checking the saved API key', logger, () =>
+      db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashSecret(savedKey)]),
+    )
+  ).length > 0;
+let apiKey: string;
+if (savedKey !== undefined && savedActive) {
+  apiKey = savedKey;
+} else {
+  // Generated once, outside the retries: an insert whose answer was lost is repeated with the same key.
+  const generated = generateApiKey();
+  apiKey = (await retryUntilDone('creating the API key', logger, () => createApiKey(runtime, 'npm start', null, generated))).key;
   writeFileSync(keyFile, `${apiKey}\n`, { mode: 0o600 });
 }
 
@@ -77,7 +89,9 @@ const lines = [
   `FlagMeter is running on ${base}`,
   `  database: ${db.kind === 'pglite' ? `embedded PostgreSQL (PGlite) in ${config.DATA_DIR}/pglite` : 'PostgreSQL at DATABASE_URL'}`,
   `  queue:    ${queue.kind === 'memory' ? 'in-process (set VALKEY_URL for a durable Valkey queue)' : 'Valkey at VALKEY_URL'}`,
-  generatedAdmin ? `  admin token (generated, kept in ${config.DATA_DIR}/admin-token): ${config.ADMIN_TOKEN}` : '  admin token: from ADMIN_TOKEN',
+  generatedAdmin
+    ? `  admin token (generated, kept in ${config.DATA_DIR}/admin-token): ${config.ADMIN_TOKEN}`
+    : '  admin token: from ADMIN_TOKEN',
   `  API key (kept in ${keyFile}): ${apiKey}`,
   `  metrics:  ${telemetry.metricsUrl ?? 'off'}`,
   `  dashboard: ${base}/dashboard (log in with the admin token)`,

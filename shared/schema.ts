@@ -7,6 +7,7 @@ import {
   integer,
   pgTable,
   primaryKey,
+  smallint,
   text,
   timestamp,
   uniqueIndex,
@@ -149,4 +150,37 @@ export const alerts = pgTable(
 export const aggregatorMembers = pgTable('aggregator_members', {
   owner: text('owner').primaryKey(),
   seenAt: timestamp('seen_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+/**
+ * Each tenant's current period at a glance, kept by triggers on `tenants` and `usage_periods` (see
+ * migration 0004), so a sorted page of tenants reads an index instead of every tenant's usage. A
+ * row whose `period_end` has passed still holds the last period; readers roll it over first.
+ */
+export const tenantUsageSummary = pgTable(
+  'tenant_usage_summary',
+  {
+    tenant: text('tenant').primaryKey(),
+    monthlyQuota: bigint('monthly_quota', { mode: 'bigint' }).notNull(),
+    timeZone: text('time_zone').notNull(),
+    periodStart: date('period_start', { mode: 'string' }).notNull(),
+    periodEnd: timestamp('period_end', { withTimezone: true }).notNull(),
+    tokens: tokens(),
+    lastEventAt: timestamp('last_event_at', { withTimezone: true }),
+  },
+  (table) => [
+    index('tenant_usage_summary_tokens_idx').on(table.tokens.desc(), table.tenant),
+    index('tenant_usage_summary_percent_idx').on(sql`(${table.tokens}::numeric / nullif(${table.monthlyQuota}, 0)) DESC NULLS LAST`, table.tenant),
+    index('tenant_usage_summary_period_end_idx').on(table.periodEnd),
+  ],
+);
+
+/**
+ * The number of tenants in 16 shards, kept by statement triggers on `tenants` (migration 0006), so a
+ * page's total is 16 rows instead of a count over every tenant. Shards keep two transactions that
+ * create tenants from waiting on one counter row.
+ */
+export const tenantCounts = pgTable('tenant_counts', {
+  shard: smallint('shard').primaryKey(),
+  tenants: bigint('tenants', { mode: 'bigint' }).notNull().default(sql`0`),
 });

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Db } from '../../shared/platform/db.ts';
+import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import { percentOf } from '../../shared/domain/usage.ts';
 import { type WebhookPolicy, postWebhook, retryAfterMs, webhookUrlProblem } from '../../shared/domain/webhooks.ts';
@@ -51,7 +51,10 @@ function hostOf(url: string | null | undefined): string {
 const number = (value: bigint): string => value.toLocaleString('en-US');
 
 /** The Slack message: blocks with tenant, percent, used/quota, period and a link to the tenant's page. */
-export function slackMessage(alert: Pick<ClaimedAlert, 'tenant' | 'period_start' | 'threshold' | 'used_tokens' | 'quota' | 'time_zone'>, publicUrl: string): object {
+export function slackMessage(
+  alert: Pick<ClaimedAlert, 'tenant' | 'period_start' | 'threshold' | 'used_tokens' | 'quota' | 'time_zone'>,
+  publicUrl: string,
+): object {
   const percent = percentOf(alert.used_tokens, alert.quota);
   const link = `${publicUrl.replace(/\/$/, '')}/dashboard/tenants/${encodeURIComponent(alert.tenant)}`;
   const headline = `${alert.tenant} reached ${alert.threshold}% of its monthly quota`;
@@ -154,11 +157,14 @@ export class AlertDelivery {
         [JSON.stringify(ids), claimMs],
       );
     });
+    const claimedUntil = Date.now() + claimMs;
     for (const alert of claimed) {
       const host = hostOf(alert.webhook ?? this.options.globalWebhookUrl);
       this.perHost.set(host, (this.perHost.get(host) ?? 0) + 1);
-      const sending: Promise<void> = this.send(alert)
-        .catch((error: Error) => this.options.logger.error({ err: error.message, alert: alert.id.toString() }, 'alert delivery bookkeeping failed'))
+      const sending: Promise<void> = this.send(alert, claimedUntil)
+        .catch((error: Error) =>
+          this.options.logger.error({ err: error.message, alert: alert.id.toString() }, 'alert delivery bookkeeping failed'),
+        )
         .finally(() => {
           this.inFlight.delete(sending);
           const left = (this.perHost.get(host) ?? 1) - 1;
@@ -171,17 +177,37 @@ export class AlertDelivery {
     }
   }
 
-  private async send(alert: ClaimedAlert): Promise<void> {
-    const { db, policy, logger } = this.options;
+  /**
+   * Records a delivery outcome. Each mark sets fixed values, so repeating one whose answer was lost
+   * is harmless; it is retried while the claim holds, because a delivered alert left unmarked would
+   * be claimed again and posted twice.
+   */
+  private mark(text: string, params: readonly unknown[], claimedUntil: number): Promise<unknown> {
+    return retryUntilDone('recording an alert delivery', this.options.logger, () => this.options.db.query(text, params), {
+      attemptTimeoutMs: 10_000,
+      cancelled: () => Date.now() > claimedUntil,
+    });
+  }
+
+  private async send(alert: ClaimedAlert, claimedUntil: number): Promise<void> {
+    const { policy, logger } = this.options;
     const url = alert.webhook ?? this.options.globalWebhookUrl;
     const log = { alert: alert.id.toString(), tenant: alert.tenant, threshold: alert.threshold, attempts: alert.attempts };
     if (!url) {
-      await db.query(`UPDATE alerts SET status = 'no_webhook', last_error = 'no webhook configured' WHERE id = $1`, [alert.id.toString()]);
+      await this.mark(
+        `UPDATE alerts SET status = 'no_webhook', last_error = 'no webhook configured' WHERE id = $1`,
+        [alert.id.toString()],
+        claimedUntil,
+      );
       return this.outcome('no_webhook', alert.attempts);
     }
     const problem = webhookUrlProblem(url, policy);
     if (problem) {
-      await db.query(`UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`, [alert.id.toString(), `webhook URL ${problem}`]);
+      await this.mark(
+        `UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`,
+        [alert.id.toString(), `webhook URL ${problem}`],
+        claimedUntil,
+      );
       logger.warn(log, 'alert not sent: webhook URL refused');
       return this.outcome('failed', alert.attempts);
     }
@@ -190,7 +216,11 @@ export class AlertDelivery {
     try {
       const response = await postWebhook(url, slackMessage(alert, this.options.publicUrl), policy, this.options.timeoutMs);
       if (response.status >= 200 && response.status < 300) {
-        await db.query(`UPDATE alerts SET status = 'delivered', delivered_at = now(), last_error = NULL WHERE id = $1`, [alert.id.toString()]);
+        await this.mark(
+          `UPDATE alerts SET status = 'delivered', delivered_at = now(), last_error = NULL WHERE id = $1`,
+          [alert.id.toString()],
+          claimedUntil,
+        );
         logger.info(log, 'alert delivered');
         return this.outcome('delivered', alert.attempts);
       }
@@ -202,13 +232,18 @@ export class AlertDelivery {
     const backoff = Math.min(MAX_BACKOFF_MS, this.options.retryBaseMs * 2 ** (alert.attempts - 1));
     const wait = delayMs ?? Math.round(backoff * (0.8 + Math.random() * 0.4));
     if (Date.now() + wait - new Date(alert.created_at).getTime() > this.options.giveUpMs) {
-      await db.query(`UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`, [alert.id.toString(), `gave up: ${error}`]);
+      await this.mark(
+        `UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`,
+        [alert.id.toString(), `gave up: ${error}`],
+        claimedUntil,
+      );
       logger.warn({ ...log, error }, 'alert delivery given up');
       return this.outcome('failed', alert.attempts);
     }
-    await db.query(
+    await this.mark(
       `UPDATE alerts SET last_error = $2, next_attempt_at = now() + $3::int * interval '1 millisecond' WHERE id = $1`,
       [alert.id.toString(), error, wait],
+      claimedUntil,
     );
     logger.warn({ ...log, error, retryInMs: wait }, 'alert delivery failed; will retry');
     return this.outcome(delayMs === undefined ? 'retry' : 'rate_limited', alert.attempts);

@@ -1,163 +1,66 @@
-import middy from '@middy/core';
-import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
-import type { Db, Queryable } from '../../shared/platform/db.ts';
-import { periodStartDay } from '../../shared/domain/periods.ts';
-import { stringifyExact } from '../../shared/platform/http/json.ts';
-import type { QueueEntry } from '../../shared/platform/queue/types.ts';
-import { type Rollups, groupByQuarterHour, rollUp } from './rollup.ts';
+import middy, { type MiddlewareObj } from '@middy/core';
+import type { Context } from 'aws-lambda';
+import type { Logger } from '../../shared/platform/logger.ts';
+import {
+  type AggregatorDeps,
+  type AggregatorEvent,
+  type AggregatorResult,
+  applyBatch,
+  CheckpointMovedError,
+  StaleOwnerError,
+} from './apply.ts';
 
-/** The entries read from one partition by the owner holding `fence`. */
-export interface PartitionBatch {
-  partition: number;
-  fence: string;
-  entries: QueueEntry[];
-}
+type Middleware = MiddlewareObj<AggregatorEvent, AggregatorResult, Error, Context>;
 
-/** What the runner hands the handler: one read round over the partitions it owns. */
-export interface AggregatorEvent {
-  batches: PartitionBatch[];
-}
+const batchSummary = (event: AggregatorEvent): { partitions: number[]; entries: number } => ({
+  partitions: event.batches.map((batch) => batch.partition),
+  entries: event.batches.reduce((sum, batch) => sum + batch.entries.length, 0),
+});
 
-export interface AggregatorResult {
-  events: number;
-  /** Last applied stream id per partition: safe to trim up to. */
-  lastIds: Record<number, string>;
-  /** Oldest receipt time in the batch (epoch ms), for the lag metric. */
-  oldestReceivedAt: number;
-  /** Thresholds of the alerts this batch created. */
-  alertThresholds: number[];
-}
-
-export interface AggregatorDeps {
-  db: Db;
-  defaultQuota: bigint;
-}
-
-/** A commit by an owner whose fence is no longer current: another aggregator took the partition. */
-export class StaleOwnerError extends Error {
-  override name = 'StaleOwnerError';
-  constructor(readonly partitions: number[]) {
-    super(`lost ownership of partitions ${partitions.join(', ')}`);
-  }
-}
-
-const RECORDS = (columns: string) => `jsonb_to_recordset($1::jsonb) AS x(${columns})`;
-
-async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[]): Promise<void> {
-  const rows = batches.map((batch) => ({
-    partition: batch.partition,
-    fence: batch.fence,
-    last_id: batch.entries.at(-1)!.id,
-    events: batch.entries.reduce((sum, entry) => sum + entry.events.length, 0),
-  }));
-  // Locks each checkpoint row: a concurrent takeover waits for this commit, then bumps the fence.
-  const advanced = await tx.query<{ partition: number }>(
-    `UPDATE partition_checkpoints c
-     SET last_id = x.last_id, applied_events = c.applied_events + x.events, updated_at = now()
-     FROM ${RECORDS('partition int, fence bigint, last_id text, events bigint')}
-     WHERE c.partition = x.partition AND c.fence = x.fence
-     RETURNING c.partition`,
-    [JSON.stringify(rows)],
-  );
-  if (advanced.length !== rows.length) {
-    const kept = new Set(advanced.map((row) => row.partition));
-    throw new StaleOwnerError(rows.map((row) => row.partition).filter((p) => !kept.has(p)));
-  }
-}
-
-interface TenantSettings {
-  timeZone: string;
-  quota: bigint;
-  thresholds: number[];
+/** Times every commit, failed or not, for the commit-duration histogram. */
+function commitTiming(record: (seconds: number) => void): Middleware {
+  const startedAt = new WeakMap<object, number>();
+  const stop = (request: object): void => {
+    const started = startedAt.get(request);
+    if (started !== undefined) record((performance.now() - started) / 1_000);
+  };
+  return {
+    before: (request) => {
+      startedAt.set(request, performance.now());
+    },
+    after: stop,
+    onError: stop,
+  };
 }
 
 /**
- * Creates unknown tenants with the default quota (race-free) and returns their settings, read FOR
- * SHARE so that a concurrent quota change waits for this commit (or this batch for it).
+ * Sorts failed commits: a taken-over partition or a checkpoint that moved past the batch is an
+ * expected outcome the runner acts on (nothing was applied either way), so it is left to the runner;
+ * anything else is logged with the batch it concerns before the runner retries it.
  */
-async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bigint): Promise<Map<string, TenantSettings>> {
-  const names = JSON.stringify(tenants);
-  await tx.query(
-    `INSERT INTO tenants (name, monthly_quota)
-     SELECT value, $2::bigint FROM jsonb_array_elements_text($1::jsonb) ORDER BY value
-     ON CONFLICT (name) DO NOTHING`,
-    [names, defaultQuota.toString()],
-  );
-  const rows = await tx.query<{ name: string; time_zone: string; monthly_quota: bigint; thresholds: number[] }>(
-    `SELECT name, time_zone, monthly_quota, thresholds FROM tenants
-     WHERE name IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) ORDER BY name FOR SHARE`,
-    [names],
-  );
-  return new Map(rows.map((row) => [row.name, { timeZone: row.time_zone, quota: row.monthly_quota, thresholds: row.thresholds }]));
+function errorClassification(logger: Logger): Middleware {
+  return {
+    onError: (request) => {
+      const { error, event } = request;
+      if (error instanceof StaleOwnerError || error instanceof CheckpointMovedError) return;
+      logger.error({ err: error?.message, ...batchSummary(event) }, 'aggregator commit failed; nothing of the batch was applied');
+    },
+  };
 }
 
-/** Upserts the rollups; returns each touched period's new total. */
-async function upsertRollups(tx: Queryable, rollups: Rollups): Promise<{ tenant: string; period_start: string; tokens: bigint; now: Date }[]> {
-  return tx.query(
-    `WITH hourly AS (
-       INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
-       SELECT tenant, feature, hour, tokens, events
-       FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, feature text, hour timestamptz, tokens bigint, events bigint)
-       ON CONFLICT (tenant, feature, hour) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
-     ), daily AS (
-       INSERT INTO usage_daily AS u (tenant, feature, day, tokens, events)
-       SELECT tenant, feature, day, tokens, events
-       FROM jsonb_to_recordset($2::jsonb) AS x(tenant text, feature text, day date, tokens bigint, events bigint)
-       ON CONFLICT (tenant, feature, day) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
-     ), period_features AS (
-       INSERT INTO usage_period_features AS u (tenant, period_start, feature, tokens, events)
-       SELECT tenant, period_start, feature, tokens, events
-       FROM jsonb_to_recordset($3::jsonb) AS x(tenant text, period_start date, feature text, tokens bigint, events bigint)
-       ON CONFLICT (tenant, period_start, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
-     )
-     INSERT INTO usage_periods AS u (tenant, period_start, tokens, events, last_event_at)
-     SELECT tenant, period_start, tokens, events, last_event_at
-     FROM jsonb_to_recordset($4::jsonb) AS x(tenant text, period_start date, tokens bigint, events bigint, last_event_at timestamptz)
-     ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
-       last_event_at = greatest(u.last_event_at, excluded.last_event_at)
-     RETURNING tenant, period_start, tokens, now() AS now`,
-    [
-      stringifyExact(rollups.hourly),
-      stringifyExact(rollups.daily),
-      stringifyExact(rollups.periodFeatures),
-      stringifyExact(rollups.periods),
-    ],
-  );
+export interface AggregatorHandlerOptions extends AggregatorDeps {
+  logger: Logger;
+  onCommitDuration?: (seconds: number) => void;
 }
 
 /**
- * Applies one read round: rollups and checkpoints in one transaction, fenced so that a stale owner's
- * commit is rolled back whole. A batch is applied exactly once or not at all.
+ * The aggregator function: a middy handler over one batch of stream records (the runner's read
+ * round, or a Lambda event source's batch). Middleware carries what is not the commit itself.
  */
-export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): Promise<AggregatorResult> {
-  const batches = event.batches.filter((batch) => batch.entries.length > 0);
-  const entries = batches.flatMap((batch) => batch.entries);
-  const lastIds: Record<number, string> = {};
-  for (const batch of batches) lastIds[batch.partition] = batch.entries.at(-1)!.id;
-  const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
-  if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertThresholds: [] };
-  const grouped = groupByQuarterHour(entries);
-  const { events, alertThresholds } = await deps.db.transaction(async (tx) => {
-    // The stream is trimmed after this commit, so the commit must be on disk even where the server
-    // runs synchronous_commit=off for throughput.
-    await tx.query('SET LOCAL synchronous_commit = on');
-    await advanceCheckpoints(tx, batches);
-    const settings = await tenantSettings(tx, grouped.tenants, deps.defaultQuota);
-    const rollups = rollUp(grouped, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
-    const totals = await upsertRollups(tx, rollups);
-    // Only the current period alerts: late events counted into a past period never do. "Current" by
-    // the database clock, the one the usage and tenants reads use too.
-    const current = totals.flatMap((total) => {
-      const tenant = settings.get(total.tenant);
-      if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, new Date(total.now).getTime())) return [];
-      return [{ tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds }];
-    });
-    return { events: rollups.events, alertThresholds: await createCrossingAlerts(tx, current) };
-  });
-  return { events, lastIds, oldestReceivedAt, alertThresholds };
-}
-
-/** The aggregator function: a middy handler over one batch of stream records. */
-export function createAggregatorHandler(deps: AggregatorDeps) {
-  return middy<AggregatorEvent, AggregatorResult>().handler((event) => applyBatch(deps, event));
+export function createAggregatorHandler(options: AggregatorHandlerOptions) {
+  const { logger, onCommitDuration, ...deps } = options;
+  return middy<AggregatorEvent, AggregatorResult, Error, Context>({ timeoutEarlyInMillis: 0 })
+    .use(commitTiming(onCommitDuration ?? (() => undefined)))
+    .use(errorClassification(logger))
+    .handler((event) => applyBatch(deps, event));
 }

@@ -12,10 +12,34 @@ export function addExact(sum: Sum, tokens: Sum): Sum {
   return BigInt(sum) + BigInt(tokens);
 }
 
-export interface HourlyRow { tenant: string; feature: string; hour: string; tokens: Sum; events: number }
-export interface DailyRow { tenant: string; feature: string; day: string; tokens: Sum; events: number }
-export interface PeriodFeatureRow { tenant: string; period_start: string; feature: string; tokens: Sum; events: number }
-export interface PeriodRow { tenant: string; period_start: string; tokens: Sum; events: number; last_event_at: string }
+export interface HourlyRow {
+  tenant: string;
+  feature: string;
+  hour: string;
+  tokens: Sum;
+  events: number;
+}
+export interface DailyRow {
+  tenant: string;
+  feature: string;
+  day: string;
+  tokens: Sum;
+  events: number;
+}
+export interface PeriodFeatureRow {
+  tenant: string;
+  period_start: string;
+  feature: string;
+  tokens: Sum;
+  events: number;
+}
+export interface PeriodRow {
+  tenant: string;
+  period_start: string;
+  tokens: Sum;
+  events: number;
+  last_event_at: string;
+}
 
 export interface Rollups {
   hourly: HourlyRow[];
@@ -27,9 +51,27 @@ export interface Rollups {
 
 const QUARTER_HOUR_MS = 900_000;
 
-interface Group { tenant: string; feature: string; quarter: number; tokens: Sum; events: number; lastAt: number }
+/** The quarter hour an event is summed into, with its tenant and feature. */
+export function quarterOf(timestamp: number): number {
+  return Math.floor(timestamp / QUARTER_HOUR_MS);
+}
 
-function upsert<T extends { tokens: Sum; events: number }>(map: Map<string, T>, key: string, make: () => T, tokens: Sum, events: number): T {
+interface Group {
+  tenant: string;
+  feature: string;
+  quarter: number;
+  tokens: Sum;
+  events: number;
+  lastAt: number;
+}
+
+function upsert<T extends { tokens: Sum; events: number }>(
+  map: Map<string, T>,
+  key: string,
+  make: () => T,
+  tokens: Sum,
+  events: number,
+): T {
   let row = map.get(key);
   if (!row) {
     row = make();
@@ -58,7 +100,7 @@ export function groupByQuarterHour(entries: readonly QueueEntry[]): QuarterHourG
   for (const entry of entries) {
     for (const event of entry.events) {
       events++;
-      const quarter = Math.floor(event.timestamp / QUARTER_HOUR_MS);
+      const quarter = quarterOf(event.timestamp);
       const key = `${event.tenant}\t${event.feature}\t${quarter}`;
       let group = groups.get(key);
       if (!group) {
@@ -88,8 +130,20 @@ export function rollUp({ groups, events }: QuarterHourGroups, timeZoneOf: (tenan
     const periodStart = `${day.slice(0, 8)}01`;
     upsert(hourly, `${tenant}\t${feature}\t${hour}`, () => ({ tenant, feature, hour, tokens: 0, events: 0 }), tokens, count);
     upsert(daily, `${tenant}\t${feature}\t${day}`, () => ({ tenant, feature, day, tokens: 0, events: 0 }), tokens, count);
-    upsert(periodFeatures, `${tenant}\t${periodStart}\t${feature}`, () => ({ tenant, period_start: periodStart, feature, tokens: 0, events: 0 }), tokens, count);
-    const period = upsert(periods, `${tenant}\t${periodStart}`, () => ({ tenant, period_start: periodStart, tokens: 0, events: 0, last_event_at: '' }), tokens, count);
+    upsert(
+      periodFeatures,
+      `${tenant}\t${periodStart}\t${feature}`,
+      () => ({ tenant, period_start: periodStart, feature, tokens: 0, events: 0 }),
+      tokens,
+      count,
+    );
+    const period = upsert(
+      periods,
+      `${tenant}\t${periodStart}`,
+      () => ({ tenant, period_start: periodStart, tokens: 0, events: 0, last_event_at: '' }),
+      tokens,
+      count,
+    );
     const lastAt = new Date(group.lastAt).toISOString();
     if (lastAt > period.last_event_at) period.last_event_at = lastAt;
   }

@@ -1,8 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Db } from '../../shared/platform/db.ts';
+import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
-import type { EventQueue } from '../../shared/platform/queue/types.ts';
-import { type AggregatorEvent, type AggregatorResult, StaleOwnerError } from './handler.ts';
+import type { EventQueue, QueueEntry } from '../../shared/platform/queue/types.ts';
+import { type AggregatorEvent, type AggregatorResult, CheckpointMovedError, type PartitionBatch, StaleOwnerError } from './apply.ts';
+import { quarterOf } from './rollup.ts';
 
 export interface RunnerOptions {
   db: Db;
@@ -17,6 +18,10 @@ export interface RunnerOptions {
   batchSize: number;
   /** Concurrent apply loops over disjoint partition sets (default 1). */
   lanes?: number;
+  /** Most distinct (tenant, feature, quarter hour) groups one commit holds (default ROUND_KEYS). */
+  roundKeys?: number;
+  /** Events one lane aims to read per round, whatever the entries' sizes (default ROUND_EVENTS). */
+  roundEvents?: number;
   onApplied?: (result: AggregatorResult) => void;
 }
 
@@ -27,6 +32,16 @@ interface Owned {
 }
 
 const READ_BLOCK_MS = 250;
+/**
+ * A round's memory follows its distinct groups (each becomes rows in four rollups, their JSON and
+ * the driver's copy of it), not its event count: 10,000 groups per commit keep a lane to a few MB
+ * at any tenant cardinality, and a low-cardinality round still applies everything it read at once.
+ */
+export const ROUND_KEYS = 10_000;
+/** Decoded events a lane reads per round (about 150 bytes each). */
+export const ROUND_EVENTS = 40_000;
+/** Largest request ingest accepts: the size assumed of entries until a read shows otherwise. */
+const MAX_EVENTS_PER_ENTRY = 1_000;
 const MAX_BACKOFF_MS = 5_000;
 const TRIM_INTERVAL_MS = 1_000;
 
@@ -40,6 +55,8 @@ export class AggregatorRunner {
   private stopping = false;
   private loop: Promise<void> | undefined;
   private readonly lastTrimAt: number[] = [];
+  /** Per lane: the entry size the next read is sized for. */
+  private readonly eventsPerEntry: number[] = [];
 
   constructor(private readonly options: RunnerOptions) {}
 
@@ -48,10 +65,16 @@ export class AggregatorRunner {
   }
 
   async start(): Promise<void> {
-    const { db, queue } = this.options;
-    await db.query(
-      'INSERT INTO partition_checkpoints (partition) SELECT generate_series(0, $1::int - 1) ON CONFLICT DO NOTHING',
-      [queue.partitions],
+    const { db, queue, logger } = this.options;
+    // Idempotent, so retried until the database answers: a flaky start delays the aggregator, never ends it.
+    await retryUntilDone(
+      'creating partition checkpoints',
+      logger,
+      () =>
+        db.query('INSERT INTO partition_checkpoints (partition) SELECT generate_series(0, $1::int - 1) ON CONFLICT DO NOTHING', [
+          queue.partitions,
+        ]),
+      { cancelled: () => this.stopping },
     );
     await this.maintainLeases().catch((error: Error) => this.options.logger.warn({ err: error.message }, 'lease maintenance failed'));
     const lanes = Array.from({ length: this.options.lanes ?? 1 }, (_, lane) => this.lane(lane));
@@ -80,6 +103,8 @@ export class AggregatorRunner {
   private async lane(lane: number): Promise<void> {
     const lanes = this.options.lanes ?? 1;
     let backoffMs = 0;
+    // After an error the outcome of the last commit is unknown: positions come from the database.
+    let reload = false;
     while (!this.stopping) {
       const partitions = this.ownedPartitions.filter((partition) => partition % lanes === lane);
       if (partitions.length === 0) {
@@ -87,12 +112,22 @@ export class AggregatorRunner {
         continue;
       }
       try {
+        if (reload) await this.reloadPositions(partitions);
+        reload = false;
         await this.round(lane, partitions);
         backoffMs = 0;
       } catch (error) {
+        reload = true;
         if (error instanceof StaleOwnerError) {
           for (const partition of error.partitions) this.owned.delete(partition);
           this.options.logger.warn({ partitions: error.partitions }, 'partitions taken over by another aggregator');
+          continue;
+        }
+        if (error instanceof CheckpointMovedError) {
+          this.options.logger.warn(
+            { partitions: error.partitions },
+            'an earlier commit went through although its answer was lost; reading on from the checkpoint',
+          );
           continue;
         }
         backoffMs = Math.min(MAX_BACKOFF_MS, Math.max(100, backoffMs * 2));
@@ -102,19 +137,53 @@ export class AggregatorRunner {
     }
   }
 
-  /** Reads after the last applied ids, applies, then trims what is committed (at most every TRIM_INTERVAL_MS). */
+  /**
+   * Takes each partition's position from its checkpoint row, the one record of what was applied.
+   * A partition whose fence moved belongs to another replica now and is let go.
+   */
+  private async reloadPositions(partitions: number[]): Promise<void> {
+    const rows = await this.options.db.query<{ partition: number; fence: bigint; last_id: string }>(
+      'SELECT partition, fence, last_id FROM partition_checkpoints WHERE partition = ANY (SELECT value::int FROM jsonb_array_elements_text($1::jsonb))',
+      [JSON.stringify(partitions)],
+    );
+    for (const row of rows) {
+      const owned = this.owned.get(row.partition);
+      if (!owned) continue;
+      if (owned.fence !== row.fence.toString()) {
+        this.owned.delete(row.partition);
+        this.options.logger.warn({ partition: row.partition }, 'lease lost');
+      } else {
+        owned.lastId = row.last_id;
+      }
+    }
+  }
+
+  /**
+   * Reads after the last applied ids, applies in commits of at most `roundKeys` groups, then trims
+   * what is committed (at most every TRIM_INTERVAL_MS).
+   */
   private async round(lane: number, partitions: number[]): Promise<void> {
     const { queue, apply } = this.options;
     const positions = partitions.flatMap((partition) => {
       const owned = this.owned.get(partition);
       return owned ? [{ partition, afterId: owned.lastId }] : [];
     });
-    const read = await queue.read(positions, this.options.batchSize, READ_BLOCK_MS, lane);
-    const batches = read
-      .filter((found) => this.owned.has(found.partition))
-      .map((found) => ({ partition: found.partition, fence: this.owned.get(found.partition)!.fence, entries: found.entries }));
-    if (batches.length > 0) {
-      const result = await apply({ batches });
+    const perEntry = this.eventsPerEntry[lane] ?? MAX_EVENTS_PER_ENTRY;
+    const count = Math.max(
+      1,
+      Math.min(this.options.batchSize, Math.floor((this.options.roundEvents ?? ROUND_EVENTS) / (positions.length * perEntry))),
+    );
+    const read = await queue.read(positions, count, READ_BLOCK_MS, lane);
+    this.eventsPerEntry[lane] = nextEventsPerEntry(
+      perEntry,
+      read.flatMap((found) => found.entries),
+    );
+    const batches = read.flatMap((found) => {
+      const owned = this.owned.get(found.partition);
+      return owned ? [{ partition: found.partition, fence: owned.fence, afterId: owned.lastId, entries: found.entries }] : [];
+    });
+    for (const event of splitByKeys(batches, this.options.roundKeys ?? ROUND_KEYS)) {
+      const result = await apply(event);
       for (const [partition, lastId] of Object.entries(result.lastIds)) {
         const owned = this.owned.get(Number(partition));
         if (owned) owned.lastId = lastId;
@@ -214,4 +283,78 @@ export class AggregatorRunner {
     );
     this.options.logger.info({ partitions }, 'partitions released');
   }
+}
+
+/**
+ * The entry size to plan the next read for: the largest entry just read, or half the previous
+ * estimate when entries got smaller (one large request does not slow reads down for long).
+ */
+function nextEventsPerEntry(previous: number, entries: readonly QueueEntry[]): number {
+  if (entries.length === 0) return previous;
+  const largest = entries.reduce((most, entry) => Math.max(most, entry.events.length), 1);
+  return Math.max(largest, Math.floor(previous / 2));
+}
+
+/**
+ * Counts a commit's groups without building a key per event: tenant → feature → the quarter hour
+ * last seen. A pair seen again in another quarter counts again, so the count may run over the true
+ * number of groups, never under it — the bound holds.
+ */
+class GroupCount {
+  private readonly seen = new Map<string, Map<string, number>>();
+  size = 0;
+
+  private has(event: QueueEntry['events'][number]): boolean {
+    return this.seen.get(event.tenant)?.get(event.feature) === quarterOf(event.timestamp);
+  }
+
+  add(events: QueueEntry['events']): void {
+    for (const event of events) {
+      if (this.has(event)) continue;
+      let features = this.seen.get(event.tenant);
+      if (!features) this.seen.set(event.tenant, (features = new Map()));
+      features.set(event.feature, quarterOf(event.timestamp));
+      this.size++;
+    }
+  }
+
+  /** Groups `events` would add. */
+  added(events: QueueEntry['events']): number {
+    const fresh = new GroupCount();
+    for (const event of events) if (!this.has(event)) fresh.add([event]);
+    return fresh.size;
+  }
+}
+
+/**
+ * Cuts one read into consecutive commits of at most `maxKeys` distinct (tenant, feature, quarter
+ * hour) groups — the unit the rollups hold — never splitting an entry. Each slice of a partition
+ * is read after the slice before it, so every commit compare-and-sets on its own predecessor.
+ */
+export function splitByKeys(batches: readonly PartitionBatch[], maxKeys: number): AggregatorEvent[] {
+  const events: AggregatorEvent[] = [];
+  let current = new Map<number, PartitionBatch>();
+  let groups = new GroupCount();
+  const close = () => {
+    if (current.size > 0) events.push({ batches: [...current.values()] });
+    current = new Map();
+    groups = new GroupCount();
+  };
+  for (const batch of batches) {
+    let afterId = batch.afterId;
+    for (const entry of batch.entries) {
+      // An entry adds at most one group per event: only near the bound is it worth counting exactly.
+      if (groups.size > 0 && groups.size + entry.events.length > maxKeys && groups.size + groups.added(entry.events) > maxKeys) close();
+      groups.add(entry.events);
+      let slice = current.get(batch.partition);
+      if (!slice) {
+        slice = { partition: batch.partition, fence: batch.fence, afterId, entries: [] };
+        current.set(batch.partition, slice);
+      }
+      slice.entries.push(entry);
+      afterId = entry.id;
+    }
+  }
+  close();
+  return events;
 }

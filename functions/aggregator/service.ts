@@ -1,8 +1,11 @@
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import type { Context } from 'aws-lambda';
 import type { Runtime } from '../../shared/runtime/runtime.ts';
 import { aggregatorMetrics } from '../../shared/platform/telemetry/metrics.ts';
 import { AlertDelivery, type DeliveryOutcome } from './delivery.ts';
-import { type AggregatorResult, createAggregatorHandler } from './handler.ts';
+import type { AggregatorResult } from './apply.ts';
+import { createAggregatorHandler } from './handler.ts';
 import { AggregatorRunner } from './runner.ts';
 
 export interface AggregatorHooks {
@@ -14,6 +17,27 @@ export interface RunningAggregator {
   runner: AggregatorRunner;
   delivery: AlertDelivery;
   stop(): Promise<void>;
+}
+
+/**
+ * The invocation context the runner hands the handler, as Lambda would: a commit has until the
+ * partition lease runs out.
+ */
+function runnerContext(leaseMs: number): Context {
+  return {
+    callbackWaitsForEmptyEventLoop: false,
+    functionName: 'flagmeter-aggregator',
+    functionVersion: '$LATEST',
+    invokedFunctionArn: 'flagmeter:aggregator:runner',
+    memoryLimitInMB: '128',
+    awsRequestId: randomUUID(),
+    logGroupName: 'flagmeter',
+    logStreamName: hostname(),
+    getRemainingTimeInMillis: () => leaseMs,
+    done: () => undefined,
+    fail: () => undefined,
+    succeed: () => undefined,
+  };
 }
 
 /** The aggregator function as a process runs it: runner feeding the middy handler, plus the alert outbox. */
@@ -37,17 +61,18 @@ export async function startAggregator(runtime: Runtime, hooks: AggregatorHooks =
       hooks.onDelivery?.(outcome, attempts);
     },
   });
-  const handler = createAggregatorHandler({ db, defaultQuota: config.DEFAULT_MONTHLY_QUOTA });
+  const handler = createAggregatorHandler({
+    db,
+    defaultQuota: config.DEFAULT_MONTHLY_QUOTA,
+    logger,
+    onCommitDuration: (seconds) => metrics.committed(seconds),
+  });
+  const context = runnerContext(config.AGGREGATOR_LEASE);
   const runner = new AggregatorRunner({
     db,
     queue,
     logger,
-    apply: async (event) => {
-      const started = performance.now();
-      const result = await handler(event, {} as never);
-      metrics.committed((performance.now() - started) / 1_000);
-      return result;
-    },
+    apply: (event) => handler(event, context),
     ownerId: config.AGGREGATOR_ID ?? `${hostname()}-${process.pid}`,
     leaseMs: config.AGGREGATOR_LEASE,
     batchSize: config.AGGREGATOR_BATCH_SIZE,

@@ -5,7 +5,7 @@ import type { Db } from '../../shared/platform/db.ts';
 import { createHttpApp } from '../../shared/platform/http/app.ts';
 import { ApiError } from '../../shared/platform/http/errors.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
-import { type CachedUsage, type TenantUsage, UsageCache, percentOf, readSeries } from '../../shared/domain/usage.ts';
+import { type CachedUsage, type TenantUsage, UsageCache, forecast, percentOf, readSeries, seriesCsv } from '../../shared/domain/usage.ts';
 import { stringifyExact } from '../../shared/platform/http/json.ts';
 import { registerRoute } from '../route-spec.ts';
 import { getUsage, getUsageSeries } from './routes.ts';
@@ -29,8 +29,32 @@ function usageView(usage: TenantUsage, asOf: number): UsageResponse {
     remaining: usage.quota > usage.tokens ? usage.quota - usage.tokens : 0n,
     over: usage.tokens >= usage.quota,
     features: usage.features,
+    forecast: forecast({
+      tokens: usage.tokens,
+      quota: usage.quota,
+      timeZone: usage.timeZone,
+      periodEnd: usage.periodEnd,
+      window: usage.window,
+      now: asOf,
+    }),
     asOf: new Date(asOf).toISOString(),
   };
+}
+
+/** Whether the Accept header ranks text/csv above application/json (absent q counts as 1). */
+export function prefersCsv(accept: string | undefined): boolean {
+  const quality = (type: string): number => {
+    let best = -1;
+    for (const part of (accept ?? '').split(',')) {
+      const [range = '', ...params] = part.trim().toLowerCase().split(';');
+      if (range.trim() !== type) continue;
+      const q = params.map((param) => /^\s*q=([\d.]+)\s*$/.exec(param)?.[1]).find((value) => value !== undefined);
+      best = Math.max(best, q === undefined ? 1 : Number(q));
+    }
+    return best;
+  };
+  const csv = quality('text/csv');
+  return csv > 0 && csv > quality('application/json');
 }
 
 export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
@@ -49,7 +73,7 @@ export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
     return reply.type('application/json; charset=utf-8').send(cached.body);
   });
 
-  registerRoute(app, getUsageSeries, deps, async ({ params: { tenant }, query }, request): Promise<SeriesResponse> => {
+  registerRoute(app, getUsageSeries, deps, async ({ params: { tenant }, query }, request, reply): Promise<SeriesResponse | string> => {
     authoriseTenant(request.principal, tenant);
     const { usage } = await loadTenant(tenant);
     const from = query.from === undefined ? usage.periodStart.getTime() : Date.parse(query.from);
@@ -58,7 +82,19 @@ export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
     if (to - from > MAX_RANGE_MS) {
       throw new ApiError('invalid_request', 'the range is over 400 days', [{ field: 'to', message: 'is more than 400 days after from' }]);
     }
-    const points = await readSeries(deps.db, { tenant, timeZone: usage.timeZone, granularity: query.granularity, from, to, ...(query.feature ? { feature: query.feature } : {}) });
+    const points = await readSeries(deps.db, {
+      tenant,
+      timeZone: usage.timeZone,
+      granularity: query.granularity,
+      from,
+      to,
+      ...(query.feature ? { feature: query.feature } : {}),
+    });
+    reply.header('vary', 'accept');
+    if (prefersCsv(request.headers.accept)) {
+      reply.type('text/csv; charset=utf-8');
+      return seriesCsv(points);
+    }
     return {
       tenant,
       granularity: query.granularity,

@@ -1,5 +1,5 @@
 import { defineRoute, errorResponses } from '../route-spec.ts';
-import { seriesQuery, seriesResponse, usageParams, usageResponse } from './schema.ts';
+import { seriesCsvDescription, seriesQuery, seriesResponse, usageParams, usageResponse } from './schema.ts';
 
 export const getUsage = defineRoute({
   method: 'GET',
@@ -16,13 +16,16 @@ export const getUsageSeries = defineRoute({
   method: 'GET',
   path: '/api/usage/:tenant/series',
   operationId: 'getUsageSeries',
-  summary: 'Usage over time, empty buckets filled with 0',
+  summary: 'Usage over time, empty buckets filled with 0; JSON or CSV',
   description: '`from` defaults to the start of the current period and `to` to now; the range may span at most 400 days.',
   tag: 'usage',
   auth: 'key',
   params: usageParams,
   query: seriesQuery,
-  responses: { 200: { description: 'One point per hour or day', schema: seriesResponse }, ...errorResponses(400, 401, 403, 404) },
+  responses: {
+    200: { description: 'One point per hour or day', schema: seriesResponse, csv: seriesCsvDescription },
+    ...errorResponses(400, 401, 403, 404),
+  },
 });
 
 /** The usage function's routes, in route-table order. */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { featureName, tenantName } from '../../shared/domain/events.ts';
+import { SERIES_CSV_HEADER } from '../../shared/domain/usage.ts';
 
 export const usageParams = z.object({ tenant: tenantName });
 
@@ -7,12 +8,10 @@ export const usageParams = z.object({ tenant: tenantName });
 // PostgreSQL's) at its edges, which is no question worth a database round trip.
 const SERIES_EARLIEST = Date.UTC(2000, 0, 1);
 const SERIES_LATEST = Date.UTC(2100, 0, 1);
-const seriesBound = z.iso
-  .datetime({ offset: true, message: 'must be an ISO-8601 date-time' })
-  .refine((text) => {
-    const at = Date.parse(text);
-    return at >= SERIES_EARLIEST && at < SERIES_LATEST;
-  }, 'must be from 2000-01-01 to before 2100-01-01');
+const seriesBound = z.iso.datetime({ offset: true, message: 'must be an ISO-8601 date-time' }).refine((text) => {
+  const at = Date.parse(text);
+  return at >= SERIES_EARLIEST && at < SERIES_LATEST;
+}, 'must be from 2000-01-01 to before 2100-01-01');
 
 export const seriesQuery = z.strictObject({
   granularity: z.enum(['hour', 'day'], { error: 'must be hour or day' }).default('day'),
@@ -32,6 +31,19 @@ export const usageResponse = z.object({
   remaining: bigintNumber,
   over: z.boolean(),
   features: z.array(z.object({ feature: z.string(), tokens: bigintNumber })),
+  forecast: z
+    .object({
+      tokensAtPeriodEnd: bigintNumber.meta({ description: "the period's total if the current pace holds to its end" }),
+      quotaReachedAt: z.string().nullable().meta({
+        description:
+          'when the running total reaches the quota at that pace (ISO-8601); `asOf` if it already has; null if not within this period',
+      }),
+    })
+    .meta({
+      description:
+        'At the current pace: the tokens counted since local midnight of the earlier of six days before today and the period start, ' +
+        "divided by the time since then (a trailing 7-day rate, shorter in a period's first week), carried on to the period end.",
+    }),
   asOf: z.string(),
 });
 export type UsageResponse = z.infer<typeof usageResponse>;
@@ -45,3 +57,5 @@ export const seriesResponse = z.object({
   points: z.array(z.object({ start: z.string(), tokens: bigintNumber })),
 });
 export type SeriesResponse = z.infer<typeof seriesResponse>;
+
+export const seriesCsvDescription = `With \`Accept: text/csv\`: a header row \`${SERIES_CSV_HEADER}\`, then one row per bucket, oldest first (\`start\` as ISO-8601 UTC, \`tokens\` an exact integer).`;

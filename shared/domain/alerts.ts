@@ -74,26 +74,26 @@ export interface AlertView {
   rearmedAt: string | null;
 }
 
-export async function listAlerts(db: Queryable, tenant: string, limit = 100): Promise<AlertView[]> {
-  const rows = await db.query<{
-    id: bigint;
-    threshold: number;
-    period_start: string;
-    used_tokens: bigint;
-    quota: bigint;
-    status: string;
-    created_at: Date;
-    delivered_at: Date | null;
-    attempts: number;
-    last_error: string | null;
-    rearmed_at: Date | null;
-  }>(
-    `SELECT id, threshold, period_start, used_tokens, quota, status, created_at, delivered_at, attempts, last_error, rearmed_at
-     FROM alerts WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
-    [tenant, limit],
-  );
+interface AlertRow {
+  id: bigint;
+  tenant: string;
+  threshold: number;
+  period_start: string;
+  used_tokens: bigint;
+  quota: bigint;
+  status: string;
+  created_at: Date;
+  delivered_at: Date | null;
+  attempts: number;
+  last_error: string | null;
+  rearmed_at: Date | null;
+}
+
+const ALERT_COLUMNS = 'id, tenant, threshold, period_start, used_tokens, quota, status, created_at, delivered_at, attempts, last_error, rearmed_at';
+
+function alertView(row: AlertRow): AlertView {
   const iso = (value: Date | null) => (value ? new Date(value).toISOString() : null);
-  return rows.map((row) => ({
+  return {
     id: row.id.toString(),
     threshold: row.threshold,
     period: row.period_start.slice(0, 7),
@@ -106,5 +106,37 @@ export async function listAlerts(db: Queryable, tenant: string, limit = 100): Pr
     attempts: row.attempts,
     lastError: row.last_error,
     rearmedAt: iso(row.rearmed_at),
-  }));
+  };
+}
+
+export async function listAlerts(db: Queryable, tenant: string, limit = 100): Promise<AlertView[]> {
+  const rows = await db.query<AlertRow>(
+    `SELECT ${ALERT_COLUMNS} FROM alerts WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
+    [tenant, limit],
+  );
+  return rows.map(alertView);
+}
+
+export interface AlertLogQuery {
+  /** Only alerts not (yet) delivered: pending, failed or with no webhook. */
+  undelivered?: boolean;
+  /** Alerts older than this id (the next page's cursor). */
+  before?: bigint;
+  limit?: number;
+}
+
+/**
+ * Every tenant's alerts, newest first, a page at a time. Ids grow with creation, so the primary key
+ * is the order and a cursor `before` keeps every page the same cost however deep.
+ */
+export async function listAlertLog(db: Queryable, query: AlertLogQuery = {}): Promise<{ alerts: (AlertView & { tenant: string })[]; next: bigint | undefined }> {
+  const limit = query.limit ?? 50;
+  const rows = await db.query<AlertRow>(
+    `SELECT ${ALERT_COLUMNS} FROM alerts
+     WHERE ($1::bigint IS NULL OR id < $1::bigint) AND (NOT $2::boolean OR status <> 'delivered')
+     ORDER BY id DESC LIMIT $3`,
+    [query.before?.toString() ?? null, query.undelivered === true, limit + 1],
+  );
+  const page = rows.slice(0, limit);
+  return { alerts: page.map((row) => ({ ...alertView(row), tenant: row.tenant })), next: rows.length > limit ? page.at(-1)!.id : undefined };
 }

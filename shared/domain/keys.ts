@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { desc, eq, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import type { Queryable } from '../platform/db.ts';
 import { ApiError } from '../platform/http/errors.ts';
+import { orm } from '../platform/orm.ts';
+import { apiKeys } from '../schema.ts';
 import { type KeyStore, generateApiKey } from './auth.ts';
 import { tenantName } from './events.ts';
 
@@ -40,51 +43,49 @@ export interface KeyAdminDeps {
   auth?: { keys: Pick<KeyStore, 'add' | 'revoke'> };
 }
 
-interface KeyRow {
-  id: string;
-  name: string;
-  tenant: string | null;
-  key_prefix: string;
-  created_at: Date;
-  revoked_at: Date | null;
-}
+type ApiKeyRow = typeof apiKeys.$inferSelect;
 
-const toView = (row: KeyRow): ApiKeyView => ({
+const toView = (row: ApiKeyRow): ApiKeyView => ({
   id: row.id,
   name: row.name,
   tenant: row.tenant,
-  prefix: row.key_prefix,
-  createdAt: new Date(row.created_at).toISOString(),
-  revokedAt: row.revoked_at ? new Date(row.revoked_at).toISOString() : null,
+  prefix: row.keyPrefix,
+  createdAt: row.createdAt.toISOString(),
+  revokedAt: row.revokedAt?.toISOString() ?? null,
 });
 
-/** Creates a key; the secret is returned once and only its hash is stored. */
-export async function createApiKey(deps: KeyAdminDeps, name: string, tenant: string | null): Promise<CreatedKeyResponse> {
-  const id = `key_${randomBytes(9).toString('base64url')}`;
-  const { key, hash, prefix } = generateApiKey();
-  const [row] = await deps.db.query<KeyRow>(
-    `INSERT INTO api_keys (id, name, tenant, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5)
-     RETURNING id, name, tenant, key_prefix, created_at, revoked_at`,
-    [id, name, tenant, hash, prefix],
-  );
-  deps.auth?.keys.add(hash, { id, tenant });
-  return { id, name, tenant, key, createdAt: new Date(row!.created_at).toISOString() };
+/**
+ * Creates a key; the secret is returned once and only its hash is stored. Pass `generated` to make a
+ * retry idempotent: the same secret inserted again (after an answer that was lost) finds its own row.
+ */
+export async function createApiKey(
+  deps: KeyAdminDeps,
+  name: string,
+  tenant: string | null,
+  generated: { key: string; hash: string; prefix: string } = generateApiKey(),
+): Promise<CreatedKeyResponse> {
+  const { key, hash, prefix } = generated;
+  const [row] = await orm(deps.db)
+    .insert(apiKeys)
+    .values({ id: `key_${randomBytes(9).toString('base64url')}`, name, tenant, keyHash: hash, keyPrefix: prefix })
+    .onConflictDoUpdate({ target: apiKeys.keyHash, set: { name: sql`${apiKeys.name}` } })
+    .returning();
+  deps.auth?.keys.add(hash, { id: row!.id, tenant: row!.tenant });
+  return { id: row!.id, name: row!.name, tenant: row!.tenant, key, createdAt: row!.createdAt.toISOString() };
 }
 
 export async function listApiKeys(deps: KeyAdminDeps): Promise<ApiKeyView[]> {
-  const rows = await deps.db.query<KeyRow>(
-    'SELECT id, name, tenant, key_prefix, created_at, revoked_at FROM api_keys ORDER BY created_at DESC, id',
-  );
+  const rows = await orm(deps.db).select().from(apiKeys).orderBy(desc(apiKeys.createdAt), apiKeys.id);
   return rows.map(toView);
 }
 
 /** Revokes a key; every instance stops accepting it on its next key refresh (within 2 s). */
 export async function revokeApiKey(deps: KeyAdminDeps, id: string): Promise<ApiKeyView> {
-  const [row] = await deps.db.query<KeyRow>(
-    `UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
-     RETURNING id, name, tenant, key_prefix, created_at, revoked_at`,
-    [id],
-  );
+  const [row] = await orm(deps.db)
+    .update(apiKeys)
+    .set({ revokedAt: sql`coalesce(${apiKeys.revokedAt}, now())` })
+    .where(eq(apiKeys.id, id))
+    .returning();
   if (!row) throw new ApiError('not_found', `no API key "${id}"`);
   deps.auth?.keys.revoke(id);
   return toView(row);

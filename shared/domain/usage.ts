@@ -10,6 +10,59 @@ export interface TenantUsage {
   periodStart: Date;
   periodEnd: Date;
   features: { feature: string; tokens: bigint }[];
+  /** The forecast's trailing window: its first local day and the tokens counted from it. */
+  window: ForecastWindow;
+}
+
+export interface ForecastWindow {
+  startDay: string;
+  tokens: bigint;
+}
+
+export interface Forecast {
+  /** The period's total if the trailing rate holds to its end. */
+  tokensAtPeriodEnd: bigint;
+  /** When the running total reaches the quota at that rate; `now` if it already has; null if not this period. */
+  quotaReachedAt: string | null;
+}
+
+/** Days in the trailing window the forecast takes its rate from. */
+export const FORECAST_DAYS = 7;
+
+/** The forecast window's first day: today and the six before it in the tenant's zone, never before the period start. */
+export function forecastWindowStartDay(timeZone: string, periodStartDay: string, now: number): string {
+  const weekAgo = addCalendar(localDay(timeZone, now), { days: -(FORECAST_DAYS - 1) });
+  return weekAgo > periodStartDay ? weekAgo : periodStartDay;
+}
+
+export interface ForecastInput {
+  tokens: bigint;
+  quota: bigint;
+  timeZone: string;
+  periodEnd: Date;
+  window: ForecastWindow;
+  now: number;
+}
+
+/**
+ * At the current pace: the tokens counted since the window's first local midnight, divided by the
+ * time since then, carried on to the period's end. Early in a period the window is shorter (it
+ * starts at the period start), so the rate is the period's own from its first day. Exact integers.
+ */
+export function forecast(input: ForecastInput): Forecast {
+  const { tokens, quota, window } = input;
+  const windowStart = localMidnight(input.timeZone, window.startDay);
+  const end = input.periodEnd.getTime();
+  const now = Math.min(input.now, end);
+  const elapsed = BigInt(Math.max(0, now - windowStart));
+  const remaining = BigInt(end - now);
+  const tokensAtPeriodEnd = elapsed > 0n ? tokens + (window.tokens * remaining) / elapsed : tokens;
+  if (tokens >= quota) return { tokensAtPeriodEnd, quotaReachedAt: new Date(now).toISOString() };
+  if (window.tokens <= 0n || elapsed === 0n) return { tokensAtPeriodEnd, quotaReachedAt: null };
+  // Ceiling division: the first millisecond at which the projected total is at least the quota.
+  const needed = ((quota - tokens) * elapsed + window.tokens - 1n) / window.tokens;
+  const reachedAt = now + Number(needed);
+  return { tokensAtPeriodEnd, quotaReachedAt: reachedAt < end ? new Date(reachedAt).toISOString() : null };
 }
 
 /** Percent of quota with two decimals, computed on exact integers. */
@@ -19,28 +72,35 @@ export function percentOf(tokens: bigint, quota: bigint): number {
 }
 
 /**
- * The tenant's current period in one round trip; the period is taken from the database clock in
- * the tenant's zone, the same clock the aggregator's period rows are keyed against.
+ * The tenant's current period (or the one starting on `periodStartDay`) in one round trip; the
+ * current period is taken from the database clock in the tenant's zone, the same clock the
+ * aggregator's period rows are keyed against.
  */
-export async function readTenantUsage(db: Queryable, tenant: string): Promise<TenantUsage | undefined> {
+export async function readTenantUsage(db: Queryable, tenant: string, periodStartDay?: string): Promise<TenantUsage | undefined> {
   const [row] = await db.query<{
     monthly_quota: bigint;
     time_zone: string;
     period_start: string;
     tokens: bigint | null;
+    window_start: string;
+    window_tokens: bigint;
     features: { feature: string; tokens: string }[];
   }>(
     `WITH t AS (
        SELECT name, monthly_quota, time_zone,
-              to_char(date_trunc('month', now() AT TIME ZONE time_zone), 'YYYY-MM-DD') AS period_start
+              coalesce($2::text, to_char(date_trunc('month', now() AT TIME ZONE time_zone), 'YYYY-MM-DD')) AS period_start,
+              to_char(greatest(date_trunc('month', now() AT TIME ZONE time_zone)::date,
+                               (now() AT TIME ZONE time_zone)::date - ${FORECAST_DAYS - 1}), 'YYYY-MM-DD') AS window_start
        FROM tenants WHERE name = $1)
-     SELECT t.monthly_quota, t.time_zone, t.period_start, p.tokens,
+     SELECT t.monthly_quota, t.time_zone, t.period_start, p.tokens, t.window_start,
+            coalesce((SELECT sum(d.tokens) FROM usage_daily d
+                      WHERE d.tenant = t.name AND d.day >= t.window_start::date), 0)::bigint AS window_tokens,
             coalesce((SELECT json_agg(json_build_object('feature', f.feature, 'tokens', f.tokens::text)
                                       ORDER BY f.tokens DESC, f.feature)
                       FROM usage_period_features f
                       WHERE f.tenant = t.name AND f.period_start = t.period_start::date), '[]'::json) AS features
      FROM t LEFT JOIN usage_periods p ON p.tenant = t.name AND p.period_start = t.period_start::date`,
-    [tenant],
+    [tenant, periodStartDay ?? null],
   );
   if (!row) return undefined;
   const features = typeof row.features === 'string' ? (JSON.parse(row.features) as typeof row.features) : row.features;
@@ -53,7 +113,27 @@ export async function readTenantUsage(db: Queryable, tenant: string): Promise<Te
     periodStart: new Date(localMidnight(row.time_zone, row.period_start)),
     periodEnd: new Date(localMidnight(row.time_zone, addCalendar(row.period_start, { months: 1 }))),
     features: features.map((f) => ({ feature: f.feature, tokens: BigInt(f.tokens) })),
+    window: { startDay: row.window_start, tokens: row.window_tokens },
   };
+}
+
+/** The forecast windows of several tenants' periods in one query (the overview's page). */
+export async function readForecastWindows(
+  db: Queryable,
+  tenants: readonly { tenant: string; timeZone: string; periodStartDay: string }[],
+  now: number,
+): Promise<Map<string, ForecastWindow>> {
+  if (tenants.length === 0) return new Map();
+  const starts = tenants.map((t) => forecastWindowStartDay(t.timeZone, t.periodStartDay, now));
+  const rows = await db.query<{ tenant: string; tokens: bigint }>(
+    `SELECT x.tenant, sum(d.tokens)::bigint AS tokens
+     FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, day date)
+     JOIN usage_daily d ON d.tenant = x.tenant AND d.day >= x.day
+     GROUP BY x.tenant`,
+    [JSON.stringify(tenants.map((t, index) => ({ tenant: t.tenant, day: starts[index] })))],
+  );
+  const tokens = new Map(rows.map((row) => [row.tenant, row.tokens]));
+  return new Map(tenants.map((t, index) => [t.tenant, { startDay: starts[index]!, tokens: tokens.get(t.tenant) ?? 0n }]));
 }
 
 export interface SeriesRequest {
@@ -99,6 +179,13 @@ export async function readSeries(db: Queryable, request: SeriesRequest): Promise
     points.push({ start: new Date(localMidnight(request.timeZone, day)).toISOString(), tokens: byDay.get(day) ?? 0n });
   }
   return points;
+}
+
+/** The CSV form of a series: a header row, then one row per bucket, oldest first. */
+export const SERIES_CSV_HEADER = 'start,tokens';
+
+export function seriesCsv(points: readonly { start: string; tokens: bigint }[]): string {
+  return `${SERIES_CSV_HEADER}\r\n${points.map((point) => `${point.start},${point.tokens}\r\n`).join('')}`;
 }
 
 export interface CachedUsage {

@@ -30,7 +30,10 @@ const boolean = (fallback: boolean) =>
     .transform((value) => (value === undefined ? fallback : ['true', '1', 'yes'].includes(value)));
 
 const port = (fallback: number) => z.coerce.number().int().min(0).max(65_535).default(fallback);
-const optionalUrl = z.url().optional().or(z.literal('').transform(() => undefined));
+const optionalUrl = z
+  .url()
+  .optional()
+  .or(z.literal('').transform(() => undefined));
 
 const configSchema = z.object({
   NODE_ENV: z.string().default('development'),
@@ -41,6 +44,7 @@ const configSchema = z.object({
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
     .optional(),
   DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+  DATABASE_STATEMENT_TIMEOUT: duration('30s'),
   VALKEY_URL: z
     .string()
     .regex(/^(redis|rediss|valkey|valkeys):\/\//, 'must be a redis:// or valkey:// URL')

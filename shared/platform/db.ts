@@ -1,5 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import postgres from 'postgres';
 import type { PGlite } from '@electric-sql/pglite';
+import type { Logger } from './logger.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -43,24 +45,64 @@ function guardAgainstDroppedSocketWrites(): void {
   driverGuardInstalled = true;
   process.on('uncaughtException', (error) => {
     if (isDroppedSocketWrite(error)) {
-      process.stderr.write(`${JSON.stringify({ level: 'warn', msg: 'a dropped database connection reported late; its queries fail and are retried', err: error.message })}\n`);
+      process.stderr.write(
+        `${JSON.stringify({ level: 'warn', msg: 'a dropped database connection reported late; its queries fail and are retried', err: error.message })}\n`,
+      );
       return;
     }
-    process.stderr.write(`${JSON.stringify({ level: 'fatal', msg: 'uncaught exception', err: { message: error.message, stack: error.stack } })}\n`);
+    process.stderr.write(
+      `${JSON.stringify({ level: 'fatal', msg: 'uncaught exception', err: { message: error.message, stack: error.stack } })}\n`,
+    );
     process.exit(1);
   });
+}
+
+/** No answer from PostgreSQL in time: the connection may be dead, and the statement's outcome is unknown. */
+export class DatabaseTimeoutError extends Error {
+  override name = 'DatabaseTimeoutError';
+  readonly code = 'DATABASE_TIMEOUT';
+}
+
+export interface PostgresOptions {
+  max?: number;
+  connectTimeoutSeconds?: number;
+  /**
+   * Longest a statement may run (the server cancels it) and, with a little grace, longest a query
+   * or a whole transaction waits for its answer here: a connection that died without a word (no
+   * FIN, no RST) fails the caller instead of holding it for ever.
+   */
+  statementTimeoutMs?: number;
+}
+
+const DEADLINE_GRACE_MS = 2_000;
+
+/** Rejects with DatabaseTimeoutError when `work` has not settled within `ms` (it is left to settle on its own). */
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DatabaseTimeoutError(`no answer from PostgreSQL within ${ms} ms`)), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
 /**
  * int8 comes back as bigint (sums are exact), date as 'YYYY-MM-DD' (periods are calendar dates).
  * Bigint parameters are passed as strings by callers.
  */
-export function connectPostgres(url: string, options: { max?: number; connectTimeoutSeconds?: number } = {}): Db {
+export function connectPostgres(url: string, options: PostgresOptions = {}): Db {
   guardAgainstDroppedSocketWrites();
+  const statementTimeoutMs = options.statementTimeoutMs ?? 30_000;
   const sql = postgres(url, {
     max: options.max ?? 10,
     connect_timeout: options.connectTimeoutSeconds ?? 5,
     idle_timeout: 60,
+    // Probes idle sockets, so a connection that died silently is noticed in seconds, not hours.
+    keep_alive: 5,
+    connection: {
+      statement_timeout: statementTimeoutMs,
+      // A client that vanished mid-transaction must not hold its locks (the migration lock among them).
+      idle_in_transaction_session_timeout: statementTimeoutMs,
+    },
     onnotice: () => {},
     types: {
       bigint: {
@@ -81,13 +123,43 @@ export function connectPostgres(url: string, options: { max?: number; connectTim
   });
   const run = <T>(client: postgres.Sql | postgres.TransactionSql, text: string, params?: readonly unknown[]) =>
     client.unsafe(text, (params ?? []) as postgres.ParameterOrJSON<never>[], { prepare: true }) as unknown as Promise<T[]>;
+  const deadlineMs = statementTimeoutMs + DEADLINE_GRACE_MS;
   return {
     kind: 'postgres',
-    query: (text, params) => run(sql, text, params),
+    query: (text, params) => withDeadline(run(sql, text, params), deadlineMs),
     transaction: (work) =>
-      sql.begin((tx) => work({ query: (text, params) => run(tx, text, params) })) as Promise<never>,
+      withDeadline(sql.begin((tx) => work({ query: (text, params) => run(tx, text, params) })) as Promise<never>, deadlineMs),
     close: () => sql.end({ timeout: 5 }),
   };
+}
+
+export interface RetryOptions {
+  /** Longest one attempt may take before it counts as failed (its outcome unknown) and is retried. */
+  attemptTimeoutMs?: number;
+  maxBackoffMs?: number;
+  /** Stops retrying (the last error is thrown) once this returns true. */
+  cancelled?: () => boolean;
+}
+
+/**
+ * Runs a start-up step until it succeeds, with exponential backoff and jitter, each attempt bounded
+ * in time. A process comes up as soon as its database is steady rather than hanging or exiting on
+ * the first dropped connection; the steps it retries are idempotent (see docs/reliability.md).
+ */
+export async function retryUntilDone<T>(what: string, logger: Logger, work: () => Promise<T>, options: RetryOptions = {}): Promise<T> {
+  const { attemptTimeoutMs = 45_000, maxBackoffMs = 5_000 } = options;
+  let backoffMs = 100;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await withDeadline(work(), attemptTimeoutMs);
+    } catch (error) {
+      if (options.cancelled?.()) throw error;
+      const waitMs = Math.round(backoffMs * (0.5 + Math.random()));
+      logger.warn({ err: (error as Error).message, attempt, retryInMs: waitMs }, `${what} failed; retrying`);
+      await sleep(waitMs);
+      backoffMs = Math.min(maxBackoffMs, backoffMs * 2);
+    }
+  }
 }
 
 /** Embedded PostgreSQL (PGlite) for `npm start` without DATABASE_URL; data kept under `dataDir`. */

@@ -40,7 +40,8 @@ export function openQueue(config: Config, logger: Logger): EventQueue {
 }
 
 export async function openDb(config: Config): Promise<Db> {
-  if (config.DATABASE_URL) return connectPostgres(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
+  if (config.DATABASE_URL)
+    return connectPostgres(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT });
   mkdirSync(config.DATA_DIR, { recursive: true });
   return connectPglite(`${config.DATA_DIR}/pglite`);
 }

@@ -50,7 +50,8 @@ export async function createFaultStack(extra: Record<string, string> = {}): Prom
     env,
     apiKey,
     start: (entry, more) => start(entry, more),
-    startAggregator: (id, more = {}) => start('functions/aggregator/main.ts', { AGGREGATOR_ID: id, LOG_LEVEL: 'info', ...more }, aggregatorReady),
+    startAggregator: (id, more = {}) =>
+      start('functions/aggregator/main.ts', { AGGREGATOR_ID: id, LOG_LEVEL: 'info', ...more }, aggregatorReady),
     async close() {
       await Promise.all(processes.map((process) => process.kill('SIGKILL')));
       await runtime.close();
@@ -61,7 +62,12 @@ export async function createFaultStack(extra: Record<string, string> = {}): Prom
 }
 
 /** Tenants with quotas an order of magnitude apart, so a run crosses some thresholds and not others. */
-export async function createTenants(runtime: Runtime, label: string, count: number, patch: (index: number) => { slackWebhookUrl?: string } = () => ({})): Promise<string[]> {
+export async function createTenants(
+  runtime: Runtime,
+  label: string,
+  count: number,
+  patch: (index: number) => { slackWebhookUrl?: string } = () => ({}),
+): Promise<string[]> {
   const tenants = Array.from({ length: count }, (_, i) => `${label}-${i}-${Math.random().toString(36).slice(2, 8)}`);
   for (const [i, tenant] of tenants.entries()) {
     await upsertTenant(runtime.db, tenant, { monthlyQuota: 10n ** BigInt(4 + (i % 5)), ...patch(i) }, 1_000_000n);
@@ -76,6 +82,8 @@ export interface Attempt {
   status: number;
   target: string;
   retryAfter: string | null;
+  /** Why no response came back (status 0). */
+  error?: string;
 }
 
 export interface LoadOptions {
@@ -151,14 +159,25 @@ export class SteadyLoad {
         const targets = this.options.targets();
         const target = targets[this.targetIndex++ % targets.length]!;
         const started = Date.now();
+        let error: string | undefined;
         const response = await fetch(`${target}/api/events`, {
           method: 'POST',
           headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
           body,
           signal: AbortSignal.timeout(10_000),
-        }).catch(() => undefined);
+        }).catch((failure: Error) => {
+          error = `${failure.message}${failure.cause ? `: ${(failure.cause as Error).message ?? String(failure.cause)}` : ''}`;
+          return undefined;
+        });
         const status = response?.status ?? 0;
-        this.attempts.push({ at: started, ms: Date.now() - started, status, target, retryAfter: response?.headers.get('retry-after') ?? null });
+        this.attempts.push({
+          at: started,
+          ms: Date.now() - started,
+          status,
+          target,
+          retryAfter: response?.headers.get('retry-after') ?? null,
+          ...(error ? { error } : {}),
+        });
         if (status === 202) {
           await response!.body?.cancel();
           // Acknowledged, whether fresh or a duplicate of an earlier attempt whose answer was lost.
@@ -183,13 +202,18 @@ export class SteadyLoad {
  */
 export async function expectReconciled(runtime: Runtime, tenants: readonly string[], accepted: Totals, timeoutMs = 120_000): Promise<void> {
   const expected = byTenant(accepted);
-  await waitFor(async () => {
+  await waitFor(
+    async () => {
+      const { periods } = await rolledUp(runtime.db, tenants);
+      return sortedEntries(expected).every(([tenant, tokens]) => periods.get(tenant) === tokens);
+    },
+    { timeoutMs, intervalMs: 250, what: 'rollups to equal the accepted events' },
+  ).catch(async (error: Error) => {
     const { periods } = await rolledUp(runtime.db, tenants);
-    return sortedEntries(expected).every(([tenant, tokens]) => periods.get(tenant) === tokens);
-  }, { timeoutMs, intervalMs: 250, what: 'rollups to equal the accepted events' }).catch(async (error: Error) => {
-    const { periods } = await rolledUp(runtime.db, tenants);
-    throw new Error(`${error.message}\nexpected ${JSON.stringify(sortedEntries(expected).map(([t, n]) => [t, String(n)]))}\n` +
-      `rolled up ${JSON.stringify(sortedEntries(periods).map(([t, n]) => [t, String(n)]))}`);
+    throw new Error(
+      `${error.message}\nexpected ${JSON.stringify(sortedEntries(expected).map(([t, n]) => [t, String(n)]))}\n` +
+        `rolled up ${JSON.stringify(sortedEntries(periods).map(([t, n]) => [t, String(n)]))}`,
+    );
   });
   await waitFor(async () => (await runtime.queue.backlog()).every((n) => n === 0), { timeoutMs: 30_000, what: 'the backlog to drain' });
   const rollups = await rolledUp(runtime.db, tenants);
@@ -217,7 +241,8 @@ export async function expectOneAlertPerThreshold(runtime: Runtime, tenants: read
   );
   const expected = new Map<string, number>();
   for (const row of periods) {
-    for (const threshold of crossedThresholds(BigInt(row.tokens), BigInt(row.quota), row.thresholds)) expected.set(`${row.tenant}/${row.period}/${threshold}`, 1);
+    for (const threshold of crossedThresholds(BigInt(row.tokens), BigInt(row.quota), row.thresholds))
+      expected.set(`${row.tenant}/${row.period}/${threshold}`, 1);
   }
   const actual = new Map(alerts.map((row) => [`${row.tenant}/${row.period}/${row.threshold}`, row.count]));
   expect(sortedEntries(actual)).toEqual(sortedEntries(expected));
@@ -249,18 +274,21 @@ export async function startOwnRedis(): Promise<OwnRedis> {
     );
     child = spawned;
     exited = new Promise((resolve) => spawned.once('exit', () => resolve()));
-    await waitFor(async () => {
-      if (spawned.exitCode !== null) throw new Error(`redis-server exited with ${spawned.exitCode}`);
-      const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      client.on('error', () => {});
-      try {
-        await client.connect();
-        // Loading the append-only file answers LOADING until it is done.
-        return (await client.ping()) === 'PONG';
-      } finally {
-        client.disconnect();
-      }
-    }, { timeoutMs: 20_000, what: 'redis-server to answer' });
+    await waitFor(
+      async () => {
+        if (spawned.exitCode !== null) throw new Error(`redis-server exited with ${spawned.exitCode}`);
+        const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        client.on('error', () => {});
+        try {
+          await client.connect();
+          // Loading the append-only file answers LOADING until it is done.
+          return (await client.ping()) === 'PONG';
+        } finally {
+          client.disconnect();
+        }
+      },
+      { timeoutMs: 20_000, what: 'redis-server to answer' },
+    );
   };
   const crash = async () => {
     child?.kill('SIGKILL');
@@ -310,7 +338,8 @@ export async function startFlakySlack(slowMs = 5_000): Promise<FlakySlack> {
       else answer();
     });
   });
-  const listen = (port: number) => new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
+  const listen = (port: number) =>
+    new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
   await listen(0);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : 0;

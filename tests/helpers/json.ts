@@ -1,5 +1,5 @@
 /** Fields the API writes as exact 64-bit integers. */
-const EXACT_FIELDS = new Set(['tokens', 'quota', 'remaining', 'monthlyQuota', 'usedTokens']);
+const EXACT_FIELDS = new Set(['tokens', 'quota', 'remaining', 'monthlyQuota', 'usedTokens', 'tokensAtPeriodEnd']);
 
 /** JSON.parse that reads those fields from their source digits as bigints, so nothing is rounded. */
 export function parseExact(text: string): unknown {

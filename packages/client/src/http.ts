@@ -80,7 +80,7 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /** The fields that carry 64-bit sums; they are read as bigints so that no digit is lost past 2^53. */
-const EXACT_KEYS = new Set(['tokens', 'quota', 'remaining']);
+const EXACT_KEYS = new Set(['tokens', 'quota', 'remaining', 'tokensAtPeriodEnd']);
 
 type SourceReviver = (this: unknown, key: string, value: unknown, context?: { source?: string }) => unknown;
 

@@ -54,6 +54,8 @@ export interface UsageReport {
   remaining: bigint;
   over: boolean;
   features: { feature: string; tokens: bigint }[];
+  /** At the current pace (trailing 7-day rate): the period's total, and when the quota is reached (null: not this period). */
+  forecast: { tokensAtPeriodEnd: bigint; quotaReachedAt: string | null };
   asOf: string;
 }
 

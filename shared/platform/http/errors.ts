@@ -90,6 +90,8 @@ const DATABASE_UNAVAILABLE = new Set([
   'CONNECTION_CLOSED',
   'CONNECTION_DESTROYED',
   'CONNECTION_ENDED',
+  'DATABASE_TIMEOUT',
+  '57014',
   '57P01',
   '57P03',
 ]);
@@ -111,7 +113,8 @@ function fromFramework(error: FastifyError): ApiError | undefined {
       break;
   }
   // Prototype-pollution keys (__proto__, constructor.prototype) are refused by the parser.
-  if (/prototype/.test(error.message)) return new ApiError('malformed_json', 'the request body contains a forbidden key (__proto__ or constructor)');
+  if (/prototype/.test(error.message))
+    return new ApiError('malformed_json', 'the request body contains a forbidden key (__proto__ or constructor)');
   if (error instanceof SyntaxError) return new ApiError('malformed_json', 'the request body is not valid JSON');
   const status = error.statusCode ?? 500;
   if (status >= 400 && status < 500) return new ApiError('invalid_request', error.message);

@@ -52,6 +52,9 @@ async function openStandalone(): Promise<SiteDeps> {
   if (!config.DATABASE_URL) throw new ConfigError('DATABASE_URL: required by the site (only npm start runs without it)');
   const site = loadSiteConfig(config);
   const logger = createLogger('site', config);
-  const db = connectPostgres(config.DATABASE_URL, { max: config.DATABASE_POOL_SIZE });
+  const db = connectPostgres(config.DATABASE_URL, {
+    max: config.DATABASE_POOL_SIZE,
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT,
+  });
   return { db, config, logger, site, throttle: new FailureThrottle(), revoked: new RevokedSessions() };
 }

@@ -1,6 +1,8 @@
 import { describe, expect, test } from 'vitest';
 import { firstTable } from './benchmarks.ts';
 import { barChart, cumulative, niceCeiling } from './chart.ts';
+import { forecastSentence, parseTenantPageQuery } from './tenant-page.ts';
+import type { TenantUsage } from '../../../shared/domain/usage.ts';
 import { safeNext } from './client.ts';
 import { loadSiteConfig } from './config.ts';
 import { csrfToken, issueSession, validCredential, validCsrfToken, verifySession } from './session.ts';
@@ -95,7 +97,7 @@ describe('chart geometry', () => {
   });
 
   test('the quota line and the tallest bar sit on the same scale, bars never leave the plot', () => {
-    const chart = barChart(cumulative([{ start: 'a', tokens: 2_000n }, { start: 'b', tokens: 6_000n }]), { quota: 10_000n, width: 400, height: 200 });
+    const chart = barChart(cumulative([{ start: 'a', tokens: 2_000n }, { start: 'b', tokens: 6_000n }]), { quota: 10_000n, size: 'narrow' });
     expect(chart.bars.map((bar) => bar.tokens)).toEqual([2_000n, 8_000n]);
     expect(chart.ticks.at(-1)!.value).toBe(10_000n);
     expect(chart.quotaY).toBe(chart.plot.top);
@@ -103,10 +105,60 @@ describe('chart geometry', () => {
     expect(chart.bars[1]!.height / chart.bars[0]!.height).toBeCloseTo(4, 1);
   });
 
+  test('a period drawn so far leaves room for its remaining days and projects to their end, on the scale', () => {
+    const chart = barChart([{ start: 'a', tokens: 1_000n }, { start: 'b', tokens: 3_000n }], { slots: 4, projectTo: 12_000n, quota: 10_000n });
+    const slot = (chart.plot.right - chart.plot.left) / 4;
+    expect(chart.bars[1]!.x + chart.bars[1]!.width).toBeLessThanOrEqual(chart.plot.left + 2 * slot);
+    expect(chart.projection).toMatchObject({ x1: chart.plot.left + 2 * slot, y1: chart.bars[1]!.y, x2: chart.plot.right, value: 12_000n });
+    expect(chart.ticks.at(-1)!.value).toBeGreaterThanOrEqual(12_000n);
+    expect(chart.projection!.y2).toBeGreaterThanOrEqual(chart.plot.top);
+    expect(barChart([{ start: 'a', tokens: 1n }], { slots: 1, projectTo: 5n }).projection).toBeUndefined();
+  });
+
+  test('the narrow size labels fewer days so labels never overlap', () => {
+    const days = Array.from({ length: 31 }, (_, index) => ({ start: `d${index}`, tokens: 1n }));
+    const narrow = barChart(days, { size: 'narrow' });
+    const wide = barChart(days, { size: 'wide' });
+    const spacing = (chart: typeof narrow) => chart.xLabels[1]!.x - chart.xLabels[0]!.x;
+    expect(spacing(narrow)).toBeGreaterThanOrEqual(narrow.fontSize * 4);
+    expect(wide.xLabels.length).toBeGreaterThan(narrow.xLabels.length);
+  });
+
   test('an empty series draws no bars and does not divide by zero', () => {
     const chart = barChart([]);
     expect(chart.bars).toEqual([]);
     expect(chart.ticks.every((tick) => Number.isFinite(tick.y))).toBe(true);
+  });
+});
+
+describe('tenant page query and forecast sentence', () => {
+  test('a period is a month no later than the current one; a feature must be a feature name', () => {
+    const params = (query: string) => new URLSearchParams(query);
+    expect(parseTenantPageQuery(params(''), '2026-11-01')).toEqual({ startDay: '2026-11-01', feature: undefined });
+    expect(parseTenantPageQuery(params('period=2026-10&feature=gpt-4o'), '2026-11-01')).toEqual({ startDay: '2026-10-01', feature: 'gpt-4o' });
+    expect(parseTenantPageQuery(params('period=2026-13'), '2026-11-01')).toMatchObject({ field: 'period' });
+    expect(parseTenantPageQuery(params('period=2026-12'), '2026-11-01')).toEqual({ field: 'period', message: 'must not be after the current period (2026-11)' });
+    expect(parseTenantPageQuery(params('feature=no%20spaces'), '2026-11-01')).toMatchObject({ field: 'feature' });
+  });
+
+  test('the sentence says where the pace leads, in the tenant zone', () => {
+    const usage = (tokens: bigint, startDay: string): TenantUsage =>
+      ({
+        tenant: 'acme', timeZone: 'Europe/Berlin', quota: 10_000n, tokens, periodStartDay: '2026-11-01',
+        periodStart: new Date('2026-10-31T23:00:00Z'), periodEnd: new Date('2026-11-30T23:00:00Z'), features: [],
+        window: { startDay, tokens: 0n },
+      });
+    const format = (value: bigint) => value.toLocaleString('en-US');
+    expect(forecastSentence({ usage: usage(2_000n, '2026-11-01'), forecast: { tokensAtPeriodEnd: 9_000n, quotaReachedAt: null } }, format)).toBe(
+      "At the pace since the period began, acme will use about 9,000 tokens by the period's last day (2026-11-30), within its quota of 10,000.",
+    );
+    // 23:30 UTC on the 24th is already the 25th in Berlin.
+    expect(forecastSentence({ usage: usage(8_000n, '2026-11-18'), forecast: { tokensAtPeriodEnd: 12_000n, quotaReachedAt: '2026-11-24T23:30:00.000Z' } }, format)).toBe(
+      "At the pace of the last 7 days, acme will reach its quota of 10,000 on 2026-11-25 and use about 12,000 tokens by the period's last day (2026-11-30).",
+    );
+    expect(forecastSentence({ usage: usage(10_000n, '2026-11-18'), forecast: { tokensAtPeriodEnd: 14_000n, quotaReachedAt: '2026-11-24T10:00:00.000Z' } }, format)).toBe(
+      "acme has already reached its quota of 10,000; at the pace of the last 7 days it will use about 14,000 tokens by the period's last day (2026-11-30).",
+    );
   });
 });
 

@@ -1,0 +1,187 @@
+import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
+import type { Db, Queryable } from '../../shared/platform/db.ts';
+import { periodStartDay } from '../../shared/domain/periods.ts';
+import { stringifyExact } from '../../shared/platform/http/json.ts';
+import type { QueueEntry } from '../../shared/platform/queue/types.ts';
+import { type Rollups, groupByQuarterHour, rollUp } from './rollup.ts';
+
+/** The entries read from one partition, after `afterId`, by the owner holding `fence`. */
+export interface PartitionBatch {
+  partition: number;
+  fence: string;
+  /** The checkpoint the entries were read after: the commit applies them only if it still stands. */
+  afterId: string;
+  entries: QueueEntry[];
+}
+
+/** What the runner hands the handler: one read round over the partitions it owns. */
+export interface AggregatorEvent {
+  batches: PartitionBatch[];
+}
+
+export interface AggregatorResult {
+  events: number;
+  /** Last applied stream id per partition: safe to trim up to. */
+  lastIds: Record<number, string>;
+  /** Oldest receipt time in the batch (epoch ms), for the lag metric. */
+  oldestReceivedAt: number;
+  /** Thresholds of the alerts this batch created. */
+  alertThresholds: number[];
+}
+
+export interface AggregatorDeps {
+  db: Db;
+  defaultQuota: bigint;
+}
+
+/** A commit by an owner whose fence is no longer current: another aggregator took the partition. */
+export class StaleOwnerError extends Error {
+  override name = 'StaleOwnerError';
+  constructor(readonly partitions: number[]) {
+    super(`lost ownership of partitions ${partitions.join(', ')}`);
+  }
+}
+
+/**
+ * The fence is still ours but the checkpoint is no longer the one the batch was read after: an
+ * earlier commit went through although its answer never arrived. Nothing was applied; the runner
+ * reloads its positions from the database and reads on from there.
+ */
+export class CheckpointMovedError extends Error {
+  override name = 'CheckpointMovedError';
+  constructor(readonly partitions: number[]) {
+    super(`checkpoints of partitions ${partitions.join(', ')} moved past the batch (an earlier commit's answer was lost)`);
+  }
+}
+
+const RECORDS = (columns: string) => `jsonb_to_recordset($1::jsonb) AS x(${columns})`;
+
+async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[]): Promise<void> {
+  const rows = batches.map((batch) => ({
+    partition: batch.partition,
+    fence: batch.fence,
+    after_id: batch.afterId,
+    last_id: batch.entries.at(-1)!.id,
+    events: batch.entries.reduce((sum, entry) => sum + entry.events.length, 0),
+  }));
+  // Compare-and-set on the fence and on the checkpoint the batch was read after: a batch whose
+  // commit already went through (answer lost, round retried) finds the checkpoint moved and is not
+  // applied again. Locks each checkpoint row: a concurrent takeover waits for this commit.
+  const advanced = await tx.query<{ partition: number }>(
+    `UPDATE partition_checkpoints c
+     SET last_id = x.last_id, applied_events = c.applied_events + x.events, updated_at = now()
+     FROM ${RECORDS('partition int, fence bigint, after_id text, last_id text, events bigint')}
+     WHERE c.partition = x.partition AND c.fence = x.fence AND c.last_id = x.after_id
+     RETURNING c.partition`,
+    [JSON.stringify(rows)],
+  );
+  if (advanced.length === rows.length) return;
+  const kept = new Set(advanced.map((row) => row.partition));
+  const missed = rows.filter((row) => !kept.has(row.partition));
+  const current = await tx.query<{ partition: number; fence: bigint }>(
+    'SELECT partition, fence FROM partition_checkpoints WHERE partition = ANY (SELECT value::int FROM jsonb_array_elements_text($1::jsonb))',
+    [JSON.stringify(missed.map((row) => row.partition))],
+  );
+  const fences = new Map(current.map((row) => [row.partition, row.fence.toString()]));
+  const stale = missed.filter((row) => fences.get(row.partition) !== row.fence).map((row) => row.partition);
+  // Either way the transaction rolls back whole: nothing of this batch is applied.
+  if (stale.length > 0) throw new StaleOwnerError(stale);
+  throw new CheckpointMovedError(missed.map((row) => row.partition));
+}
+
+interface TenantSettings {
+  timeZone: string;
+  quota: bigint;
+  thresholds: number[];
+}
+
+/**
+ * Creates unknown tenants with the default quota (race-free) and returns their settings, read FOR
+ * SHARE so that a concurrent quota change waits for this commit (or this batch for it).
+ */
+async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bigint): Promise<Map<string, TenantSettings>> {
+  const names = JSON.stringify(tenants);
+  await tx.query(
+    `INSERT INTO tenants (name, monthly_quota)
+     SELECT value, $2::bigint FROM jsonb_array_elements_text($1::jsonb) ORDER BY value
+     ON CONFLICT (name) DO NOTHING`,
+    [names, defaultQuota.toString()],
+  );
+  const rows = await tx.query<{ name: string; time_zone: string; monthly_quota: bigint; thresholds: number[] }>(
+    `SELECT name, time_zone, monthly_quota, thresholds FROM tenants
+     WHERE name IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) ORDER BY name FOR SHARE`,
+    [names],
+  );
+  return new Map(rows.map((row) => [row.name, { timeZone: row.time_zone, quota: row.monthly_quota, thresholds: row.thresholds }]));
+}
+
+/** Upserts the rollups; returns each touched period's new total. */
+async function upsertRollups(
+  tx: Queryable,
+  rollups: Rollups,
+): Promise<{ tenant: string; period_start: string; tokens: bigint; now: Date }[]> {
+  return tx.query(
+    `WITH hourly AS (
+       INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
+       SELECT tenant, feature, hour, tokens, events
+       FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, feature text, hour timestamptz, tokens bigint, events bigint)
+       ON CONFLICT (tenant, feature, hour) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+     ), daily AS (
+       INSERT INTO usage_daily AS u (tenant, feature, day, tokens, events)
+       SELECT tenant, feature, day, tokens, events
+       FROM jsonb_to_recordset($2::jsonb) AS x(tenant text, feature text, day date, tokens bigint, events bigint)
+       ON CONFLICT (tenant, feature, day) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+     ), period_features AS (
+       INSERT INTO usage_period_features AS u (tenant, period_start, feature, tokens, events)
+       SELECT tenant, period_start, feature, tokens, events
+       FROM jsonb_to_recordset($3::jsonb) AS x(tenant text, period_start date, feature text, tokens bigint, events bigint)
+       ON CONFLICT (tenant, period_start, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+     )
+     INSERT INTO usage_periods AS u (tenant, period_start, tokens, events, last_event_at)
+     SELECT tenant, period_start, tokens, events, last_event_at
+     FROM jsonb_to_recordset($4::jsonb) AS x(tenant text, period_start date, tokens bigint, events bigint, last_event_at timestamptz)
+     ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
+       last_event_at = greatest(u.last_event_at, excluded.last_event_at)
+     RETURNING tenant, period_start, tokens, now() AS now`,
+    [
+      stringifyExact(rollups.hourly),
+      stringifyExact(rollups.daily),
+      stringifyExact(rollups.periodFeatures),
+      stringifyExact(rollups.periods),
+    ],
+  );
+}
+
+/**
+ * Applies one read round: rollups and checkpoints in one transaction, fenced so that a stale owner's
+ * commit is rolled back whole. A batch is applied exactly once or not at all.
+ */
+export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): Promise<AggregatorResult> {
+  const batches = event.batches.filter((batch) => batch.entries.length > 0);
+  const entries = batches.flatMap((batch) => batch.entries);
+  const lastIds: Record<number, string> = {};
+  for (const batch of batches) lastIds[batch.partition] = batch.entries.at(-1)!.id;
+  const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
+  if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertThresholds: [] };
+  const grouped = groupByQuarterHour(entries);
+  const { events, alertThresholds } = await deps.db.transaction(async (tx) => {
+    // The stream is trimmed after this commit, so the commit must be on disk even where the server
+    // runs synchronous_commit=off for throughput.
+    await tx.query('SET LOCAL synchronous_commit = on');
+    await advanceCheckpoints(tx, batches);
+    const settings = await tenantSettings(tx, grouped.tenants, deps.defaultQuota);
+    const rollups = rollUp(grouped, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
+    const totals = await upsertRollups(tx, rollups);
+    // Only the current period alerts: late events counted into a past period never do. "Current" by
+    // the database clock, the one the usage and tenants reads use too.
+    const current = totals.flatMap((total) => {
+      const tenant = settings.get(total.tenant);
+      if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, new Date(total.now).getTime())) return [];
+      return [
+        { tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds },
+      ];
+    });
+    return { events: rollups.events, alertThresholds: await createCrossingAlerts(tx, current) };
+  });
+  return { events, lastIds, oldestReceivedAt, alertThresholds };
+}

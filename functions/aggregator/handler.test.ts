@@ -1,0 +1,76 @@
+import type { Context } from 'aws-lambda';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, servicesAvailable, type TestDatabase, uniqueName } from '../../tests/helpers/services.ts';
+import { type AggregatorEvent, StaleOwnerError } from './apply.ts';
+import { createAggregatorHandler } from './handler.ts';
+
+const context = {} as Context;
+
+describe.skipIf(!servicesAvailable)('aggregator function (its middy handler, real PostgreSQL)', () => {
+  let database: TestDatabase;
+  const logged: { level: number; msg: string; partitions?: number[] }[] = [];
+  const durations: number[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => logged.push(JSON.parse(line)) });
+  let handler: ReturnType<typeof createAggregatorHandler>;
+
+  const checkpoint = async (partition: number): Promise<{ fence: string; last_id: string }> => {
+    const [row] = await database.db.query<{ fence: bigint; last_id: string }>(
+      'SELECT fence, last_id FROM partition_checkpoints WHERE partition = $1',
+      [partition],
+    );
+    return { fence: row!.fence.toString(), last_id: row!.last_id };
+  };
+  const event = (partition: number, fence: string, afterId: string, tenant: string, tokens: number): AggregatorEvent => ({
+    batches: [
+      { partition, fence, afterId, entries: [{ id: '1-0', receivedAt: Date.now(), events: [{ tenant, feature: 'f', tokens, timestamp: Date.now() }] }] },
+    ],
+  });
+  const periodTokens = async (tenant: string): Promise<bigint> => {
+    const rows = await database.db.query<{ tokens: bigint }>('SELECT coalesce(sum(tokens), 0)::int8 AS tokens FROM usage_periods WHERE tenant = $1', [tenant]);
+    return rows[0]!.tokens;
+  };
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    await database.db.query('INSERT INTO partition_checkpoints (partition) SELECT generate_series(0, 1) ON CONFLICT DO NOTHING');
+    handler = createAggregatorHandler({ db: database.db, defaultQuota: 1_000n, logger, onCommitDuration: (seconds) => durations.push(seconds) });
+  });
+  afterAll(() => database?.drop());
+
+  it('applies a batch, advances the checkpoint and times the commit', async () => {
+    const tenant = uniqueName('mid');
+    const before = await checkpoint(0);
+    const result = await handler(event(0, before.fence, before.last_id, tenant, 7), context);
+    expect(result).toMatchObject({ events: 1, lastIds: { 0: '1-0' } });
+    expect(await periodTokens(tenant)).toBe(7n);
+    expect((await checkpoint(0)).last_id).toBe('1-0');
+    expect(durations).toHaveLength(1);
+  });
+
+  it('leaves a taken-over partition to the runner: throws StaleOwnerError, applies nothing, logs no error, still times it', async () => {
+    const tenant = uniqueName('stale');
+    const { last_id } = await checkpoint(1);
+    logged.length = 0;
+    durations.length = 0;
+    await expect(handler(event(1, '999', last_id, tenant, 5), context)).rejects.toBeInstanceOf(StaleOwnerError);
+    expect(await periodTokens(tenant)).toBe(0n);
+    expect(logged.filter((line) => line.level >= 50)).toEqual([]);
+    expect(durations).toHaveLength(1);
+  });
+
+  it('logs an unexpected failure with the batch it concerns, and applies nothing of it', async () => {
+    const tenant = uniqueName('bad');
+    const { fence, last_id } = await checkpoint(1);
+    logged.length = 0;
+    // Tokens past int8's range make the upsert fail inside the transaction.
+    const failing = event(1, fence, last_id, tenant, 1);
+    failing.batches[0]!.entries[0]!.events[0]!.tokens = Number.MAX_VALUE;
+    await expect(handler(failing, context)).rejects.toThrow();
+    expect(await periodTokens(tenant)).toBe(0n);
+    expect((await checkpoint(1)).last_id).toBe(last_id);
+    expect(logged.filter((line) => line.level >= 50)).toEqual([
+      expect.objectContaining({ msg: 'aggregator commit failed; nothing of the batch was applied', partitions: [1] }),
+    ]);
+  });
+});
