@@ -31,6 +31,10 @@ const STACK_ENV = {
   DOMAIN: 'meter.example.com',
   ACME_EMAIL: 'ops@example.com',
   GRAFANA_DOMAIN: 'grafana.meter.example.com',
+  CONFIG_HASH_PROMETHEUS: 'p1',
+  CONFIG_HASH_ALERTS: 'a1',
+  CONFIG_HASH_LOKI: 'l1',
+  CONFIG_HASH_ALERTMANAGER: 'm1',
 };
 
 interface Service {
@@ -39,6 +43,7 @@ interface Service {
   environment?: Record<string, string>;
   secrets?: (string | { source: string })[];
   ports?: (string | { target: number; published?: number })[];
+  entrypoint?: string[] | string;
   healthcheck?: { test?: string[] | string; disable?: boolean };
   deploy?: {
     mode?: string;
@@ -56,6 +61,7 @@ interface StackFile {
   services: Record<string, Service>;
   networks: Record<string, { driver?: string; external?: boolean }>;
   secrets?: Record<string, unknown>;
+  configs?: Record<string, { name?: string; file?: string }>;
 }
 
 const readStack = (file: string): StackFile => parse(readFileSync(join(ROOT, file), 'utf8'), { merge: true }) as StackFile;
@@ -112,7 +118,9 @@ describe.skipIf(!hasDocker)('docker stack config', () => {
 
 describe('stacks/app.yml', () => {
   const stack = readStack('stacks/app.yml');
-  const unescape = (value: string) => value.replaceAll('$$', '$');
+  // As `docker stack deploy` interpolates the labels: `$$` is a `$`, ${DOMAIN} the public host.
+  const unescape = (value: string) => value.replaceAll('${DOMAIN}', STACK_ENV.DOMAIN).replaceAll('$$', '$');
+  const host = STACK_ENV.DOMAIN;
   const routers = Object.entries(stack.services).flatMap(([service, spec]) =>
     Object.entries(spec.deploy?.labels ?? {})
       .filter(([key]) => /^traefik\.http\.routers\.[^.]+\.rule$/.test(key))
@@ -133,12 +141,15 @@ describe('stacks/app.yml', () => {
   test('every route of every function is in exactly one Traefik rule, of its own service, and wins there', () => {
     for (const fn of HTTP_FUNCTIONS) {
       for (const route of FUNCTION_ROUTES[fn]) {
-        const request = { method: route.method, path: samplePath(route.path) };
+        const request = { method: route.method, path: samplePath(route.path), host };
         const matching = compileRouters(routers.map((router) => ({ name: `${router.service}/${router.router}`, rule: router.rule })))
           .filter((router) => router.match(request))
           .map((router) => router.name);
         // The site's catch-all matches everything but has the lowest priority.
-        expect(matching.filter((name) => !name.startsWith('site/')), `${route.method} ${route.path}`).toEqual([`${fn}/${routerName(fn)}`]);
+        expect(
+          matching.filter((name) => !name.startsWith('site/')),
+          `${route.method} ${route.path}`,
+        ).toEqual([`${fn}/${routerName(fn)}`]);
         expect(routeRequest(compiled, request), `${route.method} ${route.path}`).toBe(fn);
         expect(routeRequest(compiled, { ...request, path: `${request.path}/` }), `${route.method} ${route.path}/`).toBe(fn);
       }
@@ -150,11 +161,27 @@ describe('stacks/app.yml', () => {
     for (const [fn, routes] of Object.entries(FUNCTION_ROUTES)) {
       for (const route of routes) owner.set(`${route.method} ${samplePath(route.path)}`, fn);
     }
-    const paths = new Set([...Object.values(FUNCTION_ROUTES).flat().map((route) => samplePath(route.path)), '/', '/dashboard', '/api', '/api/unknown', '/api/events/extra', '/api/usage', '/api/usage/acme-1/series/extra']);
+    const paths = new Set([
+      ...Object.values(FUNCTION_ROUTES)
+        .flat()
+        .map((route) => samplePath(route.path)),
+      '/',
+      '/dashboard',
+      '/api',
+      '/api/unknown',
+      '/api/events/extra',
+      '/api/usage',
+      '/api/usage/acme-1/series/extra',
+    ]);
     for (const path of paths) {
       for (const method of METHODS) {
-        const target = routeRequest(compiled, { method, path });
+        const target = routeRequest(compiled, { method, path, host });
         expect(target, `${method} ${path}`).toBe(owner.get(`${method} ${path}`) ?? 'site');
+        // Another host pointed at Traefik (Grafana's) reaches no FlagMeter router at all.
+        expect(
+          routeRequest(compiled, { method, path, host: STACK_ENV.GRAFANA_DOMAIN }),
+          `${method} ${path} on another host`,
+        ).toBeUndefined();
       }
     }
   });
@@ -164,7 +191,54 @@ describe('stacks/app.yml', () => {
       expect(stack.services[router.service]?.deploy?.labels, router.service).toEqual(traefikLabels(router));
     }
     const routed = Object.keys(stack.services).filter((name) => stack.services[name]!.deploy?.labels?.['traefik.enable'] === 'true');
-    expect(routed.sort()).toEqual(stackRouters().map((router) => router.service).sort());
+    expect(routed.sort()).toEqual(
+      stackRouters()
+        .map((router) => router.service)
+        .sort(),
+    );
+  });
+
+  test('third-party images are parameters defaulting to tags their registries publish', () => {
+    expect(stack.services.traefik!.image).toBe('${TRAEFIK_IMAGE:-traefik:v3.5}');
+    expect(stack.services.postgres!.image).toBe('${POSTGRES_IMAGE:-postgres:18-alpine}');
+    expect(stack.services.valkey!.image).toBe('${VALKEY_IMAGE:-valkey/valkey:8-alpine}');
+    // Docker Hub has the socket proxy's release tags without a `v` (its CI pushes the semver `0.3.0`).
+    expect(stack.services['docker-api']!.image).toBe('${DOCKER_API_PROXY_IMAGE:-tecnativa/docker-socket-proxy:0.3.0}');
+  });
+
+  test('health checks hit a route each function serves itself, and only a 2xx passes', async () => {
+    const { createServer } = await import('node:http');
+    let status = 200;
+    let asked = '';
+    const server = createServer((request, response) => {
+      asked = request.url ?? '';
+      response.writeHead(status);
+      response.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const probe = async (name: string): Promise<number> => {
+      const [kind, command, flag, code] = [stack.services[name]!.healthcheck!.test].flat() as string[];
+      expect([kind, command, flag], name).toEqual(['CMD', 'node', '-e']);
+      const local = code!.replace(/127\.0\.0\.1:\d+/, `127.0.0.1:${port}`);
+      return run(process.execPath, ['-e', local]).then(
+        () => 0,
+        (error: { code?: number }) => error.code ?? 1,
+      );
+    };
+    try {
+      for (const name of [...HTTP_FUNCTIONS, 'aggregator', 'site']) {
+        status = 200;
+        expect(await probe(name), `${name}: 200`).toBe(0);
+        expect(asked, name).toBe(HTTP_FUNCTIONS.includes(name as never) ? '/healthz' : name === 'aggregator' ? '/metrics' : '/');
+        for (const failing of [404, 500, 503]) {
+          status = failing;
+          expect(await probe(name), `${name}: ${failing}`).toBe(1);
+        }
+      }
+    } finally {
+      server.close();
+    }
   });
 
   test('only Traefik publishes ports, and only 80 and 443: no metrics port leaves the overlay', () => {
@@ -174,10 +248,14 @@ describe('stacks/app.yml', () => {
     expect(targets).toEqual([80, 443]);
   });
 
-  test('every service has a health check, limits, an update and rollback policy and sits on the worker', () => {
-    for (const [name, service] of Object.entries(stack.services)) {
-      checkServiceHygiene(name, service, name === 'docker-api' ? 'node.role == manager' : 'node.role == worker');
-    }
+  test('every service has a health check, limits, an update and rollback policy, and is placed by node label', () => {
+    const placement = (name: string) =>
+      name === 'docker-api'
+        ? 'node.role == manager'
+        : ['postgres', 'valkey'].includes(name)
+          ? 'node.labels.flagmeter.data == true'
+          : 'node.labels.flagmeter.app == true';
+    for (const [name, service] of Object.entries(stack.services)) checkServiceHygiene(name, service, placement(name));
     for (const name of [...HTTP_FUNCTIONS, 'site', 'aggregator']) {
       expect(stack.services[name]!.deploy?.update_config?.order, name).toBe('start-first');
     }
@@ -186,18 +264,39 @@ describe('stacks/app.yml', () => {
   test('secrets reach services only as Docker secrets through *_FILE variables', () => {
     for (const [name, service] of Object.entries(stack.services)) checkSecrets(name, service);
     for (const name of HTTP_FUNCTIONS) {
-      expect(stack.services[name]!.environment).toMatchObject({ ADMIN_TOKEN_FILE: '/run/secrets/admin_token', DATABASE_URL_FILE: '/run/secrets/database_url' });
+      expect(stack.services[name]!.environment).toMatchObject({
+        ADMIN_TOKEN_FILE: '/run/secrets/admin_token',
+        DATABASE_URL_FILE: '/run/secrets/database_url',
+      });
     }
-    expect(stack.services.aggregator!.environment).toMatchObject({ SLACK_WEBHOOK_URL_FILE: '/run/secrets/slack_webhook_url', METRICS_PORT: '9465' });
+    expect(stack.services.aggregator!.environment).toMatchObject({
+      SLACK_WEBHOOK_URL_FILE: '/run/secrets/slack_webhook_url',
+      METRICS_PORT: '9465',
+    });
     expect(stack.services.postgres!.environment).toMatchObject({ POSTGRES_PASSWORD_FILE: '/run/secrets/postgres_password' });
+  });
+
+  test('the site trusts the proxy in front: its login throttle keys on each client, not on Traefik', () => {
+    expect(stack.services.site!.environment).toMatchObject({
+      TRUST_PROXY: 'true',
+      PUBLIC_URL: 'https://${DOMAIN:?set DOMAIN to the public host name}',
+    });
   });
 
   test('PostgreSQL, Valkey and Traefik carry the production settings', () => {
     const postgresArgs = [stack.services.postgres!.command].flat().join(' ');
-    for (const setting of ['synchronous_commit=', 'max_wal_size=', 'checkpoint_timeout=']) expect(postgresArgs).toContain(setting);
+    for (const setting of ['max_wal_size=', 'checkpoint_timeout=']) expect(postgresArgs).toContain(setting);
+    // Commits are durable unless an operator opts out: an admin write (a key shown once) must survive a crash.
+    expect(postgresArgs).toContain('synchronous_commit=${POSTGRES_SYNCHRONOUS_COMMIT:-on}');
     const valkeyArgs = [stack.services.valkey!.command].flat().join(' ');
     expect(valkeyArgs).toContain('--appendonly yes');
     expect(valkeyArgs).toMatch(/--appendfsync \$\{VALKEY_APPENDFSYNC:-everysec\}/);
+    // The image's own entrypoint (it drops to the valkey user) and the password in a config file from
+    // a secret: nothing secret on the command line `docker inspect` and `ps` show.
+    expect(stack.services.valkey!.entrypoint).toBeUndefined();
+    expect([stack.services.valkey!.command].flat().slice(0, 2)).toEqual(['valkey-server', '/run/secrets/valkey_config']);
+    expect(valkeyArgs).not.toMatch(/requirepass|password/i);
+    expect(stack.services.valkey!.secrets).toEqual(['valkey_config']);
     const traefikArgs = [stack.services.traefik!.command ?? []].flat();
     expect(traefikArgs.some((arg) => arg.startsWith('--providers.swarm'))).toBe(true);
     expect(traefikArgs).toContain('--entrypoints.web.address=:80');
@@ -208,11 +307,36 @@ describe('stacks/app.yml', () => {
   });
 });
 
+describe('stacks/lambda/template.yml', () => {
+  // CloudFormation's short-form tags (!Ref, !Sub) read as plain values.
+  const tags = ['Ref', 'Sub', 'GetAtt'].map((name) => ({ tag: `!${name}`, resolve: (value: string) => value }));
+  const template = parse(readFileSync(join(ROOT, 'stacks/lambda/template.yml'), 'utf8'), { customTags: tags }) as {
+    Resources: Record<
+      string,
+      {
+        Type: string;
+        Properties: { CodeUri?: string; Events?: Record<string, { Type: string; Properties: { Method: string; Path: string } }> };
+      }
+    >;
+  };
+
+  test('one Lambda function per HTTP function, from its bundle, with exactly its routes from the route table', () => {
+    const functions = Object.values(template.Resources).filter((resource) => resource.Type === 'AWS::Serverless::Function');
+    expect(functions.map((fn) => fn.Properties.CodeUri).sort()).toEqual(HTTP_FUNCTIONS.map((name) => `../../dist/lambda/${name}/`).sort());
+    for (const name of HTTP_FUNCTIONS) {
+      const fn = functions.find((candidate) => candidate.Properties.CodeUri === `../../dist/lambda/${name}/`)!;
+      const routes = Object.values(fn.Properties.Events ?? {}).map((event) => `${event.Properties.Method} ${event.Properties.Path}`);
+      const table = FUNCTION_ROUTES[name].map((route) => `${route.method} ${route.path.replace(/:([^/]+)/g, '{$1}')}`);
+      expect(routes.sort(), name).toEqual(table.sort());
+    }
+  });
+});
+
 describe('stacks/observability.yml', () => {
   const stack = readStack('stacks/observability.yml');
 
-  test('runs Prometheus, Grafana and Loki on the manager, on the app overlay network, with the same hygiene', () => {
-    expect(Object.keys(stack.services).sort()).toEqual(['grafana', 'loki', 'prometheus']);
+  test('runs Prometheus, Alertmanager, Grafana and Loki on the manager, on the app overlay network, with the same hygiene', () => {
+    expect(Object.keys(stack.services).sort()).toEqual(['alertmanager', 'grafana', 'loki', 'prometheus']);
     for (const [name, service] of Object.entries(stack.services)) {
       checkServiceHygiene(name, service, 'node.role == manager');
       checkSecrets(name, service);
@@ -220,6 +344,32 @@ describe('stacks/observability.yml', () => {
     }
     expect(stack.networks.flagmeter).toMatchObject({ external: true });
     expect(readFileSync(join(ROOT, 'stacks/observability.yml'), 'utf8')).toContain('./observability/prometheus.yml');
+  });
+
+  test("every config's name carries the hash of its file, so an edit deploys a new config", () => {
+    const configs = Object.entries(stack.configs ?? {});
+    expect(configs.length).toBeGreaterThanOrEqual(4);
+    for (const [key, config] of configs) expect(config.name, key).toMatch(/_\$\{CONFIG_HASH_[A-Z]+:\?/);
+    const deploy = readFileSync(join(ROOT, 'scripts/deploy'), 'utf8');
+    for (const [, config] of configs) {
+      const variable = /\$\{(CONFIG_HASH_[A-Z]+)/.exec(config.name!)![1]!;
+      expect(deploy, `scripts/deploy sets ${variable} from ${config.file}`).toMatch(
+        new RegExp(`${variable}=\\$\\(config_hash ${config.file!.replace('./', 'stacks/')}\\)`),
+      );
+    }
+  });
+
+  test('Prometheus sends firing alerts to Alertmanager, which routes them to Slack', () => {
+    const prometheus = parse(readFileSync(join(ROOT, 'stacks/observability/prometheus.yml'), 'utf8')) as {
+      alerting?: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
+    };
+    expect(prometheus.alerting?.alertmanagers[0]?.static_configs[0]?.targets).toEqual(['alertmanager:9093']);
+    const alertmanager = parse(readFileSync(join(ROOT, 'stacks/observability/alertmanager.yml'), 'utf8')) as {
+      route: { receiver: string };
+      receivers: { name: string; slack_configs?: { api_url_file?: string }[] }[];
+    };
+    const receiver = alertmanager.receivers.find((entry) => entry.name === alertmanager.route.receiver);
+    expect(receiver?.slack_configs?.[0]?.api_url_file).toBe('/run/secrets/alertmanager_slack_webhook_url');
   });
 });
 
@@ -258,7 +408,14 @@ describe.skipIf(!servicesAvailable)('npm run stack:local', () => {
       cwd: ROOT,
       command: 'npm',
       group: true,
-      env: { DATABASE_URL: database.url, VALKEY_URL, VALKEY_PREFIX: keySpace.prefix, ADMIN_TOKEN: adminToken, PORT: String(port), LOG_LEVEL: 'info' },
+      env: {
+        DATABASE_URL: database.url,
+        VALKEY_URL,
+        VALKEY_PREFIX: keySpace.prefix,
+        ADMIN_TOKEN: adminToken,
+        PORT: String(port),
+        LOG_LEVEL: 'info',
+      },
     });
     await waitFor(
       () => {
@@ -293,11 +450,16 @@ describe.skipIf(!servicesAvailable)('npm run stack:local', () => {
   }, 60_000);
 
   test('ingest, aggregation and usage work through the router with each function in its own process', async () => {
-    const ready = events().find((line) => line.msg === 'ready') as { pid: number; functions: Record<string, { pid: number }> };
+    const ready = events().find((line) => line.msg === 'ready') as {
+      pid: number;
+      functions: Record<string, { pid: number; port: number | null }>;
+    };
     const pids = [...HTTP_FUNCTIONS, 'aggregator'].map((fn) => ready.functions[fn]?.pid);
     expect(pids.every((pid) => typeof pid === 'number')).toBe(true);
     expect(new Set([...pids, ready.pid, stack.child.pid]).size).toBe(pids.length + 2);
 
+    // Each HTTP function answers its container health check itself.
+    for (const fn of HTTP_FUNCTIONS) expect((await fetch(`http://127.0.0.1:${ready.functions[fn]!.port}/healthz`)).status, fn).toBe(200);
     const health = await fetch(`${url}/api/health`);
     expect(health.status).toBe(200);
     const tenant = uniqueName('stack');
@@ -347,7 +509,12 @@ describe.skipIf(!servicesAvailable)('npm run stack:local', () => {
     const worker = async () => {
       while (next < requests) {
         const index = next++;
-        const body = Array.from({ length: perRequest }, (_, n) => ({ tenant, feature: 'gpt-4o', tokens: (index % 7) + 1, id: `r${index}-${n}` }));
+        const body = Array.from({ length: perRequest }, (_, n) => ({
+          tenant,
+          feature: 'gpt-4o',
+          tokens: (index % 7) + 1,
+          id: `r${index}-${n}`,
+        }));
         for (;;) {
           const status = await post(body).then(
             (response) => response.status,
@@ -372,7 +539,10 @@ describe.skipIf(!servicesAvailable)('npm run stack:local', () => {
     expect(exit).toMatchObject({ function: 'ingest', code: 0 });
     expect(startedPid('ingest')).not.toBe(ingestPid);
     process.stdout.write(`ingest SIGTERM under load: ${refused} refused attempts retried\n`);
-    await waitFor(async () => (await usageTokens(tenant)) >= BigInt(expected), { timeoutMs: 30_000, what: 'every accepted event to be counted' });
+    await waitFor(async () => (await usageTokens(tenant)) >= BigInt(expected), {
+      timeoutMs: 30_000,
+      what: 'every accepted event to be counted',
+    });
     expect(await usageTokens(tenant)).toBe(BigInt(expected));
   }, 90_000);
 });

@@ -1,10 +1,5 @@
-import awsLambdaFastify from '@fastify/aws-lambda';
-import { createRuntime } from '../../shared/runtime/runtime.ts';
+import { lambdaHandler } from '../lambda.ts';
 import { buildIngestApp } from './app.ts';
 
-const runtime = await createRuntime('ingest');
-const app = buildIngestApp(runtime);
-
 /** AWS Lambda (API Gateway v2 / function URL) entry; the same app the container serves. */
-export const handler = awsLambdaFastify(app);
-await app.ready();
+export const handler = await lambdaHandler('ingest', buildIngestApp);

@@ -1,10 +1,5 @@
-import awsLambdaFastify from '@fastify/aws-lambda';
-import { createRuntime } from '../../shared/runtime/runtime.ts';
+import { lambdaHandler } from '../lambda.ts';
 import { buildUsageApp } from './app.ts';
 
-const runtime = await createRuntime('usage');
-const app = buildUsageApp(runtime);
-
 /** AWS Lambda (API Gateway v2 / function URL) entry; the same app the container serves. */
-export const handler = awsLambdaFastify(app);
-await app.ready();
+export const handler = await lambdaHandler('usage', buildUsageApp);

@@ -50,14 +50,22 @@ export function stackRouters(): RouterSpec[] {
   ];
 }
 
-// --- A small evaluator for the rule subset above (Method, Path, PathPrefix, PathRegexp, &&, ||, !, ()).
+/**
+ * A router's rule restricted to the public host name: without it, any host pointed at Traefik (the
+ * Grafana domain included) would reach FlagMeter's paths.
+ */
+export function hostRule(rule: string, host: string): string {
+  return `Host(\`${host}\`) && (${rule})`;
+}
+
+// --- A small evaluator for the rule subset above (Host, Method, Path, PathPrefix, PathRegexp, &&, ||, !, ()).
 
 type RuleNode =
   | { kind: 'and' | 'or'; left: RuleNode; right: RuleNode }
   | { kind: 'not'; operand: RuleNode }
   | { kind: 'matcher'; name: string; args: string[] };
 
-const MATCHERS = new Set(['Method', 'Path', 'PathPrefix', 'PathRegexp']);
+const MATCHERS = new Set(['Host', 'Method', 'Path', 'PathPrefix', 'PathRegexp']);
 
 function tokenize(rule: string): string[] {
   const tokens: string[] = [];
@@ -131,6 +139,8 @@ export interface RequestLine {
   method: string;
   /** The path without the query string. */
   path: string;
+  /** The Host header; only `Host()` rules read it. */
+  host?: string;
 }
 
 function evaluate(node: RuleNode, request: RequestLine): boolean {
@@ -144,6 +154,8 @@ function evaluate(node: RuleNode, request: RequestLine): boolean {
     case 'matcher': {
       const [arg = ''] = node.args;
       if (node.name === 'Method') return node.args.includes(request.method.toUpperCase());
+      // Like Traefik: case-insensitive, and a port in the Host header does not count.
+      if (node.name === 'Host') return (request.host ?? '').toLowerCase().replace(/:\d+$/, '') === arg.toLowerCase();
       if (node.name === 'Path') return request.path === arg;
       if (node.name === 'PathPrefix') return request.path.startsWith(arg);
       return new RegExp(arg).test(request.path);
@@ -200,7 +212,11 @@ export function traefikLabels(router: RouterSpec): Record<string, string> {
   return {
     'traefik.enable': 'true',
     'traefik.swarm.network': STACK_NETWORK,
-    [`traefik.http.routers.${name}.rule`]: router.rule.replaceAll('$', () => '$$'),
+    [`traefik.http.routers.${name}.rule`]: hostRule(
+      router.rule.replaceAll('$', () => '$$'),
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a stack-file variable, resolved by docker stack deploy.
+      '${DOMAIN}',
+    ),
     ...(router.priority === undefined ? {} : { [`traefik.http.routers.${name}.priority`]: String(router.priority) }),
     [`traefik.http.routers.${name}.entrypoints`]: 'websecure',
     // biome-ignore lint/suspicious/noTemplateCurlyInString: a stack-file variable, resolved by docker stack deploy.

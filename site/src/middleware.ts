@@ -30,7 +30,7 @@ async function submittedToken(context: APIContext): Promise<unknown> {
 export const onRequest: MiddlewareHandler = async (context, next) => {
   // Prerendered pages run this at build time, where there is no database and no visitor.
   if (context.isPrerendered) return next();
-  const { site, revoked } = await siteDeps();
+  const { site, revoked, config } = await siteDeps();
   const path = context.url.pathname;
   const verified = verifySession(site.sessionKey, context.cookies.get(SESSION_COOKIE)?.value);
   // A signed cookie is not enough: a session ended by logout stays ended.
@@ -42,7 +42,13 @@ export const onRequest: MiddlewareHandler = async (context, next) => {
     boundTo = context.cookies.get(LOGIN_COOKIE)?.value;
     if (!boundTo && SAFE_METHODS.has(context.request.method)) {
       boundTo = newLoginNonce();
-      context.cookies.set(LOGIN_COOKIE, boundTo, { httpOnly: true, sameSite: 'strict', path: '/login', maxAge: 3_600, secure: context.url.protocol === 'https:' });
+      context.cookies.set(LOGIN_COOKIE, boundTo, {
+        httpOnly: true,
+        sameSite: 'strict',
+        path: '/login',
+        maxAge: 3_600,
+        secure: context.url.protocol === 'https:' || config.PUBLIC_URL.startsWith('https:'),
+      });
     }
   }
   context.locals.csrf = boundTo ? csrfToken(site.sessionKey, boundTo) : '';

@@ -1,0 +1,37 @@
+import awsLambdaFastify from '@fastify/aws-lambda';
+import type { FastifyInstance } from 'fastify';
+import { createRuntime, type Runtime, type RuntimeOptions } from '../shared/runtime/runtime.ts';
+
+/** How long a cold start waits for Valkey before serving anyway (its answers then say 503). */
+const QUEUE_CONNECT_MS = 5_000;
+
+/**
+ * An AWS Lambda (API Gateway v2 / function URL) handler for one HTTP function: the same app the
+ * container serves, through @fastify/aws-lambda. Valkey is connected during the init phase, before
+ * the first invocation: its client queues no command while connecting (a queue must fail fast), so
+ * a first request on a fresh connection would be refused with a 503 otherwise.
+ */
+export async function lambdaHandler(
+  name: string,
+  build: (runtime: Runtime) => FastifyInstance,
+  options: RuntimeOptions = {},
+): Promise<ReturnType<typeof awsLambdaFastify>> {
+  const runtime = await createRuntime(name, options);
+  const deadline = Date.now() + QUEUE_CONNECT_MS;
+  for (;;) {
+    try {
+      await runtime.queue.ping();
+      break;
+    } catch (error) {
+      if (Date.now() > deadline) {
+        runtime.logger.warn({ err: (error as Error).message }, 'valkey not reachable at cold start; serving anyway');
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+  const app = build(runtime);
+  const handler = awsLambdaFastify(app);
+  await app.ready();
+  return handler;
+}
