@@ -163,7 +163,10 @@ function operationOf(operation: RouteSpec): JsonSchema {
         }
       : {}),
     responses: Object.fromEntries(
-      Object.entries({ ...httpLayer(operation), ...operation.responses }).map(([status, response]) => [status, responseOf(response, operation)]),
+      Object.entries({ ...httpLayer(operation), ...operation.responses }).map(([status, response]) => [
+        status,
+        responseOf(response, operation),
+      ]),
     ),
   };
 }

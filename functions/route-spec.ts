@@ -59,7 +59,10 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
 /** The error answers of a route, each with the one error body every function writes. */
 export function errorResponses(...statuses: number[]): Record<number, ResponseSpec> {
   return Object.fromEntries(
-    statuses.map((status) => [status, { description: ERROR_DESCRIPTIONS[status]!, schema: errorBody, retryAfter: status === 503 || status === 429 }]),
+    statuses.map((status) => [
+      status,
+      { description: ERROR_DESCRIPTIONS[status]!, schema: errorBody, retryAfter: status === 503 || status === 429 },
+    ]),
   );
 }
 

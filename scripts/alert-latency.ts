@@ -20,7 +20,12 @@ const perSecond = Number(values.rate);
 const slack = await startFakeSlack();
 const database = await createTestDatabase();
 const keySpace = createKeySpace();
-const env = functionEnv(database.url, keySpace.prefix, { WEBHOOK_ALLOW_INSECURE: 'true', WEBHOOK_ALLOWED_HOSTS: '127.0.0.1', AGGREGATOR_LEASE: '10s', TELEMETRY_ENABLED: 'false' });
+const env = functionEnv(database.url, keySpace.prefix, {
+  WEBHOOK_ALLOW_INSECURE: 'true',
+  WEBHOOK_ALLOWED_HOSTS: '127.0.0.1',
+  AGGREGATOR_LEASE: '10s',
+  TELEMETRY_ENABLED: 'false',
+});
 const runtime = await createRuntime('alert-latency', { config: loadConfig(env) });
 const processes = [
   await startProcess('functions/ingest/server.ts', env),

@@ -39,7 +39,11 @@ async function trackOverhead(): Promise<number> {
 }
 
 /** As many events as the server takes: `block` makes the loop wait whenever the buffer is full. */
-async function sustainedRate(): Promise<{ eventsPerSecond: number; clientCpuNsPerEvent: number; stats: ReturnType<ReturnType<typeof createMeter>['stats']> }> {
+async function sustainedRate(): Promise<{
+  eventsPerSecond: number;
+  clientCpuNsPerEvent: number;
+  stats: ReturnType<ReturnType<typeof createMeter>['stats']>;
+}> {
   const meter = createMeter({
     url: url!,
     apiKey: apiKey!,

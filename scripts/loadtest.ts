@@ -75,10 +75,22 @@ function plan(tenantNames: string[]): PlannedRequest[] {
     const tenant = tenantNames[i % tenantNames.length]!;
     const tokens = 1 + ((i * 37) % 500);
     if (i < 76) {
-      requests.push({ kind: 'post', method: 'POST', path: '/api/events', body: JSON.stringify({ tenant, feature: 'gpt-4o', tokens }), tenant, tokens });
+      requests.push({
+        kind: 'post',
+        method: 'POST',
+        path: '/api/events',
+        body: JSON.stringify({ tenant, feature: 'gpt-4o', tokens }),
+        tenant,
+        tokens,
+      });
     } else if (i < 80) {
       // Invalid in a different way each: zero tokens, missing feature, bad tenant name, tokens as text.
-      const bodies = [{ tenant, feature: 'gpt-4o', tokens: 0 }, { tenant, tokens }, { tenant: 'bad tenant!', feature: 'gpt-4o', tokens }, { tenant, feature: 'gpt-4o', tokens: 'many' }];
+      const bodies = [
+        { tenant, feature: 'gpt-4o', tokens: 0 },
+        { tenant, tokens },
+        { tenant: 'bad tenant!', feature: 'gpt-4o', tokens },
+        { tenant, feature: 'gpt-4o', tokens: 'many' },
+      ];
       requests.push({ kind: 'invalid', method: 'POST', path: '/api/events', body: JSON.stringify(bodies[i - 76]), tenant, tokens: 0 });
     } else {
       requests.push({ kind: 'get', method: 'GET', path: `/api/usage/${tenant}`, tenant, tokens: 0 });
@@ -88,7 +100,11 @@ function plan(tenantNames: string[]): PlannedRequest[] {
 }
 
 /** One event per tenant, then wait (up to 15 s) until usage knows them, so GETs are not 404 at the start. */
-async function seed(options: LoadtestOptions, tenantNames: string[], count: (tenant: string, feature: string, tokens: number) => void): Promise<void> {
+async function seed(
+  options: LoadtestOptions,
+  tenantNames: string[],
+  count: (tenant: string, feature: string, tokens: number) => void,
+): Promise<void> {
   const headers = { authorization: `Bearer ${options.apiKey}`, 'content-type': 'application/json' };
   const response = await fetch(`${options.url}/api/events`, {
     method: 'POST',
@@ -204,8 +220,12 @@ function report(result: LoadtestResult): string {
     const parts = Object.entries(statuses).map(([status, count]) => `${status}: ${count}`);
     lines.push(`  ${kind.padEnd(7)} (expects ${EXPECTED_STATUS[kind as Kind]}): ${parts.join(', ') || 'none'}`);
   }
-  lines.push(`  connection errors/timeouts: ${result.connectionErrors}; unexpected answers: ${result.unexpected} (${(result.unexpectedRate * 100).toFixed(2)}%)`);
-  lines.push(`  p95 < 200 ms: ${verdict(result.pass.p95)}   p99 < 500 ms: ${verdict(result.pass.p99)}   unexpected < 1%: ${verdict(result.pass.errors)}`);
+  lines.push(
+    `  connection errors/timeouts: ${result.connectionErrors}; unexpected answers: ${result.unexpected} (${(result.unexpectedRate * 100).toFixed(2)}%)`,
+  );
+  lines.push(
+    `  p95 < 200 ms: ${verdict(result.pass.p95)}   p99 < 500 ms: ${verdict(result.pass.p99)}   unexpected < 1%: ${verdict(result.pass.errors)}`,
+  );
   lines.push(`  overall: ${verdict(result.pass.all)}`);
   return `${lines.join('\n')}\n`;
 }
@@ -225,7 +245,9 @@ if (process.argv[1] === import.meta.filename) {
   });
   const apiKey = values['api-key'] ?? process.env.FLAGMETER_API_KEY;
   if (!values.url || !apiKey) {
-    process.stderr.write('usage: npm run loadtest -- --url URL --api-key KEY [--duration 180] [--ramp 120] [--max-clients 1000] [--tenants 100] [--usage-url URL] [--json]\n');
+    process.stderr.write(
+      'usage: npm run loadtest -- --url URL --api-key KEY [--duration 180] [--ramp 120] [--max-clients 1000] [--tenants 100] [--usage-url URL] [--json]\n',
+    );
     process.exit(64);
   }
   const durationS = Number(values.duration);

@@ -45,11 +45,18 @@ export function packClient(destination: string = join(ROOT, 'dist')): PackedClie
   });
   const [entry] = JSON.parse(output) as NpmPackEntry[];
   if (!entry) throw new Error('npm pack wrote no tarball');
-  return { tarball: join(target, entry.filename), size: entry.size, unpackedSize: entry.unpackedSize, files: entry.files.map((file) => file.path).sort() };
+  return {
+    tarball: join(target, entry.filename),
+    size: entry.size,
+    unpackedSize: entry.unpackedSize,
+    files: entry.files.map((file) => file.path).sort(),
+  };
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   const packed = packClient(process.argv[2]);
-  process.stdout.write(`${packed.files.join('\n')}\n${packed.files.length} files, ${packed.size} bytes packed, ${packed.unpackedSize} bytes unpacked\n`);
+  process.stdout.write(
+    `${packed.files.join('\n')}\n${packed.files.length} files, ${packed.size} bytes packed, ${packed.unpackedSize} bytes unpacked\n`,
+  );
   process.stdout.write(`${packed.tarball}\n`);
 }

@@ -95,7 +95,6 @@ async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs:
   throw new Error(`timed out waiting for ${what}`);
 }
 
-
 class Latencies {
   private readonly values: number[] = [];
   ok = 0;
@@ -144,23 +143,42 @@ async function main(): Promise<void> {
     };
     const functions = {} as Record<FunctionName, Running>;
     for (const name of Object.keys(ENTRIES) as FunctionName[]) {
-      functions[name] = startFunction(name, bundleDir, { ...env, METRICS_PORT: String(await freePort()), ...(name === 'aggregator' ? { AGGREGATOR_ID: 'soak', LOG_LEVEL: 'info' } : {}) }, await freePort());
+      functions[name] = startFunction(
+        name,
+        bundleDir,
+        { ...env, METRICS_PORT: String(await freePort()), ...(name === 'aggregator' ? { AGGREGATOR_ID: 'soak', LOG_LEVEL: 'info' } : {}) },
+        await freePort(),
+      );
     }
-    await waitUntil('the HTTP functions', async () => {
-      for (const name of ['ingest', 'usage', 'health', 'tenants'] as const) await fetch(`${functions[name].url}/api/health`);
-      return true;
-    }, 30_000);
+    await waitUntil(
+      'the HTTP functions',
+      async () => {
+        for (const name of ['ingest', 'usage', 'health', 'tenants'] as const) await fetch(`${functions[name].url}/api/health`);
+        return true;
+      },
+      30_000,
+    );
     await waitUntil('the aggregator', async () => functions.aggregator.output().includes('aggregator running'), 30_000);
 
     const adminHeaders = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
-    const created = await fetch(`${functions.tenants.url}/api/keys`, { method: 'POST', headers: adminHeaders, body: JSON.stringify({ name: 'soak' }) });
+    const created = await fetch(`${functions.tenants.url}/api/keys`, {
+      method: 'POST',
+      headers: adminHeaders,
+      body: JSON.stringify({ name: 'soak' }),
+    });
     const { key } = (await created.json()) as { key: string };
     const auth = { authorization: `Bearer ${key}` };
 
     const tenants = Array.from({ length: 50 }, (_, i) => `soak-${i}`);
     const features = ['gpt-4o', 'openai/gpt-4o-mini', 'claude-3.5', 'embed', 'whisper'];
     const accepted = new Map<string, bigint>();
-    const latency: Record<string, Latencies> = { ingest: new Latencies(), usage: new Latencies(), series: new Latencies(), health: new Latencies(), tenants: new Latencies() };
+    const latency: Record<string, Latencies> = {
+      ingest: new Latencies(),
+      usage: new Latencies(),
+      series: new Latencies(),
+      health: new Latencies(),
+      tenants: new Latencies(),
+    };
     let inFlight = 0;
     let skipped = 0;
     let sequence = 0;
@@ -197,7 +215,12 @@ async function main(): Promise<void> {
       }));
       return timed(
         'ingest',
-        () => fetch(`${functions.ingest.url}/api/events`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(batch) }),
+        () =>
+          fetch(`${functions.ingest.url}/api/events`, {
+            method: 'POST',
+            headers: { ...auth, 'content-type': 'application/json' },
+            body: JSON.stringify(batch),
+          }),
         async (response) => {
           const body = (await response.json()) as { duplicateIndexes: number[] };
           const duplicates = new Set(body.duplicateIndexes);
@@ -209,16 +232,30 @@ async function main(): Promise<void> {
 
     // The new key reaches the other functions on their next key refresh; seed every tenant once it has.
     const seed = tenants.map((tenant) => ({ tenant, feature: features[0]!, tokens: 1 }));
-    await waitUntil('the key to work on ingest', async () => {
-      const response = await fetch(`${functions.ingest.url}/api/events`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(seed) });
-      await response.body?.cancel();
-      return response.status === 202;
-    }, 30_000);
+    await waitUntil(
+      'the key to work on ingest',
+      async () => {
+        const response = await fetch(`${functions.ingest.url}/api/events`, {
+          method: 'POST',
+          headers: { ...auth, 'content-type': 'application/json' },
+          body: JSON.stringify(seed),
+        });
+        await response.body?.cancel();
+        return response.status === 202;
+      },
+      30_000,
+    );
     for (const tenant of tenants) accepted.set(tenant, 1n);
-    await waitUntil('the seed to be counted', async () => (await fetch(`${functions.usage.url}/api/usage/${tenants.at(-1)}`, { headers: auth })).status === 200, 30_000);
+    await waitUntil(
+      'the seed to be counted',
+      async () => (await fetch(`${functions.usage.url}/api/usage/${tenants.at(-1)}`, { headers: auth })).status === 200,
+      30_000,
+    );
 
     const ingestPerTick = eventsPerSecond / BATCH / (1000 / TICK_MS);
-    const samples = new Map<FunctionName, { atS: number; mb: number }[]>((Object.keys(ENTRIES) as FunctionName[]).map((name) => [name, []]));
+    const samples = new Map<FunctionName, { atS: number; mb: number }[]>(
+      (Object.keys(ENTRIES) as FunctionName[]).map((name) => [name, []]),
+    );
     const started = Date.now();
     const endAt = started + minutes * 60_000;
     let owed = 0;
@@ -243,8 +280,12 @@ async function main(): Promise<void> {
       }
       owed += ingestPerTick;
       for (; owed >= 1; owed--) void sendIngest();
-      for (let i = 0; i < 4; i++) void timed('usage', () => fetch(`${functions.usage.url}/api/usage/${tenants[(tick * 4 + i) % tenants.length]}`, { headers: auth }));
-      if (tick % 2 === 0) void timed('series', () => fetch(`${functions.usage.url}/api/usage/${tenants[tick % tenants.length]}/series?granularity=hour`, { headers: auth }));
+      for (let i = 0; i < 4; i++)
+        void timed('usage', () => fetch(`${functions.usage.url}/api/usage/${tenants[(tick * 4 + i) % tenants.length]}`, { headers: auth }));
+      if (tick % 2 === 0)
+        void timed('series', () =>
+          fetch(`${functions.usage.url}/api/usage/${tenants[tick % tenants.length]}/series?granularity=hour`, { headers: auth }),
+        );
       if (tick % 5 === 0) void timed('health', () => fetch(`${functions.health.url}/api/health`));
       if (tick % 10 === 0) void timed('tenants', () => fetch(`${functions.tenants.url}/api/tenants?limit=20`, { headers: adminHeaders }));
       tick++;
@@ -264,8 +305,12 @@ async function main(): Promise<void> {
     }
 
     const warmupS = warmupMinutes * 60;
-    process.stdout.write(`\nRSS after the ${warmupMinutes}-minute warm-up (MB; flat = every sample within ±${FLAT_TOLERANCE * 100}% of the median)\n`);
-    process.stdout.write('| process | samples | min | median | max | max deviation | first → last | peak 1st half → 2nd half | flat |\n|---|---|---|---|---|---|---|---|---|\n');
+    process.stdout.write(
+      `\nRSS after the ${warmupMinutes}-minute warm-up (MB; flat = every sample within ±${FLAT_TOLERANCE * 100}% of the median)\n`,
+    );
+    process.stdout.write(
+      '| process | samples | min | median | max | max deviation | first → last | peak 1st half → 2nd half | flat |\n|---|---|---|---|---|---|---|---|---|\n',
+    );
     let allFlat = true;
     for (const [name, all] of samples) {
       const kept = all.filter((s) => s.atS >= warmupS && Number.isFinite(s.mb)).map((s) => s.mb);
@@ -284,7 +329,9 @@ async function main(): Promise<void> {
     }
     process.stdout.write('\n| requests | ok | failed | p50 ms | p99 ms |\n|---|---|---|---|---|\n');
     for (const [kind, stats] of Object.entries(latency)) {
-      process.stdout.write(`| ${kind} | ${stats.ok} | ${stats.failed} | ${stats.percentile(50).toFixed(1)} | ${stats.percentile(99).toFixed(1)} |\n`);
+      process.stdout.write(
+        `| ${kind} | ${stats.ok} | ${stats.failed} | ${stats.percentile(50).toFixed(1)} | ${stats.percentile(99).toFixed(1)} |\n`,
+      );
     }
     const exact = counted === expected;
     process.stdout.write(

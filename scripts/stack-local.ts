@@ -128,7 +128,9 @@ async function migrate(): Promise<void> {
 }
 
 const ports = new Map(units.filter((unit) => unit.port).map((unit) => [unit.name, unit.port!]));
-const routers = compileRouters(stackRouters().map((router) => ({ name: router.service as string, rule: router.rule, priority: router.priority })));
+const routers = compileRouters(
+  stackRouters().map((router) => ({ name: router.service as string, rule: router.rule, priority: router.priority })),
+);
 const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 
 function sendError(response: ServerResponse, status: number, code: string, message: string): void {

@@ -10,7 +10,9 @@ import { isMap, parseDocument } from 'yaml';
 import { stackRouters, traefikLabels } from './lib/traefik.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
-const { values } = parseArgs({ options: { check: { type: 'boolean', default: false }, file: { type: 'string', default: 'stacks/app.yml' } } });
+const { values } = parseArgs({
+  options: { check: { type: 'boolean', default: false }, file: { type: 'string', default: 'stacks/app.yml' } },
+});
 const file = resolve(ROOT, values.file);
 const original = readFileSync(file, 'utf8');
 const document = parseDocument(original);

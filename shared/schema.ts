@@ -1,17 +1,5 @@
 import { sql } from 'drizzle-orm';
-import {
-  bigint,
-  bigserial,
-  date,
-  index,
-  integer,
-  pgTable,
-  primaryKey,
-  smallint,
-  text,
-  timestamp,
-  uniqueIndex,
-} from 'drizzle-orm/pg-core';
+import { bigint, bigserial, date, index, integer, pgTable, primaryKey, smallint, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
 
 /** The one schema every function shares. Hot paths query it with raw SQL; the shape lives here only. */
 
@@ -112,7 +100,6 @@ export const partitionCheckpoints = pgTable('partition_checkpoints', {
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });
 
-
 /**
  * Alert outbox: one row per crossing of a threshold in a period. At most one live (not re-armed) row
  * per tenant, period and threshold, enforced by a partial unique index, so concurrent aggregators
@@ -138,9 +125,7 @@ export const alerts = pgTable(
     deliveredAt: timestamp('delivered_at', { withTimezone: true }),
   },
   (table) => [
-    uniqueIndex('alerts_live_crossing_idx')
-      .on(table.tenant, table.periodStart, table.threshold)
-      .where(sql`rearmed_at IS NULL`),
+    uniqueIndex('alerts_live_crossing_idx').on(table.tenant, table.periodStart, table.threshold).where(sql`rearmed_at IS NULL`),
     index('alerts_due_idx').on(table.nextAttemptAt).where(sql`status = 'pending'`),
     index('alerts_tenant_created_idx').on(table.tenant, table.createdAt),
   ],
@@ -170,7 +155,10 @@ export const tenantUsageSummary = pgTable(
   },
   (table) => [
     index('tenant_usage_summary_tokens_idx').on(table.tokens.desc(), table.tenant),
-    index('tenant_usage_summary_percent_idx').on(sql`(${table.tokens}::numeric / nullif(${table.monthlyQuota}, 0)) DESC NULLS LAST`, table.tenant),
+    index('tenant_usage_summary_percent_idx').on(
+      sql`(${table.tokens}::numeric / nullif(${table.monthlyQuota}, 0)) DESC NULLS LAST`,
+      table.tenant,
+    ),
     index('tenant_usage_summary_period_end_idx').on(table.periodEnd),
   ],
 );

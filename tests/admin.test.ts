@@ -46,7 +46,12 @@ describe.skipIf(!servicesAvailable)('admin API: keys and tenants', () => {
     expect((await call('DELETE', '/api/keys/not-a-key-id')).statusCode).toBe(400);
     const bad = await call('POST', '/api/keys', { name: '', tenant: 'has space' });
     expect(bad.statusCode).toBe(400);
-    expect(errorBody.parse(bad.json()).error.details!.map((d) => d.field).sort()).toEqual(['name', 'tenant']);
+    expect(
+      errorBody
+        .parse(bad.json())
+        .error.details!.map((d) => d.field)
+        .sort(),
+    ).toEqual(['name', 'tenant']);
   });
 
   it('creates a tenant with defaults (201), updates only the fields given (200), and lists and reads it', async () => {
@@ -62,7 +67,11 @@ describe.skipIf(!servicesAvailable)('admin API: keys and tenants', () => {
     });
     const updated = await call('PUT', `/api/tenants/${tenant}`, { monthlyQuota: 5000, thresholds: [100, 50, 90] });
     expect(updated.statusCode).toBe(200);
-    expect(tenantResponse.parse(parseExact(updated.body))).toMatchObject({ monthlyQuota: 5000n, thresholds: [50, 90, 100], timeZone: 'UTC' });
+    expect(tenantResponse.parse(parseExact(updated.body))).toMatchObject({
+      monthlyQuota: 5000n,
+      thresholds: [50, 90, 100],
+      timeZone: 'UTC',
+    });
     const zoned = tenantResponse.parse(parseExact((await call('PUT', `/api/tenants/${tenant}`, { timeZone: 'Asia/Tokyo' })).body));
     expect(zoned).toMatchObject({ monthlyQuota: 5000n, timeZone: 'Asia/Tokyo', thresholds: [50, 90, 100] });
     const list = tenantListResponse.parse(parseExact((await call('GET', `/api/tenants?q=${tenant}`)).body));
@@ -77,6 +86,11 @@ describe.skipIf(!servicesAvailable)('admin API: keys and tenants', () => {
     expect((await call('GET', '/api/tenants/nobody-at-all/alerts')).statusCode).toBe(404);
     const bad = await call('GET', '/api/tenants?sort=loudest&limit=0');
     expect(bad.statusCode).toBe(400);
-    expect(errorBody.parse(bad.json()).error.details!.map((d) => d.field).sort()).toEqual(['limit', 'sort']);
+    expect(
+      errorBody
+        .parse(bad.json())
+        .error.details!.map((d) => d.field)
+        .sort(),
+    ).toEqual(['limit', 'sort']);
   });
 });

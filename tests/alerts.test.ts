@@ -74,7 +74,12 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
 
   const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
   const putTenant = (tenant: string, body: Record<string, unknown>) =>
-    app.inject({ method: 'PUT', url: `/api/tenants/${tenant}`, headers: { ...admin, 'content-type': 'application/json' }, payload: JSON.stringify(body) });
+    app.inject({
+      method: 'PUT',
+      url: `/api/tenants/${tenant}`,
+      headers: { ...admin, 'content-type': 'application/json' },
+      payload: JSON.stringify(body),
+    });
   const post = async (events: unknown) => {
     const response = await app.inject({
       method: 'POST',
@@ -140,11 +145,17 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     ]);
     const button = first!.body.blocks.find((block) => block.type === 'actions')!.elements![0]!;
     expect(button.url).toBe(`https://flagmeter.example.com/dashboard/tenants/${tenant}`);
-    const alerts = await waitFor(async () => {
-      const found = await alertsOf(tenant);
-      return found.every((a) => a.status === 'delivered') ? found : undefined;
-    }, { what: 'both alerts marked delivered' });
-    expect(alerts.map((a) => [a.threshold, a.status, a.usedTokens])).toEqual([[100, 'delivered', 1050n], [80, 'delivered', 850n]]);
+    const alerts = await waitFor(
+      async () => {
+        const found = await alertsOf(tenant);
+        return found.every((a) => a.status === 'delivered') ? found : undefined;
+      },
+      { what: 'both alerts marked delivered' },
+    );
+    expect(alerts.map((a) => [a.threshold, a.status, a.usedTokens])).toEqual([
+      [100, 'delivered', 1050n],
+      [80, 'delivered', 850n],
+    ]);
     expect(slack.postsTo(hook)).toHaveLength(2);
   });
 
@@ -162,9 +173,17 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     const { tenant, hook } = await tenantWithHook('jump', 1000);
     await post({ tenant, feature: 'f', tokens: 100 });
     await waitFor(() => usageIs(tenant, 100n), { what: 'the first 10%' });
-    await post([{ tenant, feature: 'f', tokens: 600 }, { tenant, feature: 'g', tokens: 500 }]);
+    await post([
+      { tenant, feature: 'f', tokens: 600 },
+      { tenant, feature: 'g', tokens: 500 },
+    ]);
     await waitFor(() => slack.postsTo(hook).length === 2, { what: 'two messages' });
-    expect(slack.postsTo(hook).map((p) => /reached (\d+)%/.exec(p.body.text)![1]).sort()).toEqual(['100', '80']);
+    expect(
+      slack
+        .postsTo(hook)
+        .map((p) => /reached (\d+)%/.exec(p.body.text)![1])
+        .sort(),
+    ).toEqual(['100', '80']);
     expect((await alertsOf(tenant)).every((alert) => alert.usedTokens === 1200n)).toBe(true);
   });
 
@@ -185,7 +204,9 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     expect(attempts.map((r) => r.status)).toEqual([500, 500, 500, 429, 200]);
     // Retry-After: 2 was honoured.
     expect(attempts[4]!.at - attempts[3]!.at).toBeGreaterThanOrEqual(2000);
-    const alert = await waitFor(async () => (await alertsOf(failing.tenant)).find((a) => a.status === 'delivered'), { what: 'the delivered status' });
+    const alert = await waitFor(async () => (await alertsOf(failing.tenant)).find((a) => a.status === 'delivered'), {
+      what: 'the delivered status',
+    });
     expect(alert).toMatchObject({ threshold: 80, attempts: 5, lastError: null });
     expect(slack.postsTo(healthy.hook)[0]!.at).toBeLessThan(slack.postsTo(failing.hook)[0]!.at);
   });
@@ -215,7 +236,12 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     expect(lowered.statusCode).toBe(200);
     await waitFor(() => slack.postsTo(hook).length === 3, { what: 'the 100% alert fired by the lower quota' });
     expect(slack.postsTo(hook)[2]!.body.text).toContain('reached 100%');
-    expect((await alertsOf(tenant)).filter((alert) => alert.rearmedAt === null).map((a) => a.threshold).sort()).toEqual([100, 80]);
+    expect(
+      (await alertsOf(tenant))
+        .filter((alert) => alert.rearmedAt === null)
+        .map((a) => a.threshold)
+        .sort(),
+    ).toEqual([100, 80]);
   });
 
   it('refuses webhook URLs that are http, internal or off the allow list, and never requests them', async () => {
@@ -267,23 +293,31 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
       await post({ tenant: fast.tenant, feature: 'f', tokens: 90 });
       const delivered = await waitFor(() => slack.postsTo(fast.hook)[0], { timeoutMs: 15_000, what: 'the fast tenant alert' });
       const measuredMs = delivered!.at - crossedAt;
-      console.info(`slow-webhook isolation: fast tenant delivered ${measuredMs} ms after crossing, with ${trickling.open()} slow deliveries hanging`);
+      console.info(
+        `slow-webhook isolation: fast tenant delivered ${measuredMs} ms after crossing, with ${trickling.open()} slow deliveries hanging`,
+      );
       expect(trickling.open()).toBeGreaterThan(0);
       // One host holds at most half of the 16 slots.
       expect(trickling.open()).toBeLessThanOrEqual(8);
       expect(measuredMs).toBeLessThan(2_500);
       // WEBHOOK_TIMEOUT (5 s) ends each attempt although a byte arrives every 2 s.
-      const ended = await waitFor(() => trickling.connections.find((c) => c.closedAt !== undefined), { timeoutMs: 15_000, what: 'a slow attempt to be cut off' });
+      const ended = await waitFor(() => trickling.connections.find((c) => c.closedAt !== undefined), {
+        timeoutMs: 15_000,
+        what: 'a slow attempt to be cut off',
+      });
       expect(ended.closedAt! - ended.openedAt).toBeLessThan(6_500);
       trickling.answerFast();
-      await waitFor(async () => {
-        const [row] = await stack.runtime.db.query<{ delivered: number }>(
-          `SELECT count(*)::int AS delivered FROM alerts WHERE status = 'delivered'
+      await waitFor(
+        async () => {
+          const [row] = await stack.runtime.db.query<{ delivered: number }>(
+            `SELECT count(*)::int AS delivered FROM alerts WHERE status = 'delivered'
            AND tenant IN (SELECT value FROM jsonb_array_elements_text($1::jsonb))`,
-          [JSON.stringify(slow)],
-        );
-        return row!.delivered === 16;
-      }, { timeoutMs: 40_000, what: 'the slow tenants alerts once the webhook answers' });
+            [JSON.stringify(slow)],
+          );
+          return row!.delivered === 16;
+        },
+        { timeoutMs: 40_000, what: 'the slow tenants alerts once the webhook answers' },
+      );
     } finally {
       await trickling.close();
     }
@@ -308,7 +342,12 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     try {
       const address = flood.address();
       const started = Date.now();
-      const answer = await postWebhook(`http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/x`, {}, policy, 10_000);
+      const answer = await postWebhook(
+        `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/x`,
+        {},
+        policy,
+        10_000,
+      );
       expect(answer.status).toBe(500);
       expect(answer.body.length).toBeLessThanOrEqual(MAX_RESPONSE_BYTES);
       expect(Date.now() - started).toBeLessThan(2_000);
@@ -407,10 +446,13 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     const start = (id: string) => startAggregatorProcess(stack.env, id);
     const [a, b] = await Promise.all([start('alert-a'), start('alert-b')]);
     processes.push(a!, b!);
-    await waitFor(async () => {
-      const held = await owners();
-      return held.get('alert-a')! > 0 && held.get('alert-b')! > 0 && held.size === 2;
-    }, { what: 'both processes, and only they, to own partitions' });
+    await waitFor(
+      async () => {
+        const held = await owners();
+        return held.get('alert-a')! > 0 && held.get('alert-b')! > 0 && held.size === 2;
+      },
+      { what: 'both processes, and only they, to own partitions' },
+    );
     const appliedOnB = async (): Promise<bigint> => {
       const [row] = await stack.runtime.db.query<{ applied: bigint }>(
         `SELECT coalesce(sum(applied_events), 0)::bigint AS applied FROM partition_checkpoints WHERE owner = 'alert-b'`,
@@ -424,19 +466,25 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
       await post(tenants.map(({ tenant }) => ({ tenant, feature: 'f', tokens: 1000 })));
       if (round === 5) {
         // The kill matters: b owns partitions and has applied traffic from them when it dies.
-        appliedByB = await waitFor(async () => {
-          const applied = (await appliedOnB()) - before;
-          return applied > 0n ? applied : undefined;
-        }, { what: 'the process to be killed to have applied events' });
+        appliedByB = await waitFor(
+          async () => {
+            const applied = (await appliedOnB()) - before;
+            return applied > 0n ? applied : undefined;
+          },
+          { what: 'the process to be killed to have applied events' },
+        );
         expect((await owners()).get('alert-b')).toBeGreaterThan(0);
         await b!.kill('SIGKILL');
       }
     }
     expect(appliedByB).toBeGreaterThan(0n);
-    await waitFor(async () => {
-      for (const { tenant } of tenants) if (!(await usageIs(tenant, 12_000n))) return false;
-      return true;
-    }, { timeoutMs: 60_000, what: 'all traffic to be applied' });
+    await waitFor(
+      async () => {
+        for (const { tenant } of tenants) if (!(await usageIs(tenant, 12_000n))) return false;
+        return true;
+      },
+      { timeoutMs: 60_000, what: 'all traffic to be applied' },
+    );
     const rows = await stack.runtime.db.query<{ tenant: string; threshold: number; count: number }>(
       `SELECT tenant, threshold, count(*)::int AS count FROM alerts
        WHERE tenant IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) GROUP BY tenant, threshold`,

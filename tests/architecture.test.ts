@@ -47,7 +47,9 @@ describe('architecture', () => {
   });
 
   it('keeps the site off the functions: the site imports shared code only', () => {
-    const intoFunctions = edges.filter(({ from, to }) => from.startsWith('site/') && (to.startsWith('functions/') || to.startsWith('scripts/')));
+    const intoFunctions = edges.filter(
+      ({ from, to }) => from.startsWith('site/') && (to.startsWith('functions/') || to.startsWith('scripts/')),
+    );
     expect(intoFunctions).toEqual([]);
   });
 

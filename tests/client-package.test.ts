@@ -93,7 +93,12 @@ const atLeast = (version: string, [major, minor]: number[]): boolean => {
  * NODE_OPTIONS. Asynchronous, because the FlagMeter it talks to serves from this very process.
  */
 async function runNode(node: string, cwd: string, file: string, args: string[] = []): Promise<string> {
-  const { stdout } = await execFileAsync(node, [file, ...args], { cwd, encoding: 'utf8', env: { PATH: process.env.PATH, HOME: process.env.HOME }, timeout: 60_000 });
+  const { stdout } = await execFileAsync(node, [file, ...args], {
+    cwd,
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH, HOME: process.env.HOME },
+    timeout: 60_000,
+  });
   return stdout;
 }
 
@@ -109,7 +114,10 @@ describe('the @flagmeter/client tarball', () => {
     consumer = join(workDir, 'consumer');
     mkdirSync(consumer);
     writeFileSync(join(consumer, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
-    execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', packed.tarball], { cwd: consumer, stdio: 'pipe' });
+    execFileSync('npm', ['install', '--offline', '--no-audit', '--no-fund', '--ignore-scripts', packed.tarball], {
+      cwd: consumer,
+      stdio: 'pipe',
+    });
     writeFileSync(join(consumer, 'send.mjs'), SEND_SCRIPT);
     writeFileSync(join(consumer, 'require.cjs'), REQUIRE_SCRIPT);
   });
@@ -119,14 +127,20 @@ describe('the @flagmeter/client tarball', () => {
   });
 
   it('holds compiled JavaScript, declarations, README and LICENSE, and nothing else', () => {
-    const compiled = ['buffer', 'http', 'index', 'meter', 'model-usage', 'types'].flatMap((name) => [`dist/${name}.d.ts`, `dist/${name}.js`]);
+    const compiled = ['buffer', 'http', 'index', 'meter', 'model-usage', 'types'].flatMap((name) => [
+      `dist/${name}.d.ts`,
+      `dist/${name}.js`,
+    ]);
     expect(packed.files).toEqual(['LICENSE', 'README.md', ...compiled, 'package.json'].sort());
     expect(packed.tarball.endsWith('.tgz')).toBe(true);
   });
 
   it('installs offline as the only package, with no dependencies, ESM exports with types and engines', () => {
     expect(readdirSync(join(consumer, 'node_modules')).filter((name) => !name.startsWith('.'))).toEqual(['@flagmeter']);
-    const manifest = JSON.parse(readFileSync(join(consumer, 'node_modules', '@flagmeter', 'client', 'package.json'), 'utf8')) as Record<string, unknown>;
+    const manifest = JSON.parse(readFileSync(join(consumer, 'node_modules', '@flagmeter', 'client', 'package.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
     expect(manifest).toMatchObject({
       name: '@flagmeter/client',
       type: 'module',
@@ -144,7 +158,10 @@ describe('the @flagmeter/client tarball', () => {
       // Comments may well mention process.env; only code counts.
       const source = readFileSync(join(dist, file), 'utf8').replace(/\/\*[\s\S]*?\*\/|^\s*\/\/.*$/gm, '');
       const imports = [...source.matchAll(/from '([^']+)'/g)].map((match) => match[1]);
-      expect(imports.every((specifier) => specifier!.startsWith('./')), `${file} imports ${imports.join(', ')}`).toBe(true);
+      expect(
+        imports.every((specifier) => specifier!.startsWith('./')),
+        `${file} imports ${imports.join(', ')}`,
+      ).toBe(true);
       expect(source, file).not.toMatch(/\bprocess\.|\brequire\(|\bBuffer\b/);
     }
   });
@@ -154,7 +171,17 @@ describe('the @flagmeter/client tarball', () => {
     if (!atLeast(version, [20, 19])) return;
     const result = JSON.parse(await runNode(path, consumer, 'require.cjs')) as { exports: string[]; isMeter: boolean; tokens: number };
     expect(result).toEqual({
-      exports: ['FlagMeterError', 'Meter', 'createMeter', 'parseRetryAfter', 'retryDelay', 'tokensFromAISDK', 'tokensFromAnthropic', 'tokensFromOpenAI', 'tokensFromUsage'],
+      exports: [
+        'FlagMeterError',
+        'Meter',
+        'createMeter',
+        'parseRetryAfter',
+        'retryDelay',
+        'tokensFromAISDK',
+        'tokensFromAnthropic',
+        'tokensFromOpenAI',
+        'tokensFromUsage',
+      ],
       isMeter: true,
       tokens: 5,
     });
@@ -162,7 +189,10 @@ describe('the @flagmeter/client tarball', () => {
 
   it('has source that plain node 24 runs by type stripping, as the tests and scripts here import it', async () => {
     const script = `import('${join(CLIENT_PACKAGE_DIR, 'src', 'index.ts')}').then((client) => process.stdout.write(String(client.createMeter({ url: 'http://127.0.0.1:9', apiKey: 'k' }) instanceof client.Meter)))`;
-    const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '-e', script], { cwd: workDir, env: { PATH: process.env.PATH, HOME: process.env.HOME } });
+    const { stdout } = await execFileAsync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: workDir,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+    });
     expect(stdout).toBe('true');
   });
 
@@ -183,7 +213,8 @@ describe('the @flagmeter/client tarball', () => {
     };
     writeFileSync(join(consumer, `tsconfig.${resolution}.json`), JSON.stringify(config));
     const tsc = join(dirname(createRequire(import.meta.url).resolve('typescript/package.json')), 'bin', 'tsc');
-    const check = (): string => execFileSync(process.execPath, [tsc, '-p', `tsconfig.${resolution}.json`], { cwd: consumer, encoding: 'utf8' });
+    const check = (): string =>
+      execFileSync(process.execPath, [tsc, '-p', `tsconfig.${resolution}.json`], { cwd: consumer, encoding: 'utf8' });
     expect(check).not.toThrow();
   });
 
@@ -209,7 +240,9 @@ describe('the @flagmeter/client tarball', () => {
 
     async function usageOf(tenant: string): Promise<{ tokens: number; features: { feature: string; tokens: number }[] } | undefined> {
       const response = await fetch(`${url}/api/usage/${tenant}`, { headers: { authorization: `Bearer ${stack.apiKey}` } });
-      return response.status === 200 ? ((await response.json()) as { tokens: number; features: { feature: string; tokens: number }[] }) : undefined;
+      return response.status === 200
+        ? ((await response.json()) as { tokens: number; features: { feature: string; tokens: number }[] })
+        : undefined;
     }
 
     it.each(nodes)('plain node $version sends 1,000 events that FlagMeter counts exactly once', async ({ path, version }) => {
@@ -225,10 +258,13 @@ describe('the @flagmeter/client tarball', () => {
       const expected = expectedTokens();
       const total = [...expected.values()].reduce((sum, tokens) => sum + tokens, 0);
       // Polled until the aggregator has applied at least everything, then compared exactly.
-      const report = await waitFor(async () => {
-        const usage = await usageOf(tenant);
-        return usage && usage.tokens >= total ? usage : undefined;
-      }, { timeoutMs: 45_000, intervalMs: 100, what: `the aggregator to apply ${tenant}'s events` });
+      const report = await waitFor(
+        async () => {
+          const usage = await usageOf(tenant);
+          return usage && usage.tokens >= total ? usage : undefined;
+        },
+        { timeoutMs: 45_000, intervalMs: 100, what: `the aggregator to apply ${tenant}'s events` },
+      );
       expect(report.tokens).toBe(total);
       expect(new Map(report.features.map((row) => [row.feature, row.tokens]))).toEqual(expected);
     });

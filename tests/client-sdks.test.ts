@@ -26,7 +26,14 @@ const chatCompletion = (id: string) => ({
   object: 'chat.completion',
   created: 1_764_400_000,
   model: 'gpt-4o-2024-08-06',
-  choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there.', refusal: null, annotations: [] }, logprobs: null, finish_reason: 'stop' }],
+  choices: [
+    {
+      index: 0,
+      message: { role: 'assistant', content: 'Hello there.', refusal: null, annotations: [] },
+      logprobs: null,
+      finish_reason: 'stop',
+    },
+  ],
   usage: CHAT_USAGE,
   service_tier: 'default',
   system_fingerprint: 'fp_fc9f1d7035',
@@ -64,7 +71,15 @@ const responsesResponse = (id: string, status: 'in_progress' | 'completed') => (
   model: 'gpt-4.1-2025-04-14',
   output:
     status === 'completed'
-      ? [{ type: 'message', id: 'msg_67ccd2bf17f0819081ff', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: 'Hello there.', annotations: [] }] }]
+      ? [
+          {
+            type: 'message',
+            id: 'msg_67ccd2bf17f0819081ff',
+            status: 'completed',
+            role: 'assistant',
+            content: [{ type: 'output_text', text: 'Hello there.', annotations: [] }],
+          },
+        ]
       : [],
   parallel_tool_calls: true,
   previous_response_id: null,
@@ -76,7 +91,16 @@ const responsesResponse = (id: string, status: 'in_progress' | 'completed') => (
   tools: [],
   top_p: 1,
   truncation: 'disabled',
-  usage: status === 'completed' ? { input_tokens: 36, input_tokens_details: { cached_tokens: 0 }, output_tokens: 87, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 123 } : null,
+  usage:
+    status === 'completed'
+      ? {
+          input_tokens: 36,
+          input_tokens_details: { cached_tokens: 0 },
+          output_tokens: 87,
+          output_tokens_details: { reasoning_tokens: 0 },
+          total_tokens: 123,
+        }
+      : null,
   user: null,
   metadata: {},
 });
@@ -105,7 +129,13 @@ const anthropicMessage = (id: string) => ({
 /** A streamed message: message_start carries the input side, message_delta the final output count. */
 function anthropicEvents(id: string): [string, unknown][] {
   return [
-    ['message_start', { type: 'message_start', message: { ...anthropicMessage(id), content: [], stop_reason: null, usage: { ...ANTHROPIC_USAGE, output_tokens: 1 } } }],
+    [
+      'message_start',
+      {
+        type: 'message_start',
+        message: { ...anthropicMessage(id), content: [], stop_reason: null, usage: { ...ANTHROPIC_USAGE, output_tokens: 1 } },
+      },
+    ],
     ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
     ['ping', { type: 'ping' }],
     ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Hello there.' } }],
@@ -178,7 +208,12 @@ function providerStandIn(): Promise<Stand & { lastId(): string }> {
     if (incoming.url === '/v1/chat/completions') {
       lastId = `chatcmpl-stand${counter}`;
       const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
-      if (stream) return sse(outgoing, chatChunks(lastId, includeUsage).map((chunk) => [undefined, chunk]), true);
+      if (stream)
+        return sse(
+          outgoing,
+          chatChunks(lastId, includeUsage).map((chunk) => [undefined, chunk]),
+          true,
+        );
       outgoing.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(chatCompletion(lastId)));
     } else if (incoming.url === '/v1/responses') {
       lastId = `resp_stand${counter}`;
@@ -187,9 +222,13 @@ function providerStandIn(): Promise<Stand & { lastId(): string }> {
     } else if (incoming.url === '/v1/messages') {
       lastId = `msg_stand${counter}`;
       if (stream) return sse(outgoing, anthropicEvents(lastId));
-      outgoing.writeHead(200, { 'content-type': 'application/json', 'request-id': 'req_stand' }).end(JSON.stringify(anthropicMessage(lastId)));
+      outgoing
+        .writeHead(200, { 'content-type': 'application/json', 'request-id': 'req_stand' })
+        .end(JSON.stringify(anthropicMessage(lastId)));
     } else {
-      outgoing.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: `no route ${incoming.url}` } }));
+      outgoing
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ error: { message: `no route ${incoming.url}` } }));
     }
   }).then((stand) => ({ ...stand, lastId: () => lastId }));
 }
@@ -274,7 +313,8 @@ describe('trackResponse() reads what the official SDKs return', () => {
 
     const stream = await openai.responses.create({ model: 'gpt-4.1', input: 'Hi', stream: true });
     let streamedId: string | undefined;
-    for await (const event of stream) if (event.type === 'response.completed') streamedId = await meter.trackResponse(event.response, { tenant: 'acme' });
+    for await (const event of stream)
+      if (event.type === 'response.completed') streamedId = await meter.trackResponse(event.response, { tenant: 'acme' });
     expect(streamedId).toBe(provider.lastId());
 
     const helper = openai.responses.stream({ model: 'gpt-4.1', input: 'Hi' });
@@ -285,18 +325,30 @@ describe('trackResponse() reads what the official SDKs return', () => {
   });
 
   it('meters an Anthropic message as input plus output, and with includeCache its cache writes and reads too', async () => {
-    const message = await anthropic.messages.create({ model: 'claude-sonnet-4-20250514', max_tokens: 64, messages: [{ role: 'user', content: 'Hi' }] });
+    const message = await anthropic.messages.create({
+      model: 'claude-sonnet-4-20250514',
+      max_tokens: 64,
+      messages: [{ role: 'user', content: 'Hi' }],
+    });
     expect(message.usage.cache_read_input_tokens).toBe(4_096);
     const id = await meter.trackResponse(message, { tenant: 'acme' });
     expect(await sent(id)).toMatchObject({ feature: 'claude-sonnet-4-20250514', tokens: 12 + 15, id: provider.lastId() });
 
-    const again = await anthropic.messages.create({ model: 'claude-sonnet-4-20250514', max_tokens: 64, messages: [{ role: 'user', content: 'Hi' }] });
+    const again = await anthropic.messages.create({
+      model: 'claude-sonnet-4-20250514',
+      max_tokens: 64,
+      messages: [{ role: 'user', content: 'Hi' }],
+    });
     const withCache = await meter.trackResponse(again, { tenant: 'acme', includeCache: true });
     expect(await sent(withCache)).toMatchObject({ tokens: 12 + 15 + 2_048 + 4_096 });
   });
 
   it('meters a streamed Anthropic message from finalMessage(), whose usage holds the final output count', async () => {
-    const stream = anthropic.messages.stream({ model: 'claude-sonnet-4-20250514', max_tokens: 64, messages: [{ role: 'user', content: 'Hi' }] });
+    const stream = anthropic.messages.stream({
+      model: 'claude-sonnet-4-20250514',
+      max_tokens: 64,
+      messages: [{ role: 'user', content: 'Hi' }],
+    });
     const final = await stream.finalMessage();
     const id = await meter.trackResponse(final, { tenant: 'acme', includeCache: true });
     expect(id).toBe(provider.lastId());

@@ -59,11 +59,15 @@ async function startRouter(ingestUrl: string, usageUrl: string): Promise<Router>
       outgoing.end(JSON.stringify({ error: { code: 'queue_unavailable', message: 'injected by the test router' } }));
       return;
     }
-    const upstream = httpRequest(new URL(incoming.url!, isIngest ? ingestUrl : usageUrl), { method: incoming.method, headers: incoming.headers }, (answer) => {
-      outgoing.writeHead(answer.statusCode!, answer.headers);
-      answer.pipe(outgoing);
-      answer.on('error', () => outgoing.destroy());
-    });
+    const upstream = httpRequest(
+      new URL(incoming.url!, isIngest ? ingestUrl : usageUrl),
+      { method: incoming.method, headers: incoming.headers },
+      (answer) => {
+        outgoing.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(outgoing);
+        answer.on('error', () => outgoing.destroy());
+      },
+    );
     upstream.on('error', () => outgoing.destroy());
     incoming.pipe(upstream);
   });
@@ -91,7 +95,9 @@ describe('model usage helpers and backoff', () => {
     expect(tokensFromOpenAI({ prompt_tokens: 12, completion_tokens: 30, total_tokens: 42 })).toBe(42);
     expect(tokensFromOpenAI({ input_tokens: 10, output_tokens: 5 })).toBe(15);
     expect(tokensFromAnthropic({ input_tokens: 100, output_tokens: 20, cache_read_input_tokens: 1_000 })).toBe(120);
-    expect(tokensFromAnthropic({ input_tokens: 100, output_tokens: 20, cache_read_input_tokens: 1_000 }, { includeCache: true })).toBe(1_120);
+    expect(tokensFromAnthropic({ input_tokens: 100, output_tokens: 20, cache_read_input_tokens: 1_000 }, { includeCache: true })).toBe(
+      1_120,
+    );
     expect(tokensFromUsage({ input_tokens: 7, output_tokens: 3 })).toBe(10);
     expect(tokensFromUsage(null)).toBe(0);
   });
@@ -201,7 +207,16 @@ describe.skipIf(!servicesAvailable)('client against the real server', () => {
     );
     await meter.close();
     expect(errors).toEqual([]);
-    expect(meter.stats()).toMatchObject({ tracked: 10_000, accepted: 10_000, duplicates: 0, dropped: 0, rejected: 0, gaveUp: 0, buffered: 0, inFlight: 0 });
+    expect(meter.stats()).toMatchObject({
+      tracked: 10_000,
+      accepted: 10_000,
+      duplicates: 0,
+      dropped: 0,
+      rejected: 0,
+      gaveUp: 0,
+      buffered: 0,
+      inFlight: 0,
+    });
     await expectCountedExactly(meterWith(errors), tenant, expected);
   });
 
@@ -287,7 +302,9 @@ describe.skipIf(!servicesAvailable)('client against the real server', () => {
     const meter = meterWith(errors, { batchSize: 5, maxBufferSize: 5, onBufferFull: 'block' });
     const tenant = uniqueName('block');
     const settled: number[] = [];
-    const calls = Array.from({ length: 8 }, (_, index) => meter.track({ tenant, feature: 'gpt-4o', tokens: index + 1 }).then(() => settled.push(index)));
+    const calls = Array.from({ length: 8 }, (_, index) =>
+      meter.track({ tenant, feature: 'gpt-4o', tokens: index + 1 }).then(() => settled.push(index)),
+    );
     expect(meter.stats()).toMatchObject({ tracked: 8, blocked: 3, dropped: 0, buffered: 8 });
     await Promise.resolve();
     expect(settled).toEqual([0, 1, 2, 3, 4]);
@@ -316,7 +333,14 @@ describe.skipIf(!servicesAvailable)('client against the real server', () => {
 
     expect(errors.map((error) => error.kind)).toEqual(['invalid']);
     expect(meter.stats()).toMatchObject({ accepted: 2, duplicates: 1 });
-    await expectCountedExactly(meter, tenant, new Map([['gpt-4o', 42], ['claude-sonnet-4', 120]]));
+    await expectCountedExactly(
+      meter,
+      tenant,
+      new Map([
+        ['gpt-4o', 42],
+        ['claude-sonnet-4', 120],
+      ]),
+    );
     const check = await meter.check(tenant);
     expect(check).toMatchObject({ tenant, known: true, over: false, remaining: 1_000_000n - 163n });
     expect(await meter.check(uniqueName('unknown'))).toMatchObject({ known: false, over: false, remaining: null });

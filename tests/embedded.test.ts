@@ -20,9 +20,13 @@ describe('npm start on embedded backends', () => {
     // A data folder others may read, as an older version left it: start tightens it.
     chmodSync(dataDir, 0o755);
     // No DATABASE_URL / VALKEY_URL: PGlite in a temp folder and the in-process queue.
-    server = await startProcess('scripts/start.ts', { DATA_DIR: dataDir, LOG_LEVEL: 'warn' }, {
-      ready: (output) => output.includes('Try it:'),
-    });
+    server = await startProcess(
+      'scripts/start.ts',
+      { DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+      {
+        ready: (output) => output.includes('Try it:'),
+      },
+    );
     const output = server.output();
     // Nothing queried before the migrations finished (the key store used to: relation "api_keys" does not exist).
     expect(output).not.toMatch(/does not exist|not loaded yet/);
@@ -36,16 +40,25 @@ describe('npm start on embedded backends', () => {
     const response = await fetch(`${server.url}/api/events`, {
       method: 'POST',
       headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-      body: JSON.stringify([{ tenant: 'acme', feature: 'gpt-4o', tokens: 1200 }, { tenant: 'acme', feature: 'embed', tokens: 34 }]),
+      body: JSON.stringify([
+        { tenant: 'acme', feature: 'gpt-4o', tokens: 1200 },
+        { tenant: 'acme', feature: 'embed', tokens: 34 },
+      ]),
     });
     expect(response.status).toBe(202);
-    const usage = await waitFor(async () => {
-      const reply = await fetch(`${server!.url}/api/usage/acme`, { headers: { authorization: `Bearer ${apiKey}` } });
-      if (reply.status !== 200) return undefined;
-      const body = usageResponse.parse(parseExact(await reply.text()));
-      return body.tokens === 1234n ? body : undefined;
-    }, { what: 'usage to read 1234' });
-    expect(usage.features).toEqual([{ feature: 'gpt-4o', tokens: 1200n }, { feature: 'embed', tokens: 34n }]);
+    const usage = await waitFor(
+      async () => {
+        const reply = await fetch(`${server!.url}/api/usage/acme`, { headers: { authorization: `Bearer ${apiKey}` } });
+        if (reply.status !== 200) return undefined;
+        const body = usageResponse.parse(parseExact(await reply.text()));
+        return body.tokens === 1234n ? body : undefined;
+      },
+      { what: 'usage to read 1234' },
+    );
+    expect(usage.features).toEqual([
+      { feature: 'gpt-4o', tokens: 1200n },
+      { feature: 'embed', tokens: 34n },
+    ]);
     const health = await fetch(`${server.url}/api/health`);
     expect(health.status).toBe(200);
     // The queue actually in use, not a Valkey that is not there.

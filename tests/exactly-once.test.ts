@@ -35,10 +35,13 @@ describe.skipIf(!servicesAvailable)('exactly once through aggregator crashes', (
 
   const expectExactly = async (tenants: string[], accepted: Totals) => {
     const expected = byTenant(accepted);
-    await waitFor(async () => {
-      const { periods } = await rolledUp(runtime.db, tenants);
-      return sortedEntries(expected).every(([tenant, tokens]) => periods.get(tenant) === tokens);
-    }, { timeoutMs: 90_000, intervalMs: 250, what: 'rollups to equal the accepted events' });
+    await waitFor(
+      async () => {
+        const { periods } = await rolledUp(runtime.db, tenants);
+        return sortedEntries(expected).every(([tenant, tokens]) => periods.get(tenant) === tokens);
+      },
+      { timeoutMs: 90_000, intervalMs: 250, what: 'rollups to equal the accepted events' },
+    );
     const rollups = await rolledUp(runtime.db, tenants);
     expect(sortedEntries(rollups.periods)).toEqual(sortedEntries(expected));
     expect(sortedEntries(rollups.periodFeatures)).toEqual(sortedEntries(accepted));
@@ -75,11 +78,18 @@ describe.skipIf(!servicesAvailable)('exactly once through aggregator crashes', (
     void sending.finally(() => (sendingDone = true));
     while (kills < 6) {
       // Kill only while it is applying: wait until it has committed something since it started.
-      const [before] = await runtime.db.query<{ applied: bigint }>('SELECT coalesce(sum(applied_events), 0)::bigint AS applied FROM partition_checkpoints');
-      await waitFor(async () => {
-        const [now] = await runtime.db.query<{ applied: bigint }>('SELECT coalesce(sum(applied_events), 0)::bigint AS applied FROM partition_checkpoints');
-        return now!.applied > before!.applied || sendingDone;
-      }, { what: 'the aggregator to commit' });
+      const [before] = await runtime.db.query<{ applied: bigint }>(
+        'SELECT coalesce(sum(applied_events), 0)::bigint AS applied FROM partition_checkpoints',
+      );
+      await waitFor(
+        async () => {
+          const [now] = await runtime.db.query<{ applied: bigint }>(
+            'SELECT coalesce(sum(applied_events), 0)::bigint AS applied FROM partition_checkpoints',
+          );
+          return now!.applied > before!.applied || sendingDone;
+        },
+        { what: 'the aggregator to commit' },
+      );
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 300));
       await aggregator.kill('SIGKILL');
       kills++;
@@ -99,19 +109,25 @@ describe.skipIf(!servicesAvailable)('exactly once through aggregator crashes', (
     await startAggregator('agg-a');
     const victim = await startAggregator('agg-b');
     // Both must hold partitions before the kill, or there is nothing to take over.
-    await waitFor(async () => {
-      const rows = await runtime.db.query<{ owner: string }>(
-        'SELECT DISTINCT owner FROM partition_checkpoints WHERE lease_until > now() ORDER BY owner',
-      );
-      return rows.map((row) => row.owner).join() === 'agg-a,agg-b';
-    }, { what: 'both aggregators to own partitions' });
+    await waitFor(
+      async () => {
+        const rows = await runtime.db.query<{ owner: string }>(
+          'SELECT DISTINCT owner FROM partition_checkpoints WHERE lease_until > now() ORDER BY owner',
+        );
+        return rows.map((row) => row.owner).join() === 'agg-a,agg-b';
+      },
+      { what: 'both aggregators to own partitions' },
+    );
     const sending = sendBatches(ingest.url, apiKey, makeBatches(tenants, 400, 100), accepted, { concurrency: 6 });
-    await waitFor(async () => {
-      const [row] = await runtime.db.query<{ applied: bigint }>(
-        "SELECT coalesce(sum(applied_events), 0)::bigint AS applied FROM partition_checkpoints WHERE owner = 'agg-b'",
-      );
-      return row!.applied > 0n;
-    }, { what: 'agg-b to apply something' });
+    await waitFor(
+      async () => {
+        const [row] = await runtime.db.query<{ applied: bigint }>(
+          "SELECT coalesce(sum(applied_events), 0)::bigint AS applied FROM partition_checkpoints WHERE owner = 'agg-b'",
+        );
+        return row!.applied > 0n;
+      },
+      { what: 'agg-b to apply something' },
+    );
     await victim.kill('SIGKILL');
     await sending;
     await expectExactly(tenants, accepted);

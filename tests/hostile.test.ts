@@ -31,18 +31,46 @@ function raw(url: string, method: string, path: string, headers: Record<string, 
 }
 
 /** Percent-encodes the UTF-8 bytes (lone surrogates become U+FFFD), unlike encodeURIComponent, which throws on them. */
-const percentEncode = (text: string): string => [...Buffer.from(text, 'utf8')].map((byte) => `%${byte.toString(16).padStart(2, '0')}`).join('');
+const percentEncode = (text: string): string =>
+  [...Buffer.from(text, 'utf8')].map((byte) => `%${byte.toString(16).padStart(2, '0')}`).join('');
 
 const hostileString = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 200 }),
   fc.string({ unit: 'grapheme', maxLength: 50 }),
-  fc.constantFrom('\u0000', '\uD800', '\uDFFF', '\uFEFF', '\u202E', 'A\u0301', '🏳️‍🌈', '\\u0000', '../../etc/passwd', '%00', "' OR 1=1 --", '__proto__', 'constructor', 'a'.repeat(129)),
+  fc.constantFrom(
+    '\u0000',
+    '\uD800',
+    '\uDFFF',
+    '\uFEFF',
+    '\u202E',
+    'A\u0301',
+    '🏳️‍🌈',
+    '\\u0000',
+    '../../etc/passwd',
+    '%00',
+    "' OR 1=1 --",
+    '__proto__',
+    'constructor',
+    'a'.repeat(129),
+  ),
   fc.integer({ min: 1_000, max: 300_000 }).map((n) => 'x'.repeat(n)),
 );
 /** Numbers as raw JSON text, so values beyond 2^53 reach the server with every digit. */
 const hostileNumber = fc.oneof(
   fc.bigInt({ min: -(2n ** 70n), max: 2n ** 70n }).map(String),
-  fc.constantFrom('9007199254740993', '1e12', '1000000000001', '1e400', '-0', '0', '1.5', '1e-400', '123456789012345678901234567890', '0.0000001e7', '1E3'),
+  fc.constantFrom(
+    '9007199254740993',
+    '1e12',
+    '1000000000001',
+    '1e400',
+    '-0',
+    '0',
+    '1.5',
+    '1e-400',
+    '123456789012345678901234567890',
+    '0.0000001e7',
+    '1E3',
+  ),
   fc.double({ noNaN: true, noDefaultInfinity: true }).map((n) => JSON.stringify(n)),
 );
 const hostileValue: fc.Arbitrary<string> = fc.oneof(
@@ -55,12 +83,14 @@ const eventKeys = fc.constantFrom('tenant', 'feature', 'tokens', 'id', 'timestam
 const hostileEvent = fc
   .tuple(fc.uniqueArray(eventKeys, { maxLength: 7 }), fc.array(hostileValue, { minLength: 7, maxLength: 7 }), fc.boolean())
   .map(([keys, values, proto]) => {
-    const fields = keys.map((key, i) => `${JSON.stringify(key)}:${key === 'constructor' && proto ? '{"prototype":{"polluted":1}}' : values[i]}`);
+    const fields = keys.map(
+      (key, i) => `${JSON.stringify(key)}:${key === 'constructor' && proto ? '{"prototype":{"polluted":1}}' : values[i]}`,
+    );
     return `{${fields.join(',')}}`;
   });
-const deepNesting = fc.tuple(fc.integer({ min: 100, max: 100_000 }), fc.constantFrom('[', '{"a":')).map(([depth, open]) =>
-  open === '[' ? `${'['.repeat(depth)}${']'.repeat(depth)}` : `${open.repeat(depth)}1${'}'.repeat(depth)}`,
-);
+const deepNesting = fc
+  .tuple(fc.integer({ min: 100, max: 100_000 }), fc.constantFrom('[', '{"a":'))
+  .map(([depth, open]) => (open === '[' ? `${'['.repeat(depth)}${']'.repeat(depth)}` : `${open.repeat(depth)}1${'}'.repeat(depth)}`));
 const body = fc.oneof(
   fc.jsonValue({ maxDepth: 6 }).map((v) => JSON.stringify(v)),
   hostileEvent,
@@ -69,13 +99,41 @@ const body = fc.oneof(
   deepNesting,
   fc.string({ unit: 'binary', maxLength: 300 }),
 );
-const headerName = fc.stringMatching(/^[a-z][a-z0-9-]{0,30}$/).filter((name) => !['content-length', 'transfer-encoding', 'host', 'connection', 'expect', 'upgrade'].includes(name));
+const headerName = fc
+  .stringMatching(/^[a-z][a-z0-9-]{0,30}$/)
+  .filter((name) => !['content-length', 'transfer-encoding', 'host', 'connection', 'expect', 'upgrade'].includes(name));
 const headerValue = fc.oneof(
   fc.stringMatching(/^[\x20-\x7e]{0,200}$/).map((v) => v.trim()),
-  fc.constantFrom('application/json; charset=utf-16', 'application/json;;;', 'APPLICATION/JSON', 'application/jsonx', 'multipart/form-data; boundary=', 'gzip', 'deflate', 'Bearer', 'Bearer \t ', '*/*', 'x'.repeat(8_000)),
+  fc.constantFrom(
+    'application/json; charset=utf-16',
+    'application/json;;;',
+    'APPLICATION/JSON',
+    'application/jsonx',
+    'multipart/form-data; boundary=',
+    'gzip',
+    'deflate',
+    'Bearer',
+    'Bearer \t ',
+    '*/*',
+    'x'.repeat(8_000),
+  ),
 );
 const randomHeaders = fc.dictionary(
-  fc.oneof(headerName, fc.constantFrom('content-type', 'authorization', 'content-encoding', 'accept', 'accept-encoding', 'x-request-id', 'x-forwarded-for', 'cookie', 'range', 'if-none-match')),
+  fc.oneof(
+    headerName,
+    fc.constantFrom(
+      'content-type',
+      'authorization',
+      'content-encoding',
+      'accept',
+      'accept-encoding',
+      'x-request-id',
+      'x-forwarded-for',
+      'cookie',
+      'range',
+      'if-none-match',
+    ),
+  ),
   headerValue,
   { maxKeys: 6 },
 );
@@ -104,7 +162,11 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
     if (answer.status >= 400) expect(() => JSON.parse(answer.body)).not.toThrow();
     if (answer.status === 202 && sent !== undefined) {
       const parsed = JSON.parse(sent) as unknown;
-      const events = (Array.isArray(parsed) ? parsed : (parsed as { events?: unknown[] }).events ?? [parsed]) as { tenant: string; feature: string; tokens: number }[];
+      const events = (Array.isArray(parsed) ? parsed : ((parsed as { events?: unknown[] }).events ?? [parsed])) as {
+        tenant: string;
+        feature: string;
+        tokens: number;
+      }[];
       const duplicates = new Set((JSON.parse(answer.body) as { duplicateIndexes: number[] }).duplicateIndexes);
       events.forEach((event, index) => !duplicates.has(index) && addTo(accepted, event.tenant, event.feature, event.tokens));
     }
@@ -116,7 +178,12 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
     env = functionEnv(database.url, keySpace.prefix, { TELEMETRY_ENABLED: 'false' });
     runtime = await createRuntime('hostile-test', { config: loadConfig(env) });
     apiKey = (await createApiKey(runtime, 'hostile', null)).key;
-    const entries = { ingest: 'functions/ingest/server.ts', usage: 'functions/usage/server.ts', tenants: 'functions/tenants/server.ts', health: 'functions/health/server.ts' };
+    const entries = {
+      ingest: 'functions/ingest/server.ts',
+      usage: 'functions/usage/server.ts',
+      tenants: 'functions/tenants/server.ts',
+      health: 'functions/health/server.ts',
+    };
     await Promise.all(Object.entries(entries).map(async ([name, entry]) => (servers[name] = await startProcess(entry, env))));
   });
   afterAll(async () => {
@@ -130,7 +197,13 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
     await fc.assert(
       fc.asyncProperty(body, fc.boolean(), async (text, asAdmin) => {
         const before = await backlogTotal();
-        const answer = await raw(servers.ingest!.url, 'POST', '/api/events', { authorization: `Bearer ${asAdmin ? ADMIN_TOKEN : apiKey}`, 'content-type': 'application/json' }, text);
+        const answer = await raw(
+          servers.ingest!.url,
+          'POST',
+          '/api/events',
+          { authorization: `Bearer ${asAdmin ? ADMIN_TOKEN : apiKey}`, 'content-type': 'application/json' },
+          text,
+        );
         await check(answer, text);
         if (answer.status !== 202) expect(await backlogTotal()).toBe(before);
         else touched.add(text);
@@ -142,14 +215,32 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
   it('answers random headers on every endpoint with 2xx/4xx and never a 5xx', async () => {
     const routes = Object.values(FUNCTION_ROUTES).flat();
     await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...routes), randomHeaders, fc.option(body, { nil: undefined }), fc.boolean(), async (route, headers, text, withKey) => {
-        const path = route.path.replace(':tenant', 'acme').replace(':id', 'key_x');
-        const all = withKey && !('authorization' in headers) ? { ...headers, authorization: `Bearer ${route.path.startsWith('/api/tenants') || route.path.startsWith('/api/keys') ? ADMIN_TOKEN : apiKey}` } : headers;
-        const before = await backlogTotal();
-        const answer = await raw(urlFor(path), route.method, path, all, route.method === 'GET' || route.method === 'DELETE' ? undefined : text ?? '');
-        await check(answer, route.path === '/api/events' ? text : undefined);
-        if (route.path === '/api/events' && answer.status !== 202) expect(await backlogTotal()).toBe(before);
-      }),
+      fc.asyncProperty(
+        fc.constantFrom(...routes),
+        randomHeaders,
+        fc.option(body, { nil: undefined }),
+        fc.boolean(),
+        async (route, headers, text, withKey) => {
+          const path = route.path.replace(':tenant', 'acme').replace(':id', 'key_x');
+          const all =
+            withKey && !('authorization' in headers)
+              ? {
+                  ...headers,
+                  authorization: `Bearer ${route.path.startsWith('/api/tenants') || route.path.startsWith('/api/keys') ? ADMIN_TOKEN : apiKey}`,
+                }
+              : headers;
+          const before = await backlogTotal();
+          const answer = await raw(
+            urlFor(path),
+            route.method,
+            path,
+            all,
+            route.method === 'GET' || route.method === 'DELETE' ? undefined : (text ?? ''),
+          );
+          await check(answer, route.path === '/api/events' ? text : undefined);
+          if (route.path === '/api/events' && answer.status !== 202) expect(await backlogTotal()).toBe(before);
+        },
+      ),
       { numRuns: 300 },
     );
   }, 240_000);
@@ -159,11 +250,24 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
       hostileString.map((s) => percentEncode(s.slice(0, 2_000))),
       fc.constantFrom('%', '%E0%A4%A', '%00', '..', '%2e%2e%2f', '%C0%AF', '%FF%FE', 'a%2Fb', '%uD800'),
     );
-    const query = fc.dictionary(fc.constantFrom('granularity', 'from', 'to', 'feature', 'q', 'sort', 'limit', 'offset', '__proto__', 'constructor[prototype][x]'), hostileString.map((s) => percentEncode(s.slice(0, 500))), { maxKeys: 4 });
-    const templates = ['/api/usage/{}', '/api/usage/{}/series', '/api/tenants/{}', '/api/tenants/{}/alerts', '/api/keys/{}', '/api/tenants'];
+    const query = fc.dictionary(
+      fc.constantFrom('granularity', 'from', 'to', 'feature', 'q', 'sort', 'limit', 'offset', '__proto__', 'constructor[prototype][x]'),
+      hostileString.map((s) => percentEncode(s.slice(0, 500))),
+      { maxKeys: 4 },
+    );
+    const templates = [
+      '/api/usage/{}',
+      '/api/usage/{}/series',
+      '/api/tenants/{}',
+      '/api/tenants/{}/alerts',
+      '/api/keys/{}',
+      '/api/tenants',
+    ];
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...templates), segment, query, async (template, value, params) => {
-        const search = Object.entries(params).map(([k, v]) => `${percentEncode(k)}=${v}`).join('&');
+        const search = Object.entries(params)
+          .map(([k, v]) => `${percentEncode(k)}=${v}`)
+          .join('&');
         const path = `${template.replace('{}', value)}${search ? `?${search}` : ''}`;
         const method = template.startsWith('/api/keys') ? 'DELETE' : 'GET';
         await check(await raw(urlFor(path), method, path, { authorization: `Bearer ${ADMIN_TOKEN}` }));
@@ -185,7 +289,9 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
           clearInterval(timer);
           resolve({ kind, closedAfterMs: Date.now() - started, answer });
         });
-        socket.write(`POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${apiKey}\r\nContent-Type: application/json\r\n`);
+        socket.write(
+          `POST /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${apiKey}\r\nContent-Type: application/json\r\n`,
+        );
         if (kind === 'body') socket.write('Content-Length: 100000\r\n\r\n[');
         // A byte a second: never idle long enough for the idle timeout, never done.
         timer = setInterval(() => socket.write(kind === 'body' ? ' ' : 'X'), 1_000);
@@ -193,13 +299,21 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
     const started = Date.now();
     const attackers = [...Array.from({ length: 20 }, () => slow('body')), ...Array.from({ length: 20 }, () => slow('headers'))];
     // Others are served normally meanwhile.
-    const served = await raw(servers.ingest!.url, 'POST', '/api/events', { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, '[]');
+    const served = await raw(
+      servers.ingest!.url,
+      'POST',
+      '/api/events',
+      { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      '[]',
+    );
     expect(served.status).toBe(400);
     expect(Date.now() - started).toBeLessThan(5_000);
     const closed = await Promise.all(attackers);
     // Headers must arrive within 10 s and the whole request within 15 s; the server checks every second.
     for (const kind of ['headers', 'body']) {
-      console.info(`slowloris (${kind}) closed after at most ${Math.max(...closed.filter((c) => c.kind === kind).map((c) => c.closedAfterMs))} ms`);
+      console.info(
+        `slowloris (${kind}) closed after at most ${Math.max(...closed.filter((c) => c.kind === kind).map((c) => c.closedAfterMs))} ms`,
+      );
     }
     for (const { closedAfterMs, answer } of closed) {
       expect(closedAfterMs).toBeLessThan(25_000);
@@ -210,14 +324,22 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
   it('is still up, healthy and unpolluted afterwards, and counts exactly what it accepted', async () => {
     for (const server of Object.values(servers)) expect(server.child.exitCode).toBeNull();
     expect((await fetch(`${servers.health!.url}/api/health`)).status).toBe(200);
-    const valid = await raw(servers.ingest!.url, 'POST', '/api/events', { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, JSON.stringify({ tenant: 'hostile-check', feature: 'f', tokens: 3, polluted: undefined }));
+    const valid = await raw(
+      servers.ingest!.url,
+      'POST',
+      '/api/events',
+      { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      JSON.stringify({ tenant: 'hostile-check', feature: 'f', tokens: 3, polluted: undefined }),
+    );
     await check(valid, JSON.stringify({ tenant: 'hostile-check', feature: 'f', tokens: 3 }));
     expect(valid.status).toBe(202);
     const aggregator = await startAggregatorProcess(env, 'hostile');
     try {
       await waitFor(async () => (await backlogTotal()) === 0, { timeoutMs: 60_000, what: 'the backlog to drain' });
       // Only what was answered 202 reached the rollups: no rejected request changed any tenant's usage.
-      const [{ tenants } = { tenants: [] as string[] }] = await runtime.db.query<{ tenants: string[] }>('SELECT coalesce(array_agg(DISTINCT tenant), ARRAY[]::text[]) AS tenants FROM usage_periods');
+      const [{ tenants } = { tenants: [] as string[] }] = await runtime.db.query<{ tenants: string[] }>(
+        'SELECT coalesce(array_agg(DISTINCT tenant), ARRAY[]::text[]) AS tenants FROM usage_periods',
+      );
       const rolled = await rolledUp(runtime.db, tenants);
       expect(sortedEntries(rolled.periods)).toEqual(sortedEntries(byTenant(accepted)));
       expect(sortedEntries(rolled.periodFeatures)).toEqual(sortedEntries(accepted));

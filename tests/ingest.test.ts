@@ -70,17 +70,39 @@ describe.skipIf(!servicesAvailable)('POST /api/events', () => {
     { name: 'non-printable id', body: { ...valid, id: 'has space' }, field: 'id' },
     { name: '129-character id', body: { ...valid, id: 'i'.repeat(129) }, field: 'id' },
     { name: 'timestamp not ISO', body: { ...valid, timestamp: 'yesterday' }, field: 'timestamp' },
-    { name: 'timestamp 36 days old', body: { ...valid, timestamp: new Date(Date.now() - 36 * 86_400_000).toISOString() }, field: 'timestamp' },
+    {
+      name: 'timestamp 36 days old',
+      body: { ...valid, timestamp: new Date(Date.now() - 36 * 86_400_000).toISOString() },
+      field: 'timestamp',
+    },
     { name: 'timestamp 10 minutes ahead', body: { ...valid, timestamp: new Date(Date.now() + 600_000).toISOString() }, field: 'timestamp' },
     { name: 'unknown field', body: { ...valid, tokns: 5 }, field: 'tokns' },
     { name: 'empty batch', body: [], field: 'events' },
     { name: '1,001 events', body: Array.from({ length: 1001 }, () => valid), field: 'events' },
     { name: 'a number as body', body: '42', field: '(body)', code: 'invalid_request' },
     { name: 'malformed JSON', body: '{"tenant": ', field: '', code: 'malformed_json' },
-    { name: 'prototype pollution key', body: `{"__proto__": {"admin": true}, "tenant": "${tenant}", "feature": "f", "tokens": 1}`, field: '', code: 'malformed_json' },
+    {
+      name: 'prototype pollution key',
+      body: `{"__proto__": {"admin": true}, "tenant": "${tenant}", "feature": "f", "tokens": 1}`,
+      field: '',
+      code: 'malformed_json',
+    },
     { name: 'text/plain body', body: 'tokens=5', field: '', code: 'unsupported_media_type', status: 415, contentType: 'text/plain' },
-    { name: 'form body', body: 'a=1', field: '', code: 'unsupported_media_type', status: 415, contentType: 'application/x-www-form-urlencoded' },
-    { name: 'body over 1 MiB', body: JSON.stringify([{ ...valid, feature: 'x'.repeat(1024 * 1024) }]), field: '', code: 'payload_too_large', status: 413 },
+    {
+      name: 'form body',
+      body: 'a=1',
+      field: '',
+      code: 'unsupported_media_type',
+      status: 415,
+      contentType: 'application/x-www-form-urlencoded',
+    },
+    {
+      name: 'body over 1 MiB',
+      body: JSON.stringify([{ ...valid, feature: 'x'.repeat(1024 * 1024) }]),
+      field: '',
+      code: 'payload_too_large',
+      status: 413,
+    },
   ];
 
   for (const bad of badBodies) {
@@ -128,7 +150,13 @@ describe.skipIf(!servicesAvailable)('POST /api/events', () => {
     const { key } = await createApiKey(stack.runtime, 'scoped', 'tenant-a');
     const before = await backlog();
     expect((await post({ ...valid, tenant: 'tenant-a' }, { key })).statusCode).toBe(202);
-    const response = await post([{ ...valid, tenant: 'tenant-a' }, { ...valid, tenant: 'tenant-b' }], { key });
+    const response = await post(
+      [
+        { ...valid, tenant: 'tenant-a' },
+        { ...valid, tenant: 'tenant-b' },
+      ],
+      { key },
+    );
     expect(response.statusCode).toBe(403);
     expect(await backlog()).toBe(before + 1);
   });
@@ -160,7 +188,11 @@ describe.skipIf(!servicesAvailable)('POST /api/events', () => {
     expect(lambdaBody.accepted).toBe(1);
     // The second send of the same id is a duplicate, whichever path sent the first.
     expect(ingestResponse.parse(viaServer.json())).toMatchObject({ accepted: 0, duplicates: 1, duplicateIndexes: [0] });
-    const unauthorised = (await handler({ ...event, headers: { 'content-type': 'application/json' } } as never, {} as never, () => undefined)) as unknown as { statusCode: number };
+    const unauthorised = (await handler(
+      { ...event, headers: { 'content-type': 'application/json' } } as never,
+      {} as never,
+      () => undefined,
+    )) as unknown as { statusCode: number };
     expect(unauthorised.statusCode).toBe(401);
   });
 
@@ -173,12 +205,23 @@ describe.skipIf(!servicesAvailable)('POST /api/events', () => {
       ['Bearer wrong-admin-token', 401],
       [undefined, 401],
     ] as const) {
-      for (const [method, url] of [['GET', '/api/keys'], ['POST', '/api/keys'], ['GET', '/api/tenants'], ['PUT', '/api/tenants/x']] as const) {
+      for (const [method, url] of [
+        ['GET', '/api/keys'],
+        ['POST', '/api/keys'],
+        ['GET', '/api/tenants'],
+        ['PUT', '/api/tenants/x'],
+      ] as const) {
         // Each refusal from its own address: repeated wrong tokens from one address are throttled
         // (429, tested in security.test.ts), which is not what this test is about.
         guesser += 1;
         const remoteAddress = `10.9.0.${guesser}`;
-        const response = await app.inject({ method, url, remoteAddress, headers: authorization ? { authorization } : {}, payload: method === 'GET' ? undefined : {} });
+        const response = await app.inject({
+          method,
+          url,
+          remoteAddress,
+          headers: authorization ? { authorization } : {},
+          payload: method === 'GET' ? undefined : {},
+        });
         expect(response.statusCode, `${method} ${url} ${authorization}`).toBe(status);
       }
     }

@@ -23,7 +23,12 @@ describe('the exactly-once load helper', () => {
       await sendBatches(url, 'key', [[event('a', 5), event('b', 7)], [{ tenant: 't', feature: 'g', tokens: 3 }]], accepted);
       // The same ids again: those are real duplicates, known to the client.
       await sendBatches(url, 'key', [[event('a', 5), event('c', 11)]], accepted);
-      expect(accepted).toEqual(new Map([['t\tf', 23n], ['t\tg', 3n]]));
+      expect(accepted).toEqual(
+        new Map([
+          ['t\tf', 23n],
+          ['t\tg', 3n],
+        ]),
+      );
     } finally {
       server.close();
     }

@@ -30,11 +30,15 @@ function parseExposition(text: string): { name: string; labels: Record<string, s
 }
 
 /** The base metric names of the series a process exports (histogram suffixes folded). */
-const baseNames = (text: string): Set<string> => new Set(parseExposition(text).map((sample) => sample.name.replace(/_(bucket|sum|count)$/, '')));
+const baseNames = (text: string): Set<string> =>
+  new Set(parseExposition(text).map((sample) => sample.name.replace(/_(bucket|sum|count)$/, '')));
 
 /** Every series name a PromQL expression mentions (label names, functions and keywords left out). */
 function seriesIn(expr: string): string[] {
-  const withoutStrings = expr.replace(/"(?:[^"\\]|\\.)*"/g, '""').replace(/\{[^}]*\}/g, '').replace(/\[[^\]]*\]/g, '');
+  const withoutStrings = expr
+    .replace(/"(?:[^"\\]|\\.)*"/g, '""')
+    .replace(/\{[^}]*\}/g, '')
+    .replace(/\[[^\]]*\]/g, '');
   const withoutGrouping = withoutStrings.replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, '');
   return [...withoutGrouping.matchAll(/\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()/g)]
     .map((match) => match[1]!)
@@ -140,7 +144,9 @@ describe.skipIf(!servicesAvailable)('metrics and logs of the real function proce
           // Metrics start first; ready means the function itself serves too (the aggregator has no HTTP port).
           ready: async (output, url) =>
             (await fetch(`http://127.0.0.1:${metricsPorts[name]}/metrics`).catch(() => undefined))?.status === 200 &&
-            (name === 'aggregator' ? output.includes('"msg":"aggregator running"') : (await fetch(`${url}/api/health`).catch(() => undefined)) !== undefined),
+            (name === 'aggregator'
+              ? output.includes('"msg":"aggregator running"')
+              : (await fetch(`${url}/api/health`).catch(() => undefined)) !== undefined),
         });
       }),
     );
@@ -163,7 +169,9 @@ describe.skipIf(!servicesAvailable)('metrics and logs of the real function proce
 
     // 10 accepted (100 tokens: crosses 80% and 100% of the quota), 2 duplicates, 3 rejected.
     const event = (index: number) => ({ tenant, feature: 'gpt-4o', tokens: 10, id: `e${index}` });
-    const batch = await post(JSON.stringify(Array.from({ length: 8 }, (_, index) => event(index))), { headers: { 'x-request-id': requestId } });
+    const batch = await post(JSON.stringify(Array.from({ length: 8 }, (_, index) => event(index))), {
+      headers: { 'x-request-id': requestId },
+    });
     expect(batch.status).toBe(202);
     for (const index of [8, 9]) expect((await post(JSON.stringify(event(index)))).status).toBe(202);
     const duplicates = await post(JSON.stringify([event(0), event(1)]));
@@ -182,10 +190,14 @@ describe.skipIf(!servicesAvailable)('metrics and logs of the real function proce
     expect(await valueOf('ingest', 'flagmeter_http_request_duration_seconds_count', { ...events, status_code: '202' })).toBe(4);
     expect(await valueOf('ingest', 'flagmeter_http_request_duration_seconds_count', { ...events, status_code: '400' })).toBe(2);
     expect(await valueOf('ingest', 'flagmeter_http_request_duration_seconds_count', { ...events, status_code: '401' })).toBe(1);
-    expect(await valueOf('ingest', 'flagmeter_http_request_duration_seconds_bucket', { ...events, status_code: '202', le: '+Inf' })).toBe(4);
+    expect(await valueOf('ingest', 'flagmeter_http_request_duration_seconds_bucket', { ...events, status_code: '202', le: '+Inf' })).toBe(
+      4,
+    );
 
     // The aggregator commits all 10, creates both alerts and delivers them (one after a retry).
-    await waitFor(async () => (await valueOf('aggregator', 'flagmeter_aggregator_events_applied_total')) === 10, { what: '10 events applied' });
+    await waitFor(async () => (await valueOf('aggregator', 'flagmeter_aggregator_events_applied_total')) === 10, {
+      what: '10 events applied',
+    });
     await waitFor(async () => (await valueOf('aggregator', 'flagmeter_alert_deliveries_total', { outcome: 'delivered' })) === 2, {
       what: 'two alerts delivered',
     });
@@ -208,11 +220,17 @@ describe.skipIf(!servicesAvailable)('metrics and logs of the real function proce
 
     const usage = await fetch(`${processes.usage!.url}/api/usage/${tenant}`, { headers: { authorization: `Bearer ${stack.apiKey}` } });
     expect(await usage.json()).toMatchObject({ tokens: 100 });
-    expect(await valueOf('usage', 'flagmeter_http_request_duration_seconds_count', { route: '/api/usage/:tenant', status_code: '200' })).toBe(1);
+    expect(
+      await valueOf('usage', 'flagmeter_http_request_duration_seconds_count', { route: '/api/usage/:tenant', status_code: '200' }),
+    ).toBe(1);
     // Raw paths never become labels: a 404 counts under one "unmatched" series.
     await fetch(`${processes.usage!.url}/no/such/${uniqueName('path')}`);
-    expect(await valueOf('usage', 'flagmeter_http_request_duration_seconds_count', { route: 'unmatched', status_code: '404' })).toBeGreaterThanOrEqual(1);
-    expect(await valueOf('tenants', 'flagmeter_http_request_duration_seconds_count', { route: '/api/tenants/:tenant', method: 'PUT' })).toBe(1);
+    expect(
+      await valueOf('usage', 'flagmeter_http_request_duration_seconds_count', { route: 'unmatched', status_code: '404' }),
+    ).toBeGreaterThanOrEqual(1);
+    expect(
+      await valueOf('tenants', 'flagmeter_http_request_duration_seconds_count', { route: '/api/tenants/:tenant', method: 'PUT' }),
+    ).toBe(1);
 
     for (const name of Object.keys(processes)) {
       expect(await valueOf(name, 'flagmeter_dependency_up', { dependency: 'postgres' }), name).toBe(1);
@@ -235,7 +253,11 @@ describe.skipIf(!servicesAvailable)('metrics and logs of the real function proce
       expect(ingest.has(name), name).toBe(true);
     }
     const aggregator = baseNames(await scrape('aggregator'));
-    for (const name of ['flagmeter_queue_backlog_events', 'flagmeter_aggregator_lag_seconds', 'flagmeter_aggregator_events_applied_total']) {
+    for (const name of [
+      'flagmeter_queue_backlog_events',
+      'flagmeter_aggregator_lag_seconds',
+      'flagmeter_aggregator_events_applied_total',
+    ]) {
       expect(aggregator.has(name), name).toBe(true);
     }
   });
@@ -278,7 +300,9 @@ describe('observability stack files', () => {
     rule_files: string[];
     scrape_configs: { job_name: string; dns_sd_configs?: { names: string[]; port: number }[] }[];
   };
-  const rules = parseYaml(readFileSync(join(OBSERVABILITY, 'alerts.yml'), 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] };
+  const rules = parseYaml(readFileSync(join(OBSERVABILITY, 'alerts.yml'), 'utf8')) as {
+    groups: { rules: { alert: string; expr: string }[] }[];
+  };
   const queryPanels = dashboard.panels.filter((panel) => panel.type !== 'row');
 
   test('the stack mounts exactly the files provided here', () => {
@@ -325,13 +349,16 @@ describe('observability stack files', () => {
       expect(queried.has(name), name).toBe(true);
     }
     const expressions = queryPanels.flatMap((panel) => panel.targets!.map((target) => target.expr)).join('\n');
-    for (const quantile of ['0.5', '0.95', '0.99']) expect(expressions).toContain(`histogram_quantile(${quantile}, sum by (le) (rate(flagmeter_http_request_duration_seconds_bucket`);
+    for (const quantile of ['0.5', '0.95', '0.99'])
+      expect(expressions).toContain(`histogram_quantile(${quantile}, sum by (le) (rate(flagmeter_http_request_duration_seconds_bucket`);
     expect(expressions).toContain('status_code=~"4.."');
     expect(expressions).toContain('status_code=~"5.."');
   });
 
   test('Prometheus scrapes every function by Swarm service DNS on its metrics port, and the rules name our series', () => {
-    const app = parseYaml(readFileSync(join(ROOT, 'stacks', 'app.yml'), 'utf8')) as { services: Record<string, { environment?: Record<string, string> }> };
+    const app = parseYaml(readFileSync(join(ROOT, 'stacks', 'app.yml'), 'utf8')) as {
+      services: Record<string, { environment?: Record<string, string> }>;
+    };
     const jobs = new Map(prometheus.scrape_configs.map((job) => [job.job_name, job]));
     for (const name of ['ingest', 'usage', 'health', 'tenants', 'aggregator']) {
       expect(app.services[name], name).toBeDefined();
@@ -343,10 +370,16 @@ describe('observability stack files', () => {
     expect(prometheus.rule_files).toEqual(['alerts.yml']);
     const alerts = rules.groups.flatMap((group) => group.rules);
     expect(alerts.map((rule) => rule.alert)).toEqual(
-      expect.arrayContaining(['FlagMeterQueueBacklogGrowing', 'FlagMeterAggregatorLagHigh', 'FlagMeterSlackDeliveryFailed', 'FlagMeterServerErrors']),
+      expect.arrayContaining([
+        'FlagMeterQueueBacklogGrowing',
+        'FlagMeterAggregatorLagHigh',
+        'FlagMeterSlackDeliveryFailed',
+        'FlagMeterServerErrors',
+      ]),
     );
     for (const rule of alerts) {
-      for (const name of seriesIn(rule.expr)) expect(EXPORTED.has(name) || PROMETHEUS_SERIES.has(name), `${rule.alert}: ${name}`).toBe(true);
+      for (const name of seriesIn(rule.expr))
+        expect(EXPORTED.has(name) || PROMETHEUS_SERIES.has(name), `${rule.alert}: ${name}`).toBe(true);
     }
   });
 

@@ -47,8 +47,10 @@ function schemaProblems(schema: Json, at: string): string[] {
   const types = schema.type === undefined ? [] : Array.isArray(schema.type) ? schema.type : [schema.type];
   for (const type of types) if (!JSON_SCHEMA_TYPES.has(type)) problems.push(`${at}: unknown type ${type}`);
   if (schema.required !== undefined) {
-    if (!Array.isArray(schema.required) || schema.required.some((name: unknown) => typeof name !== 'string')) problems.push(`${at}: required must list names`);
-    else if (schema.properties) for (const name of schema.required) if (!(name in schema.properties)) problems.push(`${at}: required ${name} has no property`);
+    if (!Array.isArray(schema.required) || schema.required.some((name: unknown) => typeof name !== 'string'))
+      problems.push(`${at}: required must list names`);
+    else if (schema.properties)
+      for (const name of schema.required) if (!(name in schema.properties)) problems.push(`${at}: required ${name} has no property`);
   }
   if (schema.pattern !== undefined) {
     try {
@@ -57,9 +59,11 @@ function schemaProblems(schema: Json, at: string): string[] {
       problems.push(`${at}: pattern is not an ECMA-262 regular expression`);
     }
   }
-  if (schema.enum !== undefined && (!Array.isArray(schema.enum) || schema.enum.length === 0)) problems.push(`${at}: enum must be a non-empty array`);
+  if (schema.enum !== undefined && (!Array.isArray(schema.enum) || schema.enum.length === 0))
+    problems.push(`${at}: enum must be a non-empty array`);
   for (const keyword of ['anyOf', 'oneOf', 'allOf']) {
-    if (schema[keyword] !== undefined && (!Array.isArray(schema[keyword]) || schema[keyword].length === 0)) problems.push(`${at}: ${keyword} must be a non-empty array`);
+    if (schema[keyword] !== undefined && (!Array.isArray(schema[keyword]) || schema[keyword].length === 0))
+      problems.push(`${at}: ${keyword} must be a non-empty array`);
   }
   for (const keyword of ['minimum', 'maximum', 'minLength', 'maxLength', 'minItems', 'maxItems']) {
     if (schema[keyword] !== undefined && typeof schema[keyword] !== 'number') problems.push(`${at}: ${keyword} must be a number`);
@@ -79,7 +83,8 @@ describe('OpenAPI document', () => {
       expect(operation.operationId, key).toMatch(/^[A-Za-z][A-Za-z0-9_]*$/);
       for (const tag of operation.tags) expect(tags.has(tag), `${key} tag ${tag}`).toBe(true);
       for (const requirement of operation.security) {
-        for (const scheme of Object.keys(requirement)) expect(document.components.securitySchemes[scheme], `${key} security ${scheme}`).toBeDefined();
+        for (const scheme of Object.keys(requirement))
+          expect(document.components.securitySchemes[scheme], `${key} security ${scheme}`).toBeDefined();
       }
       const responses = Object.entries(operation.responses as Json);
       expect(responses.length, key).toBeGreaterThan(0);
@@ -126,7 +131,8 @@ describe('OpenAPI document', () => {
       const success = Object.entries(operation!.responses as Json).filter(([status]) => status.startsWith('2'));
       expect(success.length, route).toBeGreaterThan(0);
       for (const [status, response] of success) expect(response.content?.['application/json']?.schema, `${route} ${status}`).toBeDefined();
-      if (route.startsWith('POST') || route.startsWith('PUT')) expect(operation!.requestBody?.content?.['application/json']?.schema, route).toBeDefined();
+      if (route.startsWith('POST') || route.startsWith('PUT'))
+        expect(operation!.requestBody?.content?.['application/json']?.schema, route).toBeDefined();
       for (const [status, response] of Object.entries(operation!.responses as Json).filter(([code]) => code.startsWith('4'))) {
         expect(response.content['application/json'].schema, `${route} ${status}`).toEqual({ $ref: '#/components/schemas/Error' });
       }
@@ -155,7 +161,11 @@ describe('OpenAPI document against the functions', () => {
   beforeAll(async () => {
     // Embedded backends: listing routes needs the functions registered, not a database that answers.
     dataDir = mkdtempSync(join(tmpdir(), 'fm-openapi-'));
-    runtime = await createRuntime('openapi-test', { config: loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: 'silent' }), embedded: true, withoutKeys: true });
+    runtime = await createRuntime('openapi-test', {
+      config: loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: 'silent' }),
+      embedded: true,
+      withoutKeys: true,
+    });
   });
 
   afterAll(async () => {

@@ -68,15 +68,19 @@ describe.skipIf(!servicesAvailable)('outages', () => {
     processes.push(ingest, aggregator);
     const tenants = Array.from({ length: 5 }, (_, i) => uniqueName(`pgdown${i}`));
     const accepted: Totals = new Map();
-    const batches = (n: number) => Array.from({ length: n }, (_, r) => tenants.map((tenant, i) => ({ tenant, feature: `f${i % 2}`, tokens: r + i + 1 })));
+    const batches = (n: number) =>
+      Array.from({ length: n }, (_, r) => tenants.map((tenant, i) => ({ tenant, feature: `f${i % 2}`, tokens: r + i + 1 })));
 
     await sendBatches(ingest.url, apiKey, batches(20), accepted);
     const expectCounted = async () => {
       const expected = byTenant(accepted);
-      await waitFor(async () => {
-        const { periods } = await rolledUp(runtime.db, tenants);
-        return sortedEntries(expected).every(([tenant, tokens]) => periods.get(tenant) === tokens);
-      }, { timeoutMs: 60_000, intervalMs: 200, what: 'rollups to equal the accepted events' });
+      await waitFor(
+        async () => {
+          const { periods } = await rolledUp(runtime.db, tenants);
+          return sortedEntries(expected).every(([tenant, tokens]) => periods.get(tenant) === tokens);
+        },
+        { timeoutMs: 60_000, intervalMs: 200, what: 'rollups to equal the accepted events' },
+      );
       expect(sortedEntries((await rolledUp(runtime.db, tenants)).periodFeatures)).toEqual(sortedEntries(accepted));
     };
     await expectCounted();

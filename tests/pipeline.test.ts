@@ -20,7 +20,12 @@ describe.skipIf(!servicesAvailable)('ingest → queue → aggregator → usage',
 
   const auth = () => ({ authorization: `Bearer ${stack.apiKey}` });
   const post = (body: unknown) =>
-    app.inject({ method: 'POST', url: '/api/events', headers: { ...auth(), 'content-type': 'application/json' }, payload: JSON.stringify(body) });
+    app.inject({
+      method: 'POST',
+      url: '/api/events',
+      headers: { ...auth(), 'content-type': 'application/json' },
+      payload: JSON.stringify(body),
+    });
   const usage = async (tenant: string) => {
     const response = await app.inject({ method: 'GET', url: `/api/usage/${encodeURIComponent(tenant)}`, headers: auth() });
     return response.statusCode === 200 ? usageResponse.parse(parseExact(response.body)) : undefined;
@@ -42,7 +47,15 @@ describe.skipIf(!servicesAvailable)('ingest → queue → aggregator → usage',
   it('reports usage for the current period with a per-feature breakdown, quota, remaining and over', async () => {
     const tenant = uniqueName('usage');
     await upsertTenant(stack.runtime.db, tenant, { monthlyQuota: 1000n }, 1n);
-    expect((await post([{ tenant, feature: 'gpt-4o', tokens: 300 }, { tenant, feature: 'embed', tokens: 50 }, { tenant, feature: 'gpt-4o', tokens: 100 }])).statusCode).toBe(202);
+    expect(
+      (
+        await post([
+          { tenant, feature: 'gpt-4o', tokens: 300 },
+          { tenant, feature: 'embed', tokens: 50 },
+          { tenant, feature: 'gpt-4o', tokens: 100 },
+        ])
+      ).statusCode,
+    ).toBe(202);
     await waitFor(() => usageTokens(tenant, 450n), { what: 'usage to show 450' });
     const body = (await usage(tenant))!;
     const period = periodOf('UTC', Date.now());
@@ -54,7 +67,10 @@ describe.skipIf(!servicesAvailable)('ingest → queue → aggregator → usage',
       percent: 45,
       remaining: 550n,
       over: false,
-      features: [{ feature: 'gpt-4o', tokens: 400n }, { feature: 'embed', tokens: 50n }],
+      features: [
+        { feature: 'gpt-4o', tokens: 400n },
+        { feature: 'embed', tokens: 50n },
+      ],
     });
   });
 
@@ -106,7 +122,10 @@ describe.skipIf(!servicesAvailable)('ingest → queue → aggregator → usage',
     const tenant = uniqueName('series');
     const now = Date.now();
     const twoHoursAgo = new Date(now - 2 * 3_600_000).toISOString();
-    await post([{ tenant, feature: 'a', tokens: 5, timestamp: twoHoursAgo }, { tenant, feature: 'b', tokens: 7 }]);
+    await post([
+      { tenant, feature: 'a', tokens: 5, timestamp: twoHoursAgo },
+      { tenant, feature: 'b', tokens: 7 },
+    ]);
     await waitFor(() => usage(tenant).then((u) => u !== undefined && u.features.length === 2), { what: 'both features' });
     const from = new Date(now - 3 * 3_600_000).toISOString();
     const series = async (query: string) => {

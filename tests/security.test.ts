@@ -20,7 +20,7 @@ const SQL_INJECTIONS = [
   "'; DROP TABLE tenants; --",
   "acme' OR '1'='1",
   'acme"; DELETE FROM usage_periods; --',
-  "1; SELECT pg_sleep(5)",
+  '1; SELECT pg_sleep(5)',
   "' UNION SELECT key_hash FROM api_keys --",
   'acme\\',
   '$1',
@@ -44,7 +44,8 @@ describe.skipIf(!servicesAvailable)('security', () => {
       remoteAddress: `10.${(++clients >> 16) & 255}.${(clients >> 8) & 255}.${clients & 255}`,
       ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }),
     });
-  const bodyFor = (method: string) => (method === 'POST' || method === 'PUT' ? { tenant: 'acme', feature: 'f', tokens: 1, name: 'n' } : undefined);
+  const bodyFor = (method: string) =>
+    method === 'POST' || method === 'PUT' ? { tenant: 'acme', feature: 'f', tokens: 1, name: 'n' } : undefined;
 
   beforeAll(async () => {
     stack = await createTestStack();
@@ -52,7 +53,9 @@ describe.skipIf(!servicesAvailable)('security', () => {
     await app.ready();
     scopedKey = (await createApiKey(stack.runtime, 'scoped', 'acme')).key;
     expect((await send('PUT', '/api/tenants/acme', admin, { monthlyQuota: 1000 })).statusCode).toBe(201);
-    expect((await send('POST', '/api/events', { authorization: `Bearer ${scopedKey}` }, { tenant: 'acme', feature: 'f', tokens: 5 })).statusCode).toBe(202);
+    expect(
+      (await send('POST', '/api/events', { authorization: `Bearer ${scopedKey}` }, { tenant: 'acme', feature: 'f', tokens: 5 })).statusCode,
+    ).toBe(202);
   });
   afterAll(async () => {
     await app?.close();
@@ -63,10 +66,24 @@ describe.skipIf(!servicesAvailable)('security', () => {
     const revoked = await createApiKey(stack.runtime, 'revoked', null);
     const revoke = await send('DELETE', `/api/keys/${revoked.id}`, admin);
     expect(revoke.statusCode).toBe(200);
-    const credentials: (string | undefined)[] = [undefined, 'Bearer', 'Basic YWRtaW46YWRtaW4=', `Bearer fm_${'x'.repeat(32)}`, `Bearer ${revoked.key}`, `Bearer ${ADMIN_TOKEN}x`, ADMIN_TOKEN, `Bearer ${'a'.repeat(600)}`];
+    const credentials: (string | undefined)[] = [
+      undefined,
+      'Bearer',
+      'Basic YWRtaW46YWRtaW4=',
+      `Bearer fm_${'x'.repeat(32)}`,
+      `Bearer ${revoked.key}`,
+      `Bearer ${ADMIN_TOKEN}x`,
+      ADMIN_TOKEN,
+      `Bearer ${'a'.repeat(600)}`,
+    ];
     for (const route of ROUTES.filter((r) => !OPEN_ROUTES.has(r.path))) {
       for (const credential of credentials) {
-        const response = await send(route.method, concrete(route.path), credential === undefined ? {} : { authorization: credential }, bodyFor(route.method));
+        const response = await send(
+          route.method,
+          concrete(route.path),
+          credential === undefined ? {} : { authorization: credential },
+          bodyFor(route.method),
+        );
         expect(response.statusCode, `${route.method} ${route.path} with ${credential?.slice(0, 20)}`).toBe(401);
         expect(errorBody.parse(response.json()).error.code).toBe('unauthorized');
       }
@@ -79,7 +96,14 @@ describe.skipIf(!servicesAvailable)('security', () => {
     const other = uniqueName('other');
     expect((await send('POST', '/api/events', auth, { tenant: other, feature: 'f', tokens: 1 })).statusCode).toBe(403);
     // One foreign event in a batch refuses the whole batch.
-    expect((await send('POST', '/api/events', auth, [{ tenant: 'acme', feature: 'f', tokens: 1 }, { tenant: other, feature: 'f', tokens: 1 }])).statusCode).toBe(403);
+    expect(
+      (
+        await send('POST', '/api/events', auth, [
+          { tenant: 'acme', feature: 'f', tokens: 1 },
+          { tenant: other, feature: 'f', tokens: 1 },
+        ])
+      ).statusCode,
+    ).toBe(403);
     expect((await send('GET', `/api/usage/${other}`, auth)).statusCode).toBe(403);
     expect((await send('GET', `/api/usage/${other}/series?granularity=day`, auth)).statusCode).toBe(403);
     // The 403 does not reveal whether the other tenant exists: an unknown one answers the same.
@@ -115,8 +139,15 @@ describe.skipIf(!servicesAvailable)('security', () => {
     ];
     expect(stack.runtime.auth.authenticate({ headers: { authorization: `Bearer ${ADMIN_TOKEN}` } } as never)).toEqual({ kind: 'admin' });
     for (const guess of nearMisses) {
-      expect(() => stack.runtime.auth.authenticate({ headers: { authorization: `Bearer ${guess}` } } as never), guess).toThrow(/invalid or revoked|must be/);
-      const response = await app.inject({ method: 'GET', url: '/api/tenants', headers: { authorization: `Bearer ${guess}` }, remoteAddress: `10.9.${nearMisses.indexOf(guess)}.1` });
+      expect(() => stack.runtime.auth.authenticate({ headers: { authorization: `Bearer ${guess}` } } as never), guess).toThrow(
+        /invalid or revoked|must be/,
+      );
+      const response = await app.inject({
+        method: 'GET',
+        url: '/api/tenants',
+        headers: { authorization: `Bearer ${guess}` },
+        remoteAddress: `10.9.${nearMisses.indexOf(guess)}.1`,
+      });
       expect(response.statusCode, guess).toBe(401);
     }
     // Keys are stored and looked up only as hashes: the lookup gets the SHA-256 of the secret, never the secret.
@@ -130,16 +161,22 @@ describe.skipIf(!servicesAvailable)('security', () => {
       const guess = `fm_${'g'.repeat(32)}`;
       expect(() => stack.runtime.auth.authenticate({ headers: { authorization: `Bearer ${guess}` } } as never)).toThrow();
       expect(seen).toEqual([hashSecret(guess)]);
-      const [stored] = await stack.runtime.db.query<{ key_hash: string }>('SELECT key_hash FROM api_keys WHERE key_hash = $1', [hashSecret(scopedKey)]);
+      const [stored] = await stack.runtime.db.query<{ key_hash: string }>('SELECT key_hash FROM api_keys WHERE key_hash = $1', [
+        hashSecret(scopedKey),
+      ]);
       expect(stored?.key_hash).toBe(hashSecret(scopedKey));
-      expect((await stack.runtime.db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 OR key_prefix = $1 OR name = $1', [scopedKey])).length).toBe(0);
+      expect(
+        (await stack.runtime.db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 OR key_prefix = $1 OR name = $1', [scopedKey])).length,
+      ).toBe(0);
     } finally {
       stack.runtime.keys.findByHash = original;
     }
   });
 
   it('never executes SQL injection strings in tenant, feature, path and query: they are rejected or stored verbatim', async () => {
-    const [before] = await stack.runtime.db.query<{ tenants: number; keys: number }>('SELECT (SELECT count(*) FROM tenants)::int AS tenants, (SELECT count(*) FROM api_keys)::int AS keys');
+    const [before] = await stack.runtime.db.query<{ tenants: number; keys: number }>(
+      'SELECT (SELECT count(*) FROM tenants)::int AS tenants, (SELECT count(*) FROM api_keys)::int AS keys',
+    );
     for (const text of SQL_INJECTIONS) {
       const started = performance.now();
       expect((await send('POST', '/api/events', admin, { tenant: text, feature: 'f', tokens: 1 })).statusCode, text).toBe(400);
@@ -164,18 +201,33 @@ describe.skipIf(!servicesAvailable)('security', () => {
     const listed = (await send('GET', '/api/keys', admin)).json() as { keys: { name: string }[] };
     expect(listed.keys.map((key) => key.name)).toEqual(expect.arrayContaining(SQL_INJECTIONS));
     // Names made of allowed characters that look like SQL are data, stored verbatim.
-    for (const tenant of ['--', 'a--b', '@@version', '1:1', "x.y_z@-"]) {
+    for (const tenant of ['--', 'a--b', '@@version', '1:1', 'x.y_z@-']) {
       expect((await send('PUT', `/api/tenants/${encodeURIComponent(tenant)}`, admin, { monthlyQuota: 10 })).statusCode).toBe(201);
       expect((await send('GET', `/api/tenants/${encodeURIComponent(tenant)}`, admin)).json().tenant).toBe(tenant);
     }
-    const [after] = await stack.runtime.db.query<{ tenants: number; keys: number }>('SELECT (SELECT count(*) FROM tenants)::int AS tenants, (SELECT count(*) FROM api_keys)::int AS keys');
+    const [after] = await stack.runtime.db.query<{ tenants: number; keys: number }>(
+      'SELECT (SELECT count(*) FROM tenants)::int AS tenants, (SELECT count(*) FROM api_keys)::int AS keys',
+    );
     expect(after!.tenants).toBe(before!.tenants + 5);
     expect((await stack.runtime.db.query('SELECT 1 FROM tenants WHERE name = $1', ['acme'])).length).toBe(1);
     expect(after!.keys).toBe(before!.keys + SQL_INJECTIONS.length);
   });
 
   it('refuses webhook URLs that reach internal addresses however they are spelled, and checks the address again at connect time', async () => {
-    const strict = { allowedHosts: ['hooks.slack.com', 'localhost', '127.0.0.1', '2130706433', '0x7f.1', '[::1]', '::1', '169.254.169.254', 'metadata.google.internal'], allowInsecure: false };
+    const strict = {
+      allowedHosts: [
+        'hooks.slack.com',
+        'localhost',
+        '127.0.0.1',
+        '2130706433',
+        '0x7f.1',
+        '[::1]',
+        '::1',
+        '169.254.169.254',
+        'metadata.google.internal',
+      ],
+      allowInsecure: false,
+    };
     for (const url of [
       'https://127.0.0.1/hook',
       'https://2130706433/hook',
@@ -212,7 +264,10 @@ describe.skipIf(!servicesAvailable)('security', () => {
     }
     expect(webhookUrlProblem('https://hooks.slack.com/services/T0/B0/x', strict)).toBeUndefined();
     // The same forms around a public IPv4 address stay usable (NAT64 and 6to4 reach the internet).
-    const embedding = { allowedHosts: ['64:ff9b::808:808', '2002:808:808::1', '64:ff9b::7f00:1', '2002:7f00:1::1', '::7f00:1'], allowInsecure: false };
+    const embedding = {
+      allowedHosts: ['64:ff9b::808:808', '2002:808:808::1', '64:ff9b::7f00:1', '2002:7f00:1::1', '::7f00:1'],
+      allowInsecure: false,
+    };
     expect(webhookUrlProblem('https://[64:ff9b::808:808]/x', embedding)).toBeUndefined();
     expect(webhookUrlProblem('https://[2002:808:808::1]/x', embedding)).toBeUndefined();
     for (const url of ['https://[64:ff9b::7f00:1]:18443/x', 'https://[2002:7f00:1::1]/x', 'https://[::7f00:1]/x']) {
@@ -258,7 +313,11 @@ describe.skipIf(!servicesAvailable)('security', () => {
     try {
       broken.keys.add(hashSecret(secret), { id: 'key_x', tenant: null });
       for (const url of ['/api/usage/acme', '/api/usage/acme/series', '/api/tenants', '/api/health']) {
-        const response = await brokenApp.inject({ method: 'GET', url, headers: { authorization: `Bearer ${url.startsWith('/api/tenants') ? ADMIN_TOKEN : secret}` } });
+        const response = await brokenApp.inject({
+          method: 'GET',
+          url,
+          headers: { authorization: `Bearer ${url.startsWith('/api/tenants') ? ADMIN_TOKEN : secret}` },
+        });
         expect(response.statusCode, url).toBeGreaterThanOrEqual(500);
         bodies.push(response.body);
       }
@@ -285,7 +344,10 @@ describe.skipIf(!servicesAvailable)('security', () => {
     ] as const) {
       const response = await series(query);
       expect(response.statusCode, query).toBe(400);
-      expect(errorBody.parse(response.json()).error.details?.map((d) => d.field), query).toContain(field);
+      expect(
+        errorBody.parse(response.json()).error.details?.map((d) => d.field),
+        query,
+      ).toContain(field);
     }
     expect((await series('granularity=day&from=2026-01-01T00:00:00Z&to=2026-01-31T00:00:00Z')).statusCode).toBe(200);
   });
@@ -307,7 +369,9 @@ describe.skipIf(!servicesAvailable)('security', () => {
     try {
       const address = server.server.address();
       const port = typeof address === 'object' && address ? address.port : 0;
-      const response = await fetch(`http://127.0.0.1:${port}/api/usage/acme`, { headers: { ...admin, 'x-padding': 'p'.repeat(20 * 1024) } });
+      const response = await fetch(`http://127.0.0.1:${port}/api/usage/acme`, {
+        headers: { ...admin, 'x-padding': 'p'.repeat(20 * 1024) },
+      });
       expect(response.status).toBe(431);
       expect(errorBody.parse(await response.json()).error.code).toBe('headers_too_large');
     } finally {
@@ -322,7 +386,15 @@ describe.skipIf(!servicesAvailable)('security', () => {
       return errorBody.parse(response.json()).error.requestId;
     };
     expect(await idOf('trace-42:abc.DEF_9')).toBe('trace-42:abc.DEF_9');
-    for (const hostile of ['x'.repeat(8 * 1024), 'a'.repeat(65), '<script>alert(1)</script>', 'id with spaces', 'line\u2028break', '"quoted"', '\u00e9t\u00e9']) {
+    for (const hostile of [
+      'x'.repeat(8 * 1024),
+      'a'.repeat(65),
+      '<script>alert(1)</script>',
+      'id with spaces',
+      'line\u2028break',
+      '"quoted"',
+      '\u00e9t\u00e9',
+    ]) {
       const id = await idOf(hostile);
       expect(id, hostile.slice(0, 20)).toMatch(/^[A-Za-z0-9._:-]{1,64}$/);
       expect(id).not.toBe(hostile);
@@ -340,7 +412,12 @@ describe.skipIf(!servicesAvailable)('security', () => {
       await send('POST', '/api/events', admin, { tenant: 'acme' }),
       await app.inject({ method: 'POST', url: '/api/events', headers: { ...admin, 'content-type': 'text/plain' }, payload: 'hi' }),
       await app.inject({ method: 'POST', url: '/api/events', headers: { ...admin, ...json }, payload: '{' }),
-      await app.inject({ method: 'POST', url: '/api/events', headers: { ...admin, ...json }, payload: `"${'x'.repeat(1024 * 1024 + 10)}"` }),
+      await app.inject({
+        method: 'POST',
+        url: '/api/events',
+        headers: { ...admin, ...json },
+        payload: `"${'x'.repeat(1024 * 1024 + 10)}"`,
+      }),
       await send('DELETE', '/api/events', admin),
       await send('GET', '/api/tenants', { authorization: `Bearer ${stack.apiKey}` }),
       await send('GET', '/api/nowhere'),

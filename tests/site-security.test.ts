@@ -11,7 +11,10 @@ const STATIC_PATHS = ['/', '/docs/api', '/favicon.svg'];
 /** A login form's cookie and CSRF token, as a browser would hold them. */
 async function loginForm(url: string): Promise<{ cookie: string; csrf: string }> {
   const page = await fetch(`${url}/login`);
-  const cookie = page.headers.getSetCookie().map((value) => value.split(';')[0]).join('; ');
+  const cookie = page.headers
+    .getSetCookie()
+    .map((value) => value.split(';')[0])
+    .join('; ');
   const csrf = /name="_csrf" value="([^"]+)"/.exec(await page.text())?.[1] ?? '';
   return { cookie, csrf };
 }
@@ -47,7 +50,9 @@ describe.skipIf(!servicesAvailable)('site: sessions, login throttle and headers'
     const started = Date.now();
     const statuses = (await Promise.all(Array.from({ length: 40 }, attempt))).map((response) => response.status);
     const checked = statuses.filter((status) => status === 401).length;
-    console.info(`40 parallel wrong logins: ${checked} checked (401), ${statuses.length - checked} refused (429) in ${Date.now() - started} ms`);
+    console.info(
+      `40 parallel wrong logins: ${checked} checked (401), ${statuses.length - checked} refused (429) in ${Date.now() - started} ms`,
+    );
     expect(statuses.every((status) => status === 401 || status === 429)).toBe(true);
     expect(checked).toBeLessThanOrEqual(8);
     const refused = await attempt();
@@ -56,7 +61,8 @@ describe.skipIf(!servicesAvailable)('site: sessions, login throttle and headers'
 
   it('throttles refused admin tokens on the API: 429 with Retry-After once the free failures are spent', async () => {
     const statuses: number[] = [];
-    for (let guess = 0; guess < 4; guess++) statuses.push((await server.api('GET', '/api/tenants', undefined, `wrong-admin-token-${guess}-0123456789`)).status);
+    for (let guess = 0; guess < 4; guess++)
+      statuses.push((await server.api('GET', '/api/tenants', undefined, `wrong-admin-token-${guess}-0123456789`)).status);
     expect(statuses).toEqual([401, 401, 401, 429]);
     const throttled = await fetch(`${server.url}/api/tenants`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     // While the wait runs even the right token is not checked: a guess learns nothing.
@@ -85,13 +91,22 @@ describe.skipIf(!servicesAvailable)('site: sessions, login throttle and headers'
 
   it('never answers 500 to a next= holding CR, LF or U+2028, and sends the user to a same-site path', async () => {
     const session = await loginCookie(server.url);
-    for (const next of ['/dashboard?%0d%0aSet-Cookie:%20x', '/dashboard?%E2%80%A8x', '/dashboard/%0akeys', '/dashboard?a%20b', 'https://evil.example/dashboard']) {
+    for (const next of [
+      '/dashboard?%0d%0aSet-Cookie:%20x',
+      '/dashboard?%E2%80%A8x',
+      '/dashboard/%0akeys',
+      '/dashboard?a%20b',
+      'https://evil.example/dashboard',
+    ]) {
       const response = await fetch(`${server.url}/login?next=${next}`, { headers: { cookie: session }, redirect: 'manual' });
       expect(response.status, next).toBe(303);
       expect(response.headers.get('location'), next).toBe('/dashboard');
       expect(response.headers.get('set-cookie') ?? '', next).not.toContain('x=');
     }
-    const fine = await fetch(`${server.url}/login?next=${encodeURIComponent('/dashboard/keys')}`, { headers: { cookie: session }, redirect: 'manual' });
+    const fine = await fetch(`${server.url}/login?next=${encodeURIComponent('/dashboard/keys')}`, {
+      headers: { cookie: session },
+      redirect: 'manual',
+    });
     expect(fine.headers.get('location')).toBe('/dashboard/keys');
   });
 

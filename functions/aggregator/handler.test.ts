@@ -23,18 +23,31 @@ describe.skipIf(!servicesAvailable)('aggregator function (its middy handler, rea
   };
   const event = (partition: number, fence: string, afterId: string, tenant: string, tokens: number): AggregatorEvent => ({
     batches: [
-      { partition, fence, afterId, entries: [{ id: '1-0', receivedAt: Date.now(), events: [{ tenant, feature: 'f', tokens, timestamp: Date.now() }] }] },
+      {
+        partition,
+        fence,
+        afterId,
+        entries: [{ id: '1-0', receivedAt: Date.now(), events: [{ tenant, feature: 'f', tokens, timestamp: Date.now() }] }],
+      },
     ],
   });
   const periodTokens = async (tenant: string): Promise<bigint> => {
-    const rows = await database.db.query<{ tokens: bigint }>('SELECT coalesce(sum(tokens), 0)::int8 AS tokens FROM usage_periods WHERE tenant = $1', [tenant]);
+    const rows = await database.db.query<{ tokens: bigint }>(
+      'SELECT coalesce(sum(tokens), 0)::int8 AS tokens FROM usage_periods WHERE tenant = $1',
+      [tenant],
+    );
     return rows[0]!.tokens;
   };
 
   beforeAll(async () => {
     database = await createTestDatabase();
     await database.db.query('INSERT INTO partition_checkpoints (partition) SELECT generate_series(0, 1) ON CONFLICT DO NOTHING');
-    handler = createAggregatorHandler({ db: database.db, defaultQuota: 1_000n, logger, onCommitDuration: (seconds) => durations.push(seconds) });
+    handler = createAggregatorHandler({
+      db: database.db,
+      defaultQuota: 1_000n,
+      logger,
+      onCommitDuration: (seconds) => durations.push(seconds),
+    });
   });
   afterAll(() => database?.drop());
 

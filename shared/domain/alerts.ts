@@ -89,7 +89,8 @@ interface AlertRow {
   rearmed_at: Date | null;
 }
 
-const ALERT_COLUMNS = 'id, tenant, threshold, period_start, used_tokens, quota, status, created_at, delivered_at, attempts, last_error, rearmed_at';
+const ALERT_COLUMNS =
+  'id, tenant, threshold, period_start, used_tokens, quota, status, created_at, delivered_at, attempts, last_error, rearmed_at';
 
 function alertView(row: AlertRow): AlertView {
   const iso = (value: Date | null) => (value ? new Date(value).toISOString() : null);
@@ -129,7 +130,10 @@ export interface AlertLogQuery {
  * Every tenant's alerts, newest first, a page at a time. Ids grow with creation, so the primary key
  * is the order and a cursor `before` keeps every page the same cost however deep.
  */
-export async function listAlertLog(db: Queryable, query: AlertLogQuery = {}): Promise<{ alerts: (AlertView & { tenant: string })[]; next: bigint | undefined }> {
+export async function listAlertLog(
+  db: Queryable,
+  query: AlertLogQuery = {},
+): Promise<{ alerts: (AlertView & { tenant: string })[]; next: bigint | undefined }> {
   const limit = query.limit ?? 50;
   const rows = await db.query<AlertRow>(
     `SELECT ${ALERT_COLUMNS} FROM alerts
@@ -138,5 +142,8 @@ export async function listAlertLog(db: Queryable, query: AlertLogQuery = {}): Pr
     [query.before?.toString() ?? null, query.undelivered === true, limit + 1],
   );
   const page = rows.slice(0, limit);
-  return { alerts: page.map((row) => ({ ...alertView(row), tenant: row.tenant })), next: rows.length > limit ? page.at(-1)!.id : undefined };
+  return {
+    alerts: page.map((row) => ({ ...alertView(row), tenant: row.tenant })),
+    next: rows.length > limit ? page.at(-1)!.id : undefined,
+  };
 }

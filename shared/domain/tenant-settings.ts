@@ -42,7 +42,10 @@ export async function isKnownTimeZone(db: Queryable, timeZone: string): Promise<
 export async function tenantPatchFrom(body: PutTenantBody, deps: { config: WebhookConfig; db: Queryable }): Promise<TenantPatch> {
   const details: ErrorDetail[] = [];
   if (body.timeZone !== undefined && !(await isKnownTimeZone(deps.db, body.timeZone))) {
-    details.push({ field: 'timeZone', message: `"${body.timeZone}" is not an IANA time zone name such as Europe/Berlin (offsets are refused)` });
+    details.push({
+      field: 'timeZone',
+      message: `"${body.timeZone}" is not an IANA time zone name such as Europe/Berlin (offsets are refused)`,
+    });
   }
   if (body.slackWebhookUrl) {
     const problem = await checkWebhookUrl(body.slackWebhookUrl, {

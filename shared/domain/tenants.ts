@@ -18,7 +18,14 @@ export interface TenantView {
   timeZone: string;
   thresholds: number[];
   slackWebhookUrl: string | null;
-  usage: { period: { start: string; end: string }; tokens: bigint; percent: number; remaining: bigint; status: TenantStatus; lastEventAt: string | null };
+  usage: {
+    period: { start: string; end: string };
+    tokens: bigint;
+    percent: number;
+    remaining: bigint;
+    status: TenantStatus;
+    lastEventAt: string | null;
+  };
   createdAt: string;
   updatedAt: string;
 }
@@ -125,7 +132,10 @@ export async function rollOverUsageSummary(db: Queryable): Promise<number> {
 }
 
 /** The statements a page of the tenant list runs, exposed so a test can check their plans. */
-export function tenantPageQueries(query: TenantListQuery = {}): { page: { text: string; params: unknown[] }; count: { text: string; params: unknown[] } } {
+export function tenantPageQueries(query: TenantListQuery = {}): {
+  page: { text: string; params: unknown[] };
+  count: { text: string; params: unknown[] };
+} {
   const order = SUMMARY_ORDER[query.sort ?? 'name'];
   const search = query.search ? [`%${query.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`] : [];
   const filter = (param: number): string => (search.length > 0 ? `WHERE s.tenant ILIKE $${param}` : '');
@@ -153,7 +163,10 @@ export function tenantPageQueries(query: TenantListQuery = {}): { page: { text: 
 export async function listTenants(db: Queryable, query: TenantListQuery = {}): Promise<{ tenants: TenantView[]; total: number }> {
   await rollOverUsageSummary(db);
   const { page, count } = tenantPageQueries(query);
-  const [rows, [counted]] = await Promise.all([db.query<TenantRow>(page.text, page.params), db.query<{ total: bigint }>(count.text, count.params)]);
+  const [rows, [counted]] = await Promise.all([
+    db.query<TenantRow>(page.text, page.params),
+    db.query<{ total: bigint }>(count.text, count.params),
+  ]);
   return { tenants: rows.map(toView), total: Number(counted?.total ?? 0) };
 }
 
@@ -193,10 +206,10 @@ export async function upsertTenant(
       ],
     );
     const { startDay } = periodOf(row!.time_zone, new Date(row!.now).getTime());
-    const [usage] = await tx.query<{ tokens: bigint }>(
-      'SELECT tokens FROM usage_periods WHERE tenant = $1 AND period_start = $2::date',
-      [tenant, startDay],
-    );
+    const [usage] = await tx.query<{ tokens: bigint }>('SELECT tokens FROM usage_periods WHERE tenant = $1 AND period_start = $2::date', [
+      tenant,
+      startDay,
+    ]);
     const { rearmed, created } = await reevaluateAlerts(tx, {
       tenant,
       periodStart: startDay,

@@ -60,7 +60,9 @@ export class FailureThrottle {
 
   private globalWaitMs(now: number): number {
     const minute = Math.floor(now / MINUTE_MS);
-    return minute === this.globalMinute && this.globalFailures >= this.options.maxGlobalFailuresPerMinute ? (minute + 1) * MINUTE_MS - now : 0;
+    return minute === this.globalMinute && this.globalFailures >= this.options.maxGlobalFailuresPerMinute
+      ? (minute + 1) * MINUTE_MS - now
+      : 0;
   }
 
   /**

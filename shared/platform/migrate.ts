@@ -15,9 +15,7 @@ export async function migrate(db: Db, dir: string = MIGRATIONS_DIR): Promise<str
   return db.transaction(async (tx) => {
     // Two processes migrating at once (replicas starting together) take turns.
     await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_KEY]);
-    await tx.query(
-      'CREATE TABLE IF NOT EXISTS flagmeter_migrations (tag text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
-    );
+    await tx.query('CREATE TABLE IF NOT EXISTS flagmeter_migrations (tag text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
     const done = new Set((await tx.query<{ tag: string }>('SELECT tag FROM flagmeter_migrations')).map((r) => r.tag));
     const applied: string[] = [];
     for (const { tag } of [...journal.entries].sort((a, b) => a.idx - b.idx)) {

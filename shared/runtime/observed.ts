@@ -70,7 +70,10 @@ export function observeRuntime(runtime: Runtime): void {
   meter.addBatchObservableCallback(
     async (result: BatchObservableResult) => {
       const [postgresSeconds, valkeySeconds] = await Promise.all([probe(() => counted.db.query('SELECT 1')), probe(() => queue.ping())]);
-      for (const [seconds, attributes] of [[postgresSeconds, POSTGRES], [valkeySeconds, VALKEY]] as const) {
+      for (const [seconds, attributes] of [
+        [postgresSeconds, POSTGRES],
+        [valkeySeconds, VALKEY],
+      ] as const) {
         result.observe(up, seconds === undefined ? 0 : 1, attributes);
         if (seconds !== undefined) result.observe(latency, seconds, attributes);
       }
@@ -91,7 +94,10 @@ export async function createObservedRuntime(
   options: Omit<RuntimeOptions, 'config'> & { defaultMetricsPort?: number; config?: Config } = {},
 ): Promise<Runtime> {
   const { defaultMetricsPort, ...runtimeOptions } = options;
-  const env = defaultMetricsPort === undefined || process.env.METRICS_PORT ? process.env : { ...process.env, METRICS_PORT: String(defaultMetricsPort) };
+  const env =
+    defaultMetricsPort === undefined || process.env.METRICS_PORT
+      ? process.env
+      : { ...process.env, METRICS_PORT: String(defaultMetricsPort) };
   const config = runtimeOptions.config ?? loadConfigOrExit(env);
   const telemetry = await startTelemetry(service, config);
   const runtime = await createRuntime(service, { ...runtimeOptions, config });

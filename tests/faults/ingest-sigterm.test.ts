@@ -60,9 +60,19 @@ describe.skipIf(!servicesAvailable)('fault: ingest sent SIGTERM under load', () 
     const tenants = await createTenants(stack.runtime, 'term', 8);
     let firstGone = false;
     void first.exited.then(() => (firstGone = true));
-    const load = new SteadyLoad({ apiKey: stack.apiKey, tenants, targets: () => (firstGone ? [second.url] : [first.url, second.url]), label: 'term' }).start();
+    const load = new SteadyLoad({
+      apiKey: stack.apiKey,
+      tenants,
+      targets: () => (firstGone ? [second.url] : [first.url, second.url]),
+      label: 'term',
+    }).start();
     const held = Array.from({ length: 10 }, (_, r) =>
-      Array.from({ length: 50 }, (_, i) => ({ tenant: tenants[(r + i) % tenants.length]!, feature: 'held', tokens: 1 + r * 50 + i, id: `held-${r}-${i}` })),
+      Array.from({ length: 50 }, (_, i) => ({
+        tenant: tenants[(r + i) % tenants.length]!,
+        feature: 'held',
+        tokens: 1 + r * 50 + i,
+        id: `held-${r}-${i}`,
+      })),
     );
     let exitCode: number | null;
     try {
@@ -80,7 +90,9 @@ describe.skipIf(!servicesAvailable)('fault: ingest sent SIGTERM under load', () 
       expect(Date.now() - signalledAt).toBeLessThan(15_000);
       // The load carried on against the other instance.
       const afterExit = Date.now();
-      await waitFor(() => load.attempts.filter((a) => a.at > afterExit && a.status === 202).length > 50, { what: 'load on the remaining instance' });
+      await waitFor(() => load.attempts.filter((a) => a.at > afterExit && a.status === 202).length > 50, {
+        what: 'load on the remaining instance',
+      });
     } finally {
       await load.stop();
     }

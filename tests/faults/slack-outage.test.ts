@@ -17,7 +17,12 @@ describe.skipIf(!servicesAvailable)('fault: Slack down for a minute, then slow (
   beforeAll(async () => {
     slack = await startFlakySlack(5_000);
     // 8 s webhook timeout: a 5 s answer is slow but succeeds, so each alert is posted exactly once.
-    stack = await createFaultStack({ WEBHOOK_ALLOW_INSECURE: 'true', WEBHOOK_ALLOWED_HOSTS: '127.0.0.1', ALERT_RETRY_BASE: '200ms', WEBHOOK_TIMEOUT: '8s' });
+    stack = await createFaultStack({
+      WEBHOOK_ALLOW_INSECURE: 'true',
+      WEBHOOK_ALLOWED_HOSTS: '127.0.0.1',
+      ALERT_RETRY_BASE: '200ms',
+      WEBHOOK_TIMEOUT: '8s',
+    });
   });
   afterAll(async () => {
     await stack?.close();
@@ -38,7 +43,14 @@ describe.skipIf(!servicesAvailable)('fault: Slack down for a minute, then slow (
     const all = [...groups.down, ...groups.slow, ...groups.up];
     // Traffic goes to the current phase's tenants only, so each group crosses 80% and 100% in its phase.
     const current: string[] = [];
-    const load = new SteadyLoad({ apiKey: stack.apiKey, tenants: current, targets: () => [ingest.url], label: 'slack', workers: 2, intervalMs: 50 });
+    const load = new SteadyLoad({
+      apiKey: stack.apiKey,
+      tenants: current,
+      targets: () => [ingest.url],
+      label: 'slack',
+      workers: 2,
+      intervalMs: 50,
+    });
     const alertRows = (tenants: string[]) =>
       stack.runtime.db.query<{ tenant: string; threshold: number; status: string; attempts: number; last_error: string | null }>(
         `SELECT tenant, threshold, status, attempts, last_error FROM alerts
@@ -48,10 +60,13 @@ describe.skipIf(!servicesAvailable)('fault: Slack down for a minute, then slow (
     /** Aggregation keeps up whatever Slack does: what was acknowledged is counted within seconds. */
     const expectAggregationKeepsUp = async () => {
       const snapshot = byTenant(load.accepted);
-      await waitFor(async () => {
-        const { periods } = await rolledUp(stack.runtime.db, all);
-        return [...snapshot].every(([tenant, tokens]) => (periods.get(tenant) ?? 0n) >= tokens);
-      }, { timeoutMs: 5_000, intervalMs: 100, what: 'the rollups to catch up with acknowledged events' });
+      await waitFor(
+        async () => {
+          const { periods } = await rolledUp(stack.runtime.db, all);
+          return [...snapshot].every(([tenant, tokens]) => (periods.get(tenant) ?? 0n) >= tokens);
+        },
+        { timeoutMs: 5_000, intervalMs: 100, what: 'the rollups to catch up with acknowledged events' },
+      );
     };
     const phase = async (mode: 'down' | 'slow' | 'up', ms: number) => {
       await slack.setMode(mode);
@@ -67,7 +82,9 @@ describe.skipIf(!servicesAvailable)('fault: Slack down for a minute, then slow (
       load.start();
       await phase('down', DOWN_MS);
       const whileDown = await alertRows(groups.down);
-      expect(whileDown.every((alert) => alert.status === 'pending' && alert.attempts >= 3 && /ECONNREFUSED/.test(alert.last_error ?? ''))).toBe(true);
+      expect(
+        whileDown.every((alert) => alert.status === 'pending' && alert.attempts >= 3 && /ECONNREFUSED/.test(alert.last_error ?? '')),
+      ).toBe(true);
       expect(slack.delivered).toEqual([]);
       await phase('slow', SLOW_MS);
       expect(slack.delivered.some((post) => post.mode === 'slow')).toBe(true);
@@ -77,7 +94,11 @@ describe.skipIf(!servicesAvailable)('fault: Slack down for a minute, then slow (
       await load.stop();
     }
     // Every alert delivered in the end (the down group's retries back off to ~50 s by then).
-    await waitFor(async () => (await alertRows(all)).every((alert) => alert.status === 'delivered'), { timeoutMs: 150_000, intervalMs: 500, what: 'every alert delivered' });
+    await waitFor(async () => (await alertRows(all)).every((alert) => alert.status === 'delivered'), {
+      timeoutMs: 150_000,
+      intervalMs: 500,
+      what: 'every alert delivered',
+    });
     await expectReconciled(stack.runtime, all, load.accepted);
     const alerts = await alertRows(all);
     expect(alerts).toHaveLength(all.length * 2);

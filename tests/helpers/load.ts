@@ -69,7 +69,10 @@ export async function sendBatches(
 }
 
 /** What the rollups hold, per tenant and feature, summed over every period (and checked across tables). */
-export async function rolledUp(db: Db, tenants: readonly string[]): Promise<{ periodFeatures: Totals; hourly: Totals; daily: Totals; periods: Map<string, bigint> }> {
+export async function rolledUp(
+  db: Db,
+  tenants: readonly string[],
+): Promise<{ periodFeatures: Totals; hourly: Totals; daily: Totals; periods: Map<string, bigint> }> {
   const names = JSON.stringify(tenants);
   const read = async (table: string) => {
     const rows = await db.query<{ tenant: string; feature: string; tokens: bigint }>(

@@ -5,7 +5,8 @@ import { connectPostgres, type Db } from '../../shared/platform/db.ts';
 import { migrate } from '../../shared/platform/migrate.ts';
 
 /** Where the real services are; CI sets FLAGMETER_REQUIRE_SERVICES=1 so that absence fails, never skips. */
-export const ADMIN_DATABASE_URL = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const ADMIN_DATABASE_URL =
+  process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const VALKEY_URL = process.env.VALKEY_URL ?? 'redis://127.0.0.1:6379';
 export const REQUIRE_SERVICES = process.env.FLAGMETER_REQUIRE_SERVICES === '1';
 

@@ -73,14 +73,19 @@ export async function seed(server: SiteServer, tenants: SeedTenant[]): Promise<v
   }
   for (const { tenant, events } of tenants) {
     const expected = events.reduce((sum, [, tokens]) => sum + tokens, 0);
-    await waitFor(async () => (await server.api('GET', `/api/usage/${tenant}`)).json?.tokens === expected, { what: `${tenant} usage ${expected}` });
+    await waitFor(async () => (await server.api('GET', `/api/usage/${tenant}`)).json?.tokens === expected, {
+      what: `${tenant} usage ${expected}`,
+    });
   }
 }
 
 /** A logged-in cookie jar for plain HTTP requests against the site (no browser). */
 export async function loginCookie(url: string): Promise<string> {
   const page = await fetch(`${url}/login`);
-  const loginCookie = page.headers.getSetCookie().map((cookie) => cookie.split(';')[0]).join('; ');
+  const loginCookie = page.headers
+    .getSetCookie()
+    .map((cookie) => cookie.split(';')[0])
+    .join('; ');
   const csrf = /name="_csrf" value="([^"]+)"/.exec(await page.text())?.[1] ?? '';
   const response = await fetch(`${url}/login`, {
     method: 'POST',

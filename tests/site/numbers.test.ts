@@ -28,7 +28,15 @@ describe.skipIf(!servicesAvailable)('numbers the dashboard shows', () => {
   beforeAll(async () => {
     server = await startSiteServer();
     await seed(server, [
-      { tenant: 'exact', quota: 3_000_000_000_000, events: [['gpt-4o', 999_999_999_999, 1], ['gpt-4o', 999_999_999_999, 2], ['o1', 123_456_789, 3]] },
+      {
+        tenant: 'exact',
+        quota: 3_000_000_000_000,
+        events: [
+          ['gpt-4o', 999_999_999_999, 1],
+          ['gpt-4o', 999_999_999_999, 2],
+          ['o1', 123_456_789, 3],
+        ],
+      },
       { tenant: 'thirds', quota: 3, events: [['gpt-4o', 1, 1]] },
     ]);
     cookie = await loginCookie(server.url);

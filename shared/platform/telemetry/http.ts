@@ -26,11 +26,15 @@ export function installHttpMetrics(app: FastifyInstance): void {
   app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url;
     // Unmatched paths share one label set whatever their method: scanners must not grow the series.
-    const labels = route === undefined ? labelsFor(UNMATCHED, UNMATCHED, reply.statusCode) : labelsFor(route, request.method, reply.statusCode);
+    const labels =
+      route === undefined ? labelsFor(UNMATCHED, UNMATCHED, reply.statusCode) : labelsFor(route, request.method, reply.statusCode);
     const ms = reply.elapsedTime;
     metrics.record(ms / 1_000, labels);
     if ((request.log as Logger).isLevelEnabled('debug')) {
-      request.log.debug({ route: labels.route, method: request.method, status: reply.statusCode, ms: Math.round(ms * 100) / 100 }, 'request completed');
+      request.log.debug(
+        { route: labels.route, method: request.method, status: reply.statusCode, ms: Math.round(ms * 100) / 100 },
+        'request completed',
+      );
     }
     done();
   });

@@ -23,7 +23,11 @@ export interface Telemetry {
  */
 export async function startTelemetry(service: string, config: TelemetryConfig): Promise<Telemetry> {
   if (!config.TELEMETRY_ENABLED) {
-    return { metricsUrl: undefined, announce: (logger) => logger.info('telemetry off (TELEMETRY_ENABLED=false)'), shutdown: async () => {} };
+    return {
+      metricsUrl: undefined,
+      announce: (logger) => logger.info('telemetry off (TELEMETRY_ENABLED=false)'),
+      shutdown: async () => {},
+    };
   }
   let listenError: Error | undefined;
   const exporter = await new Promise<PrometheusExporter>((resolve) => {

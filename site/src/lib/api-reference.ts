@@ -72,7 +72,8 @@ function ruleOf(schema: SchemaObject): string {
   if (schema.pattern) parts.push(`pattern ${schema.pattern}`);
   if (schema.format) parts.push(schema.format);
   if (schema.minimum !== undefined || schema.maximum !== undefined) parts.push(`${schema.minimum ?? '…'} to ${schema.maximum ?? '…'}`);
-  if (schema.minLength !== undefined || schema.maxLength !== undefined) parts.push(`${schema.minLength ?? 0}–${schema.maxLength ?? '…'} chars`);
+  if (schema.minLength !== undefined || schema.maxLength !== undefined)
+    parts.push(`${schema.minLength ?? 0}–${schema.maxLength ?? '…'} chars`);
   return parts.join('; ');
 }
 
@@ -106,7 +107,10 @@ export function operationsOf(document: OpenApiDocument): OperationView[] {
       responses: Object.entries(operation.responses ?? {}).map(([status, response]) => ({
         status,
         description: response.description ?? '',
-        schema: typeOf(response.content?.['application/json']?.schema) === 'any' ? undefined : typeOf(response.content?.['application/json']?.schema),
+        schema:
+          typeOf(response.content?.['application/json']?.schema) === 'any'
+            ? undefined
+            : typeOf(response.content?.['application/json']?.schema),
       })),
     })),
   );

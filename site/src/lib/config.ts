@@ -9,7 +9,12 @@ import { type Config, ConfigError } from '../../../shared/platform/config.ts';
 const siteSchema = z.object({
   ADMIN_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
   SESSION_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
-  SESSION_TTL_HOURS: z.coerce.number().int().min(1).max(24 * 30).default(12),
+  SESSION_TTL_HOURS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 30)
+    .default(12),
   // Behind Traefik every request comes from the proxy; then the login throttle keys on X-Forwarded-For.
   TRUST_PROXY: z
     .enum(['true', 'false'], { message: 'must be true or false' })

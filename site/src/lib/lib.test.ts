@@ -97,7 +97,13 @@ describe('chart geometry', () => {
   });
 
   test('the quota line and the tallest bar sit on the same scale, bars never leave the plot', () => {
-    const chart = barChart(cumulative([{ start: 'a', tokens: 2_000n }, { start: 'b', tokens: 6_000n }]), { quota: 10_000n, size: 'narrow' });
+    const chart = barChart(
+      cumulative([
+        { start: 'a', tokens: 2_000n },
+        { start: 'b', tokens: 6_000n },
+      ]),
+      { quota: 10_000n, size: 'narrow' },
+    );
     expect(chart.bars.map((bar) => bar.tokens)).toEqual([2_000n, 8_000n]);
     expect(chart.ticks.at(-1)!.value).toBe(10_000n);
     expect(chart.quotaY).toBe(chart.plot.top);
@@ -106,7 +112,13 @@ describe('chart geometry', () => {
   });
 
   test('a period drawn so far leaves room for its remaining days and projects to their end, on the scale', () => {
-    const chart = barChart([{ start: 'a', tokens: 1_000n }, { start: 'b', tokens: 3_000n }], { slots: 4, projectTo: 12_000n, quota: 10_000n });
+    const chart = barChart(
+      [
+        { start: 'a', tokens: 1_000n },
+        { start: 'b', tokens: 3_000n },
+      ],
+      { slots: 4, projectTo: 12_000n, quota: 10_000n },
+    );
     const slot = (chart.plot.right - chart.plot.left) / 4;
     expect(chart.bars[1]!.x + chart.bars[1]!.width).toBeLessThanOrEqual(chart.plot.left + 2 * slot);
     expect(chart.projection).toMatchObject({ x1: chart.plot.left + 2 * slot, y1: chart.bars[1]!.y, x2: chart.plot.right, value: 12_000n });
@@ -135,28 +147,51 @@ describe('tenant page query and forecast sentence', () => {
   test('a period is a month no later than the current one; a feature must be a feature name', () => {
     const params = (query: string) => new URLSearchParams(query);
     expect(parseTenantPageQuery(params(''), '2026-11-01')).toEqual({ startDay: '2026-11-01', feature: undefined });
-    expect(parseTenantPageQuery(params('period=2026-10&feature=gpt-4o'), '2026-11-01')).toEqual({ startDay: '2026-10-01', feature: 'gpt-4o' });
+    expect(parseTenantPageQuery(params('period=2026-10&feature=gpt-4o'), '2026-11-01')).toEqual({
+      startDay: '2026-10-01',
+      feature: 'gpt-4o',
+    });
     expect(parseTenantPageQuery(params('period=2026-13'), '2026-11-01')).toMatchObject({ field: 'period' });
-    expect(parseTenantPageQuery(params('period=2026-12'), '2026-11-01')).toEqual({ field: 'period', message: 'must not be after the current period (2026-11)' });
+    expect(parseTenantPageQuery(params('period=2026-12'), '2026-11-01')).toEqual({
+      field: 'period',
+      message: 'must not be after the current period (2026-11)',
+    });
     expect(parseTenantPageQuery(params('feature=no%20spaces'), '2026-11-01')).toMatchObject({ field: 'feature' });
   });
 
   test('the sentence says where the pace leads, in the tenant zone', () => {
-    const usage = (tokens: bigint, startDay: string): TenantUsage =>
-      ({
-        tenant: 'acme', timeZone: 'Europe/Berlin', quota: 10_000n, tokens, periodStartDay: '2026-11-01',
-        periodStart: new Date('2026-10-31T23:00:00Z'), periodEnd: new Date('2026-11-30T23:00:00Z'), features: [],
-        window: { startDay, tokens: 0n },
-      });
+    const usage = (tokens: bigint, startDay: string): TenantUsage => ({
+      tenant: 'acme',
+      timeZone: 'Europe/Berlin',
+      quota: 10_000n,
+      tokens,
+      periodStartDay: '2026-11-01',
+      periodStart: new Date('2026-10-31T23:00:00Z'),
+      periodEnd: new Date('2026-11-30T23:00:00Z'),
+      features: [],
+      window: { startDay, tokens: 0n },
+    });
     const format = (value: bigint) => value.toLocaleString('en-US');
-    expect(forecastSentence({ usage: usage(2_000n, '2026-11-01'), forecast: { tokensAtPeriodEnd: 9_000n, quotaReachedAt: null } }, format)).toBe(
+    expect(
+      forecastSentence({ usage: usage(2_000n, '2026-11-01'), forecast: { tokensAtPeriodEnd: 9_000n, quotaReachedAt: null } }, format),
+    ).toBe(
       "At the pace since the period began, acme will use about 9,000 tokens by the period's last day (2026-11-30), within its quota of 10,000.",
     );
     // 23:30 UTC on the 24th is already the 25th in Berlin.
-    expect(forecastSentence({ usage: usage(8_000n, '2026-11-18'), forecast: { tokensAtPeriodEnd: 12_000n, quotaReachedAt: '2026-11-24T23:30:00.000Z' } }, format)).toBe(
+    expect(
+      forecastSentence(
+        { usage: usage(8_000n, '2026-11-18'), forecast: { tokensAtPeriodEnd: 12_000n, quotaReachedAt: '2026-11-24T23:30:00.000Z' } },
+        format,
+      ),
+    ).toBe(
       "At the pace of the last 7 days, acme will reach its quota of 10,000 on 2026-11-25 and use about 12,000 tokens by the period's last day (2026-11-30).",
     );
-    expect(forecastSentence({ usage: usage(10_000n, '2026-11-18'), forecast: { tokensAtPeriodEnd: 14_000n, quotaReachedAt: '2026-11-24T10:00:00.000Z' } }, format)).toBe(
+    expect(
+      forecastSentence(
+        { usage: usage(10_000n, '2026-11-18'), forecast: { tokensAtPeriodEnd: 14_000n, quotaReachedAt: '2026-11-24T10:00:00.000Z' } },
+        format,
+      ),
+    ).toBe(
       "acme has already reached its quota of 10,000; at the pace of the last 7 days it will use about 14,000 tokens by the period's last day (2026-11-30).",
     );
   });
@@ -165,7 +200,13 @@ describe('tenant page query and forecast sentence', () => {
 describe('small helpers', () => {
   test('the benchmark table is the first pipe table, markup stripped', () => {
     const table = firstTable('# Bench\n\n| figure | value |\n|---|--:|\n| **ingest** | `51,000 req/s` |\n| read | 22,000 req/s |\n\ntext');
-    expect(table).toEqual({ header: ['figure', 'value'], rows: [['ingest', '51,000 req/s'], ['read', '22,000 req/s']] });
+    expect(table).toEqual({
+      header: ['figure', 'value'],
+      rows: [
+        ['ingest', '51,000 req/s'],
+        ['read', '22,000 req/s'],
+      ],
+    });
     expect(firstTable('no table here')).toBeUndefined();
   });
 

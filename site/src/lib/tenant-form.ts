@@ -37,7 +37,10 @@ function bodyFrom(values: Record<TenantField, string>, clearWebhook: boolean): {
  * PUT /api/tenants/:tenant; failures come back per field so the page shows each beside its input.
  */
 export async function applyTenantForm(deps: Pick<SiteDeps, 'db' | 'config'>, tenant: string, form: FormData): Promise<TenantFormResult> {
-  const values = Object.fromEntries(TENANT_FIELDS.map((field) => [field, String(form.get(field) ?? '').trim()])) as Record<TenantField, string>;
+  const values = Object.fromEntries(TENANT_FIELDS.map((field) => [field, String(form.get(field) ?? '').trim()])) as Record<
+    TenantField,
+    string
+  >;
   const { body, errors } = bodyFrom(values, form.get('clearWebhook') === 'on');
   const parsed = putTenantBody.safeParse(body);
   if (!parsed.success) {
