@@ -9,7 +9,9 @@ ENV NODE_ENV=production \
   HOST=0.0.0.0 \
   PORT=3000 \
   METRICS_HOST=0.0.0.0 \
-  NODE_OPTIONS="--max-old-space-size=96 --max-semi-space-size=4"
+  NODE_OPTIONS="--max-old-space-size=96 --max-semi-space-size=4" \
+  NODE_COMPILE_CACHE=/app/.compile-cache \
+  NODE_COMPILE_CACHE_PORTABLE=1
 WORKDIR /app
 USER flagmeter
 STOPSIGNAL SIGTERM
