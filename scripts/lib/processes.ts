@@ -67,6 +67,12 @@ export interface SpawnOptions {
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
 }
 
+/** Children still running; whatever the caller forgot (a failed setup, a crashed test) dies with us. */
+const live = new Set<() => void>();
+process.once('exit', () => {
+  for (const kill of live) kill();
+});
+
 /** Runs `node <args>` (or `command <args>`) with piped output. */
 export function spawnNode(
   args: string[],
@@ -98,7 +104,20 @@ export function spawnNode(
   child.stdout!.on('data', keep('stdout'));
   child.stderr!.on('data', keep('stderr'));
   let code: number | null | undefined;
-  const exited = new Promise<number | null>((done) => child.once('exit', (exitCode) => done((code = exitCode))));
+  const killOnExit = (): void => {
+    try {
+      if (child.pid !== undefined) process.kill(group ? -child.pid : child.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  };
+  live.add(killOnExit);
+  const exited = new Promise<number | null>((done) =>
+    child.once('exit', (exitCode) => {
+      live.delete(killOnExit);
+      done((code = exitCode));
+    }),
+  );
   const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
     if (code === undefined && child.pid !== undefined) {
       try {
