@@ -172,3 +172,17 @@ export const tenantCounts = pgTable('tenant_counts', {
   shard: smallint('shard').primaryKey(),
   tenants: bigint('tenants', { mode: 'bigint' }).notNull().default(sql`0`),
 });
+
+/**
+ * Dashboard sessions ended by logout, kept until they would have expired anyway: a copied cookie of
+ * a logged-out session opens nothing on any site replica, after restarts too.
+ */
+export const revokedSessions = pgTable(
+  'revoked_sessions',
+  {
+    id: text('id').primaryKey(),
+    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
+    revokedAt: timestamp('revoked_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (table) => [index('revoked_sessions_expires_at_idx').on(table.expiresAt)],
+);

@@ -5,7 +5,6 @@ import type { Runtime } from '../shared/runtime/runtime.ts';
 import { SITE_ENTRY, ensureSiteBuilt } from './build.ts';
 import { loadSiteConfig } from './src/lib/config.ts';
 import { provideSiteDeps } from './src/lib/deps.ts';
-import { RevokedSessions } from './src/lib/revocations.ts';
 import { SECURITY_HEADERS } from './src/lib/security-headers.ts';
 import { FailureThrottle } from '../shared/domain/throttle.ts';
 
@@ -23,7 +22,6 @@ export async function mountSite(app: FastifyInstance, runtime: Runtime): Promise
   const site = loadSiteConfig(runtime.config);
   provideSiteDeps({
     db: runtime.db, auth: runtime.auth, config: runtime.config, logger: runtime.logger, site, throttle: new FailureThrottle(),
-    revoked: new RevokedSessions(),
   });
   const { built } = await ensureSiteBuilt();
   if (built) runtime.logger.info('site built into site/dist');

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureSiteBuilt, SITE_ENTRY } from '../site/build.ts';
 import { type RunningProcess, startProcess } from './helpers/processes.ts';
-import { servicesAvailable } from './helpers/services.ts';
+import { createKeySpace, servicesAvailable, VALKEY_URL } from './helpers/services.ts';
 import { ADMIN_TOKEN, loginCookie, type SiteServer, startSiteServer } from './site/harness.ts';
 
 const STATIC_PATHS = ['/', '/docs/api', '/favicon.svg'];
@@ -71,7 +71,7 @@ describe.skipIf(!servicesAvailable)('site: sessions, login throttle and headers'
     expect(((await throttled.json()) as { error: { code: string } }).error.code).toBe('too_many_requests');
   });
 
-  it('ends the session on the server at logout: the old cookie opens nothing afterwards', async () => {
+  it('ends the session on the server at logout: the old cookie opens nothing afterwards, on any site process', async () => {
     const session = await loginCookie(server.url);
     const keys = await fetch(`${server.url}/dashboard/keys`, { headers: { cookie: session }, redirect: 'manual' });
     expect(keys.status).toBe(200);
@@ -87,6 +87,27 @@ describe.skipIf(!servicesAvailable)('site: sessions, login throttle and headers'
     const replay = await fetch(`${server.url}/dashboard/keys`, { headers: { cookie: session }, redirect: 'manual' });
     expect(replay.status).toBe(303);
     expect(replay.headers.get('location')).toMatch(/^\/login\?next=/);
+
+    // Another site process on the same database (a second replica, or this one restarted): the
+    // logged-out cookie still opens nothing there, while a live session from the first one does.
+    const keySpace = createKeySpace();
+    const other = await startProcess('tests/site/combined-server.ts', {
+      DATABASE_URL: server.database.url,
+      VALKEY_URL,
+      VALKEY_PREFIX: keySpace.prefix,
+      ADMIN_TOKEN,
+      LOG_LEVEL: 'warn',
+    });
+    try {
+      const live = await loginCookie(server.url);
+      expect((await fetch(`${other.url}/dashboard/keys`, { headers: { cookie: live }, redirect: 'manual' })).status).toBe(200);
+      const elsewhere = await fetch(`${other.url}/dashboard/keys`, { headers: { cookie: session }, redirect: 'manual' });
+      expect(elsewhere.status).toBe(303);
+      expect(elsewhere.headers.get('location')).toMatch(/^\/login\?next=/);
+    } finally {
+      await other.kill('SIGTERM');
+      await keySpace.clear();
+    }
   });
 
   it('never answers 500 to a next= holding CR, LF or U+2028, and sends the user to a same-site path', async () => {

@@ -1,4 +1,5 @@
 import type { APIContext, MiddlewareHandler } from 'astro';
+import { isSessionRevoked } from './lib/revocations.ts';
 import { siteDeps } from './lib/deps.ts';
 import { SECURITY_HEADERS } from './lib/security-headers.ts';
 import { CSRF_FIELD, LOGIN_COOKIE, SESSION_COOKIE, csrfToken, newLoginNonce, validCsrfToken, verifySession } from './lib/session.ts';
@@ -30,11 +31,11 @@ async function submittedToken(context: APIContext): Promise<unknown> {
 export const onRequest: MiddlewareHandler = async (context, next) => {
   // Prerendered pages run this at build time, where there is no database and no visitor.
   if (context.isPrerendered) return next();
-  const { site, revoked, config } = await siteDeps();
+  const { site, db, config } = await siteDeps();
   const path = context.url.pathname;
   const verified = verifySession(site.sessionKey, context.cookies.get(SESSION_COOKIE)?.value);
   // A signed cookie is not enough: a session ended by logout stays ended.
-  const session = verified && !revoked.has(verified.id) ? verified : undefined;
+  const session = verified && !(await isSessionRevoked(db, verified.id)) ? verified : undefined;
   context.locals.session = session;
 
   let boundTo = session?.id;

@@ -3,7 +3,6 @@ import { type Config, ConfigError, loadConfig } from '../../../shared/platform/c
 import { connectPostgres, type Db } from '../../../shared/platform/db.ts';
 import { createLogger, type Logger } from '../../../shared/platform/logger.ts';
 import { type SiteConfig, loadSiteConfig } from './config.ts';
-import { RevokedSessions } from './revocations.ts';
 import { FailureThrottle } from '../../../shared/domain/throttle.ts';
 
 /**
@@ -18,7 +17,6 @@ export interface SiteDeps {
   logger: Logger;
   site: SiteConfig;
   throttle: FailureThrottle;
-  revoked: RevokedSessions;
 }
 
 // The built site is a separate bundle with its own copies of these modules, so `npm start` hands
@@ -56,5 +54,5 @@ async function openStandalone(): Promise<SiteDeps> {
     max: config.DATABASE_POOL_SIZE,
     statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT,
   });
-  return { db, config, logger, site, throttle: new FailureThrottle(), revoked: new RevokedSessions() };
+  return { db, config, logger, site, throttle: new FailureThrottle() };
 }

@@ -1,25 +1,22 @@
+import { eq, lt } from 'drizzle-orm';
+import type { Queryable } from '../../../shared/platform/db.ts';
+import { orm } from '../../../shared/platform/orm.ts';
+import { revokedSessions } from '../../../shared/schema.ts';
 import type { Session } from './session.ts';
 
 /**
- * Sessions ended by logout, remembered until they would have expired anyway, so the cookie of a
- * logged-out session opens nothing even if it was copied. Held by the process that serves the site
- * (npm start, or the site's container); bounded, oldest expiry dropped first.
+ * Ends a session server-side (logout). It is remembered in PostgreSQL until it would have expired
+ * anyway, so every site replica refuses its cookie, after restarts too; expired entries go on the way.
  */
-export class RevokedSessions {
-  private readonly revoked = new Map<string, number>();
+export async function revokeSession(db: Queryable, session: Session): Promise<void> {
+  await orm(db).delete(revokedSessions).where(lt(revokedSessions.expiresAt, new Date()));
+  await orm(db)
+    .insert(revokedSessions)
+    .values({ id: session.id, expiresAt: new Date(session.expiresAt) })
+    .onConflictDoNothing();
+}
 
-  constructor(private readonly maxEntries = 100_000) {}
-
-  revoke(session: Session, now = Date.now()): void {
-    for (const [id, expiresAt] of this.revoked) if (expiresAt <= now) this.revoked.delete(id);
-    if (this.revoked.size >= this.maxEntries) {
-      const oldest = this.revoked.keys().next().value;
-      if (oldest !== undefined) this.revoked.delete(oldest);
-    }
-    this.revoked.set(session.id, session.expiresAt);
-  }
-
-  has(id: string): boolean {
-    return this.revoked.has(id);
-  }
+export async function isSessionRevoked(db: Queryable, id: string): Promise<boolean> {
+  const rows = await orm(db).select({ id: revokedSessions.id }).from(revokedSessions).where(eq(revokedSessions.id, id));
+  return rows.length > 0;
 }
