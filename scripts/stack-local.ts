@@ -9,11 +9,11 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { Agent, createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FUNCTION_ROUTES } from '../functions/routes.ts';
 import { freePort, ROOT, spawnNode } from './lib/processes.ts';
+import { createRouterProxy } from './lib/router.ts';
 import { compileRouters, routeRequest, stackRouters } from './lib/traefik.ts';
 
 const { values } = parseArgs({ options: { dist: { type: 'string', default: 'dist' } } });
@@ -131,51 +131,14 @@ const ports = new Map(units.filter((unit) => unit.port).map((unit) => [unit.name
 const routers = compileRouters(
   stackRouters().map((router) => ({ name: router.service as string, rule: router.rule, priority: router.priority })),
 );
-const agent = new Agent({ keepAlive: true, maxSockets: 256 });
-
-function sendError(response: ServerResponse, status: number, code: string, message: string): void {
-  if (response.headersSent) {
-    response.destroy();
-    return;
-  }
-  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
-  response.end(JSON.stringify({ error: { code, message } }));
-}
-
-function proxy(request: IncomingMessage, response: ServerResponse): void {
-  const path = (request.url ?? '/').split('?')[0]!;
-  const target = routeRequest(routers, { method: request.method ?? 'GET', path });
-  const port = target ? ports.get(target) : undefined;
-  if (!port) {
-    sendError(response, 404, 'not_found', `no route for ${request.method} ${path}`);
-    return;
-  }
-  const upstream = httpRequest(
-    {
-      host: '127.0.0.1',
-      port,
-      method: request.method,
-      path: request.url,
-      agent,
-      headers: {
-        ...request.headers,
-        'x-forwarded-for': request.socket.remoteAddress ?? '',
-        'x-forwarded-host': request.headers.host ?? '',
-        'x-forwarded-proto': 'http',
-      },
-    },
-    (answer) => {
-      response.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(response);
-    },
-  );
-  // Like Traefik: a function that is down or restarting is a 502, never a hung request.
-  upstream.on('error', (error) => sendError(response, 502, 'bad_gateway', `${target} is unavailable: ${error.message}`));
-  request.pipe(upstream);
-}
-
-const router = createServer(proxy);
-router.keepAliveTimeout = 65_000;
+const { server: router, agent } = createRouterProxy({
+  route: (request, path) => {
+    const target = routeRequest(routers, { method: request.method ?? 'GET', path });
+    const port = target ? ports.get(target) : undefined;
+    return target && port ? { name: target, host: '127.0.0.1', port } : undefined;
+  },
+  forwarded: (request) => ({ for: request.socket.remoteAddress ?? '', proto: 'http' }),
+});
 
 async function stop(signal: string): Promise<void> {
   if (stopping) return;

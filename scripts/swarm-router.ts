@@ -9,7 +9,8 @@
  *   DOMAIN (required)   the public host name the rules accept
  *   PORT (8080)         traffic; PING_PORT (8082) answers GET /ping, for the health check
  */
-import { Agent, createServer, type IncomingMessage, request as httpRequest, type ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
+import { createRouterProxy } from './lib/router.ts';
 import { CONTAINER_PORT, compileRouters, hostRule, routeRequest, stackRouters } from './lib/traefik.ts';
 
 const domain = process.env.DOMAIN;
@@ -23,57 +24,23 @@ const pingPort = Number(process.env.PING_PORT ?? 8082);
 const routers = compileRouters(
   stackRouters().map((router) => ({ name: router.service as string, rule: hostRule(router.rule, domain), priority: router.priority })),
 );
-const agent = new Agent({ keepAlive: true, maxSockets: 256 });
 
 function log(fields: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify({ level: 'info', time: new Date().toISOString(), service: 'router', ...fields })}\n`);
 }
 
-function sendError(response: ServerResponse, status: number, code: string, message: string): void {
-  if (response.headersSent) {
-    response.destroy();
-    return;
-  }
-  response.writeHead(status, { 'content-type': 'application/json; charset=utf-8' });
-  response.end(JSON.stringify({ error: { code, message } }));
-}
-
-function proxy(request: IncomingMessage, response: ServerResponse): void {
-  const path = (request.url ?? '/').split('?')[0]!;
-  const target = routeRequest(routers, { method: request.method ?? 'GET', path, host: request.headers.host });
-  if (!target) {
-    sendError(response, 404, 'not_found', `no route for ${request.method} ${request.headers.host ?? ''}${path}`);
-    return;
-  }
-  const forwardedFor = [request.headers['x-forwarded-for'], request.socket.remoteAddress].filter(Boolean).join(', ');
-  const upstream = httpRequest(
-    {
-      // The service name resolves to its virtual IP; Swarm balances over the healthy tasks.
-      host: target,
-      port: CONTAINER_PORT,
-      method: request.method,
-      path: request.url,
-      agent,
-      headers: {
-        ...request.headers,
-        'x-forwarded-for': forwardedFor,
-        'x-forwarded-host': request.headers.host ?? '',
-        'x-forwarded-proto': request.headers['x-forwarded-proto'] === 'https' ? 'https' : 'http',
-      },
-    },
-    (answer) => {
-      response.writeHead(answer.statusCode ?? 502, answer.headers);
-      answer.pipe(response);
-    },
-  );
-  // Like Traefik: a service with no reachable task is a 502, never a hung request.
-  upstream.setTimeout(30_000, () => upstream.destroy(new Error('no answer within 30 s')));
-  upstream.on('error', (error) => sendError(response, 502, 'bad_gateway', `${target} is unavailable: ${error.message}`));
-  request.pipe(upstream);
-}
-
-const server = createServer(proxy);
-server.keepAliveTimeout = 65_000;
+// The service name resolves to its virtual IP (or its tasks, dnsrr); Swarm balances over the healthy tasks.
+const { server } = createRouterProxy({
+  route: (request, path) => {
+    const service = routeRequest(routers, { method: request.method ?? 'GET', path, host: request.headers.host });
+    return service ? { name: service, host: service, port: CONTAINER_PORT } : undefined;
+  },
+  // Traefik's websecure entrypoint sits behind TLS: keep the scheme the terminator in front says.
+  forwarded: (request) => ({
+    for: [request.headers['x-forwarded-for'], request.socket.remoteAddress].filter(Boolean).join(', '),
+    proto: request.headers['x-forwarded-proto'] === 'https' ? 'https' : 'http',
+  }),
+});
 const ping = createServer((request, response) => {
   response.writeHead(request.url === '/ping' ? 200 : 404, { 'content-type': 'text/plain' });
   response.end(request.url === '/ping' ? 'OK' : '');
