@@ -1,4 +1,7 @@
+import { and, desc, eq, lt, ne } from 'drizzle-orm';
 import type { Queryable } from '../platform/db.ts';
+import { orm } from '../platform/orm.ts';
+import { alerts } from '../schema.ts';
 import { percentOf } from './usage.ts';
 
 /** Thresholds (percent of quota) that `used` has reached; exact integer comparison. */
@@ -74,47 +77,32 @@ export interface AlertView {
   rearmedAt: string | null;
 }
 
-interface AlertRow {
-  id: bigint;
-  tenant: string;
-  threshold: number;
-  period_start: string;
-  used_tokens: bigint;
-  quota: bigint;
-  status: string;
-  created_at: Date;
-  delivered_at: Date | null;
-  attempts: number;
-  last_error: string | null;
-  rearmed_at: Date | null;
-}
-
-const ALERT_COLUMNS =
-  'id, tenant, threshold, period_start, used_tokens, quota, status, created_at, delivered_at, attempts, last_error, rearmed_at';
+type AlertRow = typeof alerts.$inferSelect;
 
 function alertView(row: AlertRow): AlertView {
-  const iso = (value: Date | null) => (value ? new Date(value).toISOString() : null);
   return {
     id: row.id.toString(),
     threshold: row.threshold,
-    period: row.period_start.slice(0, 7),
-    usedTokens: row.used_tokens,
+    period: row.periodStart.slice(0, 7),
+    usedTokens: row.usedTokens,
     quota: row.quota,
-    percent: percentOf(row.used_tokens, row.quota),
+    percent: percentOf(row.usedTokens, row.quota),
     status: row.status,
-    createdAt: iso(row.created_at)!,
-    deliveredAt: iso(row.delivered_at),
+    createdAt: row.createdAt.toISOString(),
+    deliveredAt: row.deliveredAt?.toISOString() ?? null,
     attempts: row.attempts,
-    lastError: row.last_error,
-    rearmedAt: iso(row.rearmed_at),
+    lastError: row.lastError,
+    rearmedAt: row.rearmedAt?.toISOString() ?? null,
   };
 }
 
 export async function listAlerts(db: Queryable, tenant: string, limit = 100): Promise<AlertView[]> {
-  const rows = await db.query<AlertRow>(
-    `SELECT ${ALERT_COLUMNS} FROM alerts WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
-    [tenant, limit],
-  );
+  const rows = await orm(db)
+    .select()
+    .from(alerts)
+    .where(eq(alerts.tenant, tenant))
+    .orderBy(desc(alerts.createdAt), desc(alerts.id))
+    .limit(limit);
   return rows.map(alertView);
 }
 
@@ -135,12 +123,17 @@ export async function listAlertLog(
   query: AlertLogQuery = {},
 ): Promise<{ alerts: (AlertView & { tenant: string })[]; next: bigint | undefined }> {
   const limit = query.limit ?? 50;
-  const rows = await db.query<AlertRow>(
-    `SELECT ${ALERT_COLUMNS} FROM alerts
-     WHERE ($1::bigint IS NULL OR id < $1::bigint) AND (NOT $2::boolean OR status <> 'delivered')
-     ORDER BY id DESC LIMIT $3`,
-    [query.before?.toString() ?? null, query.undelivered === true, limit + 1],
-  );
+  const rows = await orm(db)
+    .select()
+    .from(alerts)
+    .where(
+      and(
+        query.before === undefined ? undefined : lt(alerts.id, query.before),
+        query.undelivered ? ne(alerts.status, 'delivered') : undefined,
+      ),
+    )
+    .orderBy(desc(alerts.id))
+    .limit(limit + 1);
   const page = rows.slice(0, limit);
   return {
     alerts: page.map((row) => ({ ...alertView(row), tenant: row.tenant })),
