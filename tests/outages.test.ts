@@ -6,7 +6,7 @@ import { errorBody } from '../shared/platform/http/errors.ts';
 import { createRuntime, type Runtime } from '../shared/runtime/runtime.ts';
 import { byTenant, rolledUp, sendBatches, sortedEntries, type Totals } from './helpers/load.ts';
 import { freePort, type RunningProcess, startAggregatorProcess, startProcess, waitFor } from './helpers/processes.ts';
-import { type CuttableProxy, startProxy } from './helpers/proxy.ts';
+import { type CuttableProxy, proxyDatabase } from './helpers/proxy.ts';
 import { functionEnv } from './helpers/runtime.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, uniqueName } from './helpers/services.ts';
 
@@ -59,12 +59,10 @@ describe.skipIf(!servicesAvailable)('outages', () => {
   });
 
   it('keeps accepting while PostgreSQL is cut off from the aggregator and counts everything once it is back', async () => {
-    const url = new URL(database.url);
-    proxy = await startProxy(url.hostname, Number(url.port || 5432));
-    const proxied = new URL(database.url);
-    proxied.port = String(proxy.port);
+    const proxied = await proxyDatabase(database.url);
+    proxy = proxied.proxy;
     const ingest = await startProcess('functions/ingest/server.ts', env);
-    const aggregator = await startAggregatorProcess({ ...env, DATABASE_URL: proxied.toString() }, 'behind-proxy');
+    const aggregator = await startAggregatorProcess({ ...env, DATABASE_URL: proxied.url }, 'behind-proxy');
     processes.push(ingest, aggregator);
     const tenants = Array.from({ length: 5 }, (_, i) => uniqueName(`pgdown${i}`));
     const accepted: Totals = new Map();

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningProcess, startProcess, waitFor } from '../helpers/processes.ts';
-import { type PostgresProxy, startProxy } from '../helpers/proxy.ts';
+import { type PostgresProxy, proxyDatabase } from '../helpers/proxy.ts';
 import { ADMIN_TOKEN } from '../helpers/runtime.ts';
 import { createKeySpace, servicesAvailable, VALKEY_URL } from '../helpers/services.ts';
 import { createEmptyDatabase } from '../helpers/stack.ts';
@@ -24,10 +24,7 @@ describe.skipIf(!servicesAvailable)('fault: start-up against a PostgreSQL that k
     // Empty: npm start's migrations run through the flaky connection too.
     database = await createEmptyDatabase();
     keySpace = createKeySpace();
-    const url = new URL(database.url);
-    proxy = await startProxy(url.hostname, Number(url.port || 5432));
-    url.port = String(proxy.port);
-    proxiedUrl = url.toString();
+    ({ proxy, url: proxiedUrl } = await proxyDatabase(database.url));
   });
   afterAll(async () => {
     await Promise.all(running.map((process) => process.kill('SIGKILL')));

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addTo, byTenant, rolledUp, sortedEntries, type Totals } from '../helpers/load.ts';
 import { waitFor } from '../helpers/processes.ts';
-import { type PostgresProxy, startProxy } from '../helpers/proxy.ts';
+import { type PostgresProxy, proxyDatabase } from '../helpers/proxy.ts';
 import { servicesAvailable } from '../helpers/services.ts';
 import { createFaultStack, createTenants, expectReconciled, type FaultStack } from './harness.ts';
 
@@ -16,11 +16,9 @@ describe.skipIf(!servicesAvailable)("fault: the answer to the aggregator's COMMI
   beforeAll(async () => {
     // Small rounds: many commits, so every lost answer falls on a round with more work behind it.
     stack = await createFaultStack({ AGGREGATOR_BATCH_SIZE: '5', AGGREGATOR_LANES: '2' });
-    const url = new URL(stack.database.url);
-    proxy = await startProxy(url.hostname, Number(url.port || 5432));
-    const proxied = new URL(stack.database.url);
-    proxied.port = String(proxy.port);
-    behindProxy = { DATABASE_URL: proxied.toString() };
+    const proxied = await proxyDatabase(stack.database.url);
+    proxy = proxied.proxy;
+    behindProxy = { DATABASE_URL: proxied.url };
   });
   afterAll(async () => {
     await stack?.close();

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rolledUp, sortedEntries } from '../helpers/load.ts';
 import { type RunningProcess, waitFor } from '../helpers/processes.ts';
-import { type PostgresProxy, startProxy } from '../helpers/proxy.ts';
+import { type PostgresProxy, proxyDatabase } from '../helpers/proxy.ts';
 import { servicesAvailable } from '../helpers/services.ts';
 import { createFaultStack, createTenants, expectReconciled, type FaultStack, SteadyLoad } from './harness.ts';
 
@@ -16,11 +16,9 @@ describe.skipIf(!servicesAvailable)('fault: PostgreSQL connections cut for 10 s'
 
   beforeAll(async () => {
     stack = await createFaultStack();
-    const url = new URL(stack.database.url);
-    proxy = await startProxy(url.hostname, Number(url.port || 5432));
-    const proxied = new URL(stack.database.url);
-    proxied.port = String(proxy.port);
-    behindProxy = { DATABASE_URL: proxied.toString() };
+    const proxied = await proxyDatabase(stack.database.url);
+    proxy = proxied.proxy;
+    behindProxy = { DATABASE_URL: proxied.url };
   });
   afterAll(async () => {
     await stack?.close();

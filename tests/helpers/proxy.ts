@@ -189,3 +189,11 @@ export async function startProxy(targetHost: string, targetPort: number): Promis
     },
   };
 }
+
+/** A proxy in front of the PostgreSQL of `databaseUrl`, and the same URL through it. */
+export async function proxyDatabase(databaseUrl: string): Promise<{ proxy: PostgresProxy; url: string }> {
+  const url = new URL(databaseUrl);
+  const proxy = await startProxy(url.hostname, Number(url.port || 5432));
+  url.port = String(proxy.port);
+  return { proxy, url: url.toString() };
+}
