@@ -31,7 +31,10 @@ export const apiKeys = pgTable(
   (table) => [uniqueIndex('api_keys_key_hash_idx').on(table.keyHash)],
 );
 
-/** Hourly buckets are UTC hours. */
+/**
+ * Hourly buckets are UTC hours. The key leads with (tenant, hour) so that one index serves both the
+ * aggregator's upsert and a tenant's series over a time range, with or without a feature.
+ */
 export const usageHourly = pgTable(
   'usage_hourly',
   {
@@ -41,13 +44,13 @@ export const usageHourly = pgTable(
     tokens: tokens(),
     events: events(),
   },
-  (table) => [
-    primaryKey({ columns: [table.tenant, table.feature, table.hour] }),
-    index('usage_hourly_tenant_hour_idx').on(table.tenant, table.hour),
-  ],
+  (table) => [primaryKey({ columns: [table.tenant, table.hour, table.feature] })],
 );
 
-/** Daily buckets are calendar days in the tenant's time zone. */
+/**
+ * Daily buckets are calendar days in the tenant's time zone; a period's per-feature totals are the sum
+ * of its days (at most 31 rows a feature). Keyed (tenant, day, feature) like the hourly table.
+ */
 export const usageDaily = pgTable(
   'usage_daily',
   {
@@ -57,23 +60,7 @@ export const usageDaily = pgTable(
     tokens: tokens(),
     events: events(),
   },
-  (table) => [
-    primaryKey({ columns: [table.tenant, table.feature, table.day] }),
-    index('usage_daily_tenant_day_idx').on(table.tenant, table.day),
-  ],
-);
-
-/** Per-feature totals of one quota period (a calendar month in the tenant's time zone). */
-export const usagePeriodFeatures = pgTable(
-  'usage_period_features',
-  {
-    tenant: text('tenant').notNull(),
-    periodStart: date('period_start', { mode: 'string' }).notNull(),
-    feature: text('feature').notNull(),
-    tokens: tokens(),
-    events: events(),
-  },
-  (table) => [primaryKey({ columns: [table.tenant, table.periodStart, table.feature] })],
+  (table) => [primaryKey({ columns: [table.tenant, table.day, table.feature] })],
 );
 
 /** One row per tenant and period: the O(1) quota check. */

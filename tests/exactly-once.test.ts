@@ -44,7 +44,6 @@ describe.skipIf(!servicesAvailable)('exactly once through aggregator crashes', (
     );
     const rollups = await rolledUp(runtime.db, tenants);
     expect(sortedEntries(rollups.periods)).toEqual(sortedEntries(expected));
-    expect(sortedEntries(rollups.periodFeatures)).toEqual(sortedEntries(accepted));
     expect(sortedEntries(rollups.hourly)).toEqual(sortedEntries(accepted));
     expect(sortedEntries(rollups.daily)).toEqual(sortedEntries(accepted));
     // Nothing more arrives later: the backlog is drained, not merely ahead of the check.

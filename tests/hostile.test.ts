@@ -342,7 +342,7 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
       );
       const rolled = await rolledUp(runtime.db, tenants);
       expect(sortedEntries(rolled.periods)).toEqual(sortedEntries(byTenant(accepted)));
-      expect(sortedEntries(rolled.periodFeatures)).toEqual(sortedEntries(accepted));
+      expect(sortedEntries(rolled.daily)).toEqual(sortedEntries(accepted));
     } finally {
       await aggregator.kill('SIGKILL');
     }

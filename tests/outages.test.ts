@@ -79,7 +79,7 @@ describe.skipIf(!servicesAvailable)('outages', () => {
         },
         { timeoutMs: 60_000, intervalMs: 200, what: 'rollups to equal the accepted events' },
       );
-      expect(sortedEntries((await rolledUp(runtime.db, tenants)).periodFeatures)).toEqual(sortedEntries(accepted));
+      expect(sortedEntries((await rolledUp(runtime.db, tenants)).daily)).toEqual(sortedEntries(accepted));
     };
     await expectCounted();
 

@@ -125,30 +125,20 @@ async function upsertRollups(
        INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
        SELECT tenant, feature, hour, tokens, events
        FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, feature text, hour timestamptz, tokens bigint, events bigint)
-       ON CONFLICT (tenant, feature, hour) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+       ON CONFLICT (tenant, hour, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
      ), daily AS (
        INSERT INTO usage_daily AS u (tenant, feature, day, tokens, events)
        SELECT tenant, feature, day, tokens, events
        FROM jsonb_to_recordset($2::jsonb) AS x(tenant text, feature text, day date, tokens bigint, events bigint)
-       ON CONFLICT (tenant, feature, day) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
-     ), period_features AS (
-       INSERT INTO usage_period_features AS u (tenant, period_start, feature, tokens, events)
-       SELECT tenant, period_start, feature, tokens, events
-       FROM jsonb_to_recordset($3::jsonb) AS x(tenant text, period_start date, feature text, tokens bigint, events bigint)
-       ON CONFLICT (tenant, period_start, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+       ON CONFLICT (tenant, day, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
      )
      INSERT INTO usage_periods AS u (tenant, period_start, tokens, events, last_event_at)
      SELECT tenant, period_start, tokens, events, last_event_at
-     FROM jsonb_to_recordset($4::jsonb) AS x(tenant text, period_start date, tokens bigint, events bigint, last_event_at timestamptz)
+     FROM jsonb_to_recordset($3::jsonb) AS x(tenant text, period_start date, tokens bigint, events bigint, last_event_at timestamptz)
      ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
        last_event_at = greatest(u.last_event_at, excluded.last_event_at)
      RETURNING tenant, period_start, tokens, now() AS now`,
-    [
-      stringifyExact(rollups.hourly),
-      stringifyExact(rollups.daily),
-      stringifyExact(rollups.periodFeatures),
-      stringifyExact(rollups.periods),
-    ],
+    [stringifyExact(rollups.hourly), stringifyExact(rollups.daily), stringifyExact(rollups.periods)],
   );
 }
 

@@ -26,13 +26,6 @@ export interface DailyRow {
   tokens: Sum;
   events: number;
 }
-export interface PeriodFeatureRow {
-  tenant: string;
-  period_start: string;
-  feature: string;
-  tokens: Sum;
-  events: number;
-}
 export interface PeriodRow {
   tenant: string;
   period_start: string;
@@ -44,7 +37,6 @@ export interface PeriodRow {
 export interface Rollups {
   hourly: HourlyRow[];
   daily: DailyRow[];
-  periodFeatures: PeriodFeatureRow[];
   periods: PeriodRow[];
   events: number;
 }
@@ -116,11 +108,10 @@ export function groupByQuarterHour(entries: readonly QueueEntry[]): QuarterHourG
   return { groups: [...groups.values()], tenants: [...tenants].sort(), events };
 }
 
-/** Turns quarter-hour groups into hourly, daily, per-feature period and period rows. */
+/** Turns quarter-hour groups into hourly, daily and period rows. */
 export function rollUp({ groups, events }: QuarterHourGroups, timeZoneOf: (tenant: string) => string): Rollups {
   const hourly = new Map<string, HourlyRow>();
   const daily = new Map<string, DailyRow>();
-  const periodFeatures = new Map<string, PeriodFeatureRow>();
   const periods = new Map<string, PeriodRow>();
   for (const group of groups) {
     const { tenant, feature, tokens, events: count } = group;
@@ -128,15 +119,8 @@ export function rollUp({ groups, events }: QuarterHourGroups, timeZoneOf: (tenan
     const hour = new Date(hourStart(instant)).toISOString();
     const day = localDay(timeZoneOf(tenant), instant);
     const periodStart = `${day.slice(0, 8)}01`;
-    upsert(hourly, `${tenant}\t${feature}\t${hour}`, () => ({ tenant, feature, hour, tokens: 0, events: 0 }), tokens, count);
-    upsert(daily, `${tenant}\t${feature}\t${day}`, () => ({ tenant, feature, day, tokens: 0, events: 0 }), tokens, count);
-    upsert(
-      periodFeatures,
-      `${tenant}\t${periodStart}\t${feature}`,
-      () => ({ tenant, period_start: periodStart, feature, tokens: 0, events: 0 }),
-      tokens,
-      count,
-    );
+    upsert(hourly, `${tenant}\t${hour}\t${feature}`, () => ({ tenant, feature, hour, tokens: 0, events: 0 }), tokens, count);
+    upsert(daily, `${tenant}\t${day}\t${feature}`, () => ({ tenant, feature, day, tokens: 0, events: 0 }), tokens, count);
     const period = upsert(
       periods,
       `${tenant}\t${periodStart}`,
@@ -147,7 +131,7 @@ export function rollUp({ groups, events }: QuarterHourGroups, timeZoneOf: (tenan
     const lastAt = new Date(group.lastAt).toISOString();
     if (lastAt > period.last_event_at) period.last_event_at = lastAt;
   }
-  // A stable order keeps lock acquisition in one order across transactions.
+  // A stable order (the tables' key order) keeps lock acquisition in one order across transactions.
   const sorted = <T>(map: Map<string, T>): T[] => [...map.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, row]) => row);
-  return { hourly: sorted(hourly), daily: sorted(daily), periodFeatures: sorted(periodFeatures), periods: sorted(periods), events };
+  return { hourly: sorted(hourly), daily: sorted(daily), periods: sorted(periods), events };
 }

@@ -97,8 +97,10 @@ export async function readTenantUsage(db: Queryable, tenant: string, periodStart
                       WHERE d.tenant = t.name AND d.day >= t.window_start::date), 0)::bigint AS window_tokens,
             coalesce((SELECT json_agg(json_build_object('feature', f.feature, 'tokens', f.tokens::text)
                                       ORDER BY f.tokens DESC, f.feature)
-                      FROM usage_period_features f
-                      WHERE f.tenant = t.name AND f.period_start = t.period_start::date), '[]'::json) AS features
+                      FROM (SELECT d.feature, sum(d.tokens) AS tokens FROM usage_daily d
+                            WHERE d.tenant = t.name AND d.day >= t.period_start::date
+                              AND d.day < (t.period_start::date + interval '1 month')::date
+                            GROUP BY d.feature) f), '[]'::json) AS features
      FROM t LEFT JOIN usage_periods p ON p.tenant = t.name AND p.period_start = t.period_start::date`,
     [tenant, periodStartDay ?? null],
   );

@@ -218,7 +218,6 @@ export async function expectReconciled(runtime: Runtime, tenants: readonly strin
   await waitFor(async () => (await runtime.queue.backlog()).every((n) => n === 0), { timeoutMs: 30_000, what: 'the backlog to drain' });
   const rollups = await rolledUp(runtime.db, tenants);
   expect(sortedEntries(rollups.periods)).toEqual(sortedEntries(expected));
-  expect(sortedEntries(rollups.periodFeatures)).toEqual(sortedEntries(accepted));
   expect(sortedEntries(rollups.hourly)).toEqual(sortedEntries(accepted));
   expect(sortedEntries(rollups.daily)).toEqual(sortedEntries(accepted));
   await expectOneAlertPerThreshold(runtime, tenants);

@@ -73,7 +73,7 @@ describe.skipIf(!servicesAvailable)("fault: a backlog spread over many tenants, 
     });
     expect(wrong.slice(0, 5)).toEqual([]);
     const [features] = await stack.runtime.db.query<{ rows: bigint; tokens: bigint; events: bigint }>(
-      'SELECT count(*)::bigint AS rows, sum(tokens)::bigint AS tokens, sum(events)::bigint AS events FROM usage_period_features WHERE tenant LIKE $1',
+      'SELECT count(DISTINCT (tenant, feature))::bigint AS rows, sum(tokens)::bigint AS tokens, sum(events)::bigint AS events FROM usage_daily WHERE tenant LIKE $1',
       [like],
     );
     let expectedTokens = 0n;

@@ -72,7 +72,7 @@ export async function sendBatches(
 export async function rolledUp(
   db: Db,
   tenants: readonly string[],
-): Promise<{ periodFeatures: Totals; hourly: Totals; daily: Totals; periods: Map<string, bigint> }> {
+): Promise<{ hourly: Totals; daily: Totals; periods: Map<string, bigint> }> {
   const names = JSON.stringify(tenants);
   const read = async (table: string) => {
     const rows = await db.query<{ tenant: string; feature: string; tokens: bigint }>(
@@ -90,7 +90,6 @@ export async function rolledUp(
     [names],
   );
   return {
-    periodFeatures: await read('usage_period_features'),
     hourly: await read('usage_hourly'),
     daily: await read('usage_daily'),
     periods: new Map(periodRows.map((row) => [row.tenant, row.tokens])),

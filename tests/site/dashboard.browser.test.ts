@@ -224,10 +224,6 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
       [tenth],
     );
     await db.query("INSERT INTO usage_daily (tenant, feature, day, tokens, events) VALUES ('acme', 'gpt-4o', $1::date, 4321, 1)", [tenth]);
-    await db.query(
-      "INSERT INTO usage_period_features (tenant, period_start, feature, tokens, events) VALUES ('acme', $1::date, 'gpt-4o', 4321, 1)",
-      [previousDay],
-    );
     await db.query("INSERT INTO usage_periods (tenant, period_start, tokens, events) VALUES ('acme', $1::date, 4321, 1)", [previousDay]);
 
     await page.goto(`${server.url}/dashboard/tenants/acme`);
