@@ -139,7 +139,7 @@ async function functionEnv(name: FunctionName): Promise<{ env: Record<string, st
       ...(existsSync(join(bundlesDir, name, '.compile-cache'))
         ? { NODE_COMPILE_CACHE: join(bundlesDir, name, '.compile-cache'), NODE_COMPILE_CACHE_PORTABLE: '1' }
         : {}),
-      ...passThrough(['NODE_COMPILE_CACHE']),
+      ...passThrough(['NODE_COMPILE_CACHE', 'AGGREGATOR_BATCH_SIZE', 'AGGREGATOR_LANES']),
       ...(name === 'aggregator' ? { AGGREGATOR_ID: `bench-${keySpace!.prefix}` } : {}),
     },
   };

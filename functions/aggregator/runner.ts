@@ -33,13 +33,13 @@ interface Owned {
 
 const READ_BLOCK_MS = 250;
 /**
- * A round's memory follows its distinct groups (each becomes rows in four rollups, their JSON and
+ * A round's memory follows its distinct groups (each becomes rows in three rollups, their JSON and
  * the driver's copy of it), not its event count: 10,000 groups per commit keep a lane to a few MB
  * at any tenant cardinality, and a low-cardinality round still applies everything it read at once.
  */
 export const ROUND_KEYS = 10_000;
 /** Decoded events a lane reads per round (about 150 bytes each). */
-export const ROUND_EVENTS = 40_000;
+export const ROUND_EVENTS = 20_000;
 /** Largest request ingest accepts: the size assumed of entries until a read shows otherwise. */
 const MAX_EVENTS_PER_ENTRY = 1_000;
 const MAX_BACKOFF_MS = 5_000;

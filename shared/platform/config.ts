@@ -60,7 +60,7 @@ const configSchema = z.object({
   QUEUE_PARTITIONS: z.coerce.number().int().min(1).max(256).default(8),
   QUEUE_MAX_BACKLOG: z.coerce.number().int().min(1).default(1_000_000),
   AGGREGATOR_ID: z.string().min(1).max(128).optional(),
-  AGGREGATOR_BATCH_SIZE: z.coerce.number().int().min(1).max(100_000).default(500),
+  AGGREGATOR_BATCH_SIZE: z.coerce.number().int().min(1).max(100_000).default(100),
   AGGREGATOR_LEASE: duration('10s'),
   AGGREGATOR_LANES: z.coerce.number().int().min(1).max(16).default(2),
   SLACK_WEBHOOK_URL: optionalUrl,
