@@ -32,6 +32,8 @@ export interface AggregatorResult {
 export interface AggregatorDeps {
   db: Db;
   defaultQuota: bigint;
+  /** A commit renews its partitions' leases by this much, so lease upkeep need not wait for commits. */
+  leaseMs?: number;
 }
 
 /** A commit by an owner whose fence is no longer current: another aggregator took the partition. */
@@ -56,7 +58,7 @@ export class CheckpointMovedError extends Error {
 
 const RECORDS = (columns: string) => `jsonb_to_recordset($1::jsonb) AS x(${columns})`;
 
-async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[]): Promise<void> {
+async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[], leaseMs: number): Promise<void> {
   const rows = batches.map((batch) => ({
     partition: batch.partition,
     fence: batch.fence,
@@ -69,11 +71,12 @@ async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[]): Pro
   // applied again. Locks each checkpoint row: a concurrent takeover waits for this commit.
   const advanced = await tx.query<{ partition: number }>(
     `UPDATE partition_checkpoints c
-     SET last_id = x.last_id, applied_events = c.applied_events + x.events, updated_at = now()
+     SET last_id = x.last_id, applied_events = c.applied_events + x.events, updated_at = now(),
+         lease_until = CASE WHEN $2::int > 0 THEN now() + $2::int * interval '1 millisecond' ELSE c.lease_until END
      FROM ${RECORDS('partition int, fence bigint, after_id text, last_id text, events bigint')}
      WHERE c.partition = x.partition AND c.fence = x.fence AND c.last_id = x.after_id
      RETURNING c.partition`,
-    [JSON.stringify(rows)],
+    [JSON.stringify(rows), leaseMs],
   );
   if (advanced.length === rows.length) return;
   const kept = new Set(advanced.map((row) => row.partition));
@@ -158,7 +161,7 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     // The stream is trimmed after this commit, so the commit must be on disk even where the server
     // runs synchronous_commit=off for throughput.
     await tx.query('SET LOCAL synchronous_commit = on');
-    await advanceCheckpoints(tx, batches);
+    await advanceCheckpoints(tx, batches, deps.leaseMs ?? 0);
     const settings = await tenantSettings(tx, grouped.tenants, deps.defaultQuota);
     const rollups = rollUp(grouped, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
     const totals = await upsertRollups(tx, rollups);

@@ -216,14 +216,28 @@ export class AggregatorRunner {
     const { db, ownerId, leaseMs, queue } = this.options;
     if (this.owned.size > 0) {
       const held = JSON.stringify([...this.owned].map(([partition, owned]) => ({ partition, fence: owned.fence })));
+      // Rows a commit holds are skipped, not waited for: that commit renews them itself. Waiting would
+      // hold the rows already renewed, and with them the other lane's next commit, for a whole round.
       const renewed = await db.query<{ partition: number }>(
         `UPDATE partition_checkpoints c SET lease_until = now() + $2::int * interval '1 millisecond'
-         FROM jsonb_to_recordset($1::jsonb) AS x(partition int, fence bigint)
-         WHERE c.partition = x.partition AND c.fence = x.fence AND c.owner = $3
+         WHERE c.partition IN (
+           SELECT p.partition FROM partition_checkpoints p
+           JOIN jsonb_to_recordset($1::jsonb) AS x(partition int, fence bigint) ON p.partition = x.partition AND p.fence = x.fence
+           WHERE p.owner = $3 ORDER BY p.partition FOR UPDATE OF p SKIP LOCKED)
          RETURNING c.partition`,
         [held, leaseMs, ownerId],
       );
       const kept = new Set(renewed.map((row) => row.partition));
+      if (kept.size < this.owned.size) {
+        // Skipped rows are still ours while their last committed owner and fence are.
+        const current = await db.query<{ partition: number }>(
+          `SELECT p.partition FROM partition_checkpoints p
+           JOIN jsonb_to_recordset($1::jsonb) AS x(partition int, fence bigint) ON p.partition = x.partition AND p.fence = x.fence
+           WHERE p.owner = $2`,
+          [held, ownerId],
+        );
+        for (const row of current) kept.add(row.partition);
+      }
       for (const partition of this.owned.keys()) {
         if (!kept.has(partition)) {
           this.owned.delete(partition);

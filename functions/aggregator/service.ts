@@ -64,6 +64,7 @@ export async function startAggregator(runtime: Runtime, hooks: AggregatorHooks =
   const handler = createAggregatorHandler({
     db,
     defaultQuota: config.DEFAULT_MONTHLY_QUOTA,
+    leaseMs: config.AGGREGATOR_LEASE,
     logger,
     onCommitDuration: (seconds) => metrics.committed(seconds),
   });
