@@ -98,23 +98,38 @@ interface TenantSettings {
   thresholds: number[];
 }
 
+const CREATE_TENANTS = `INSERT INTO tenants (name, monthly_quota)
+   SELECT value, $2::bigint FROM jsonb_array_elements_text($1::jsonb) ORDER BY value
+   ON CONFLICT (name) DO NOTHING`;
+
 /**
- * Creates unknown tenants with the default quota (race-free) and returns their settings, read FOR
- * SHARE so that a concurrent quota change waits for this commit (or this batch for it).
+ * Creates unknown tenants with the default quota, in a short transaction of its own before the commit
+ * (idempotent, so a lost answer or a failed round leaves nothing wrong behind). Inside the rollup
+ * commit, a new tenant would hold its tenant-count shard row until that commit ends, and the other
+ * lane's commit creating a tenant in the same shard would wait for it.
+ */
+export async function createTenants(db: Queryable, tenants: string[], defaultQuota: bigint): Promise<void> {
+  if (tenants.length > 0) await db.query(CREATE_TENANTS, [JSON.stringify(tenants), defaultQuota.toString()]);
+}
+
+/**
+ * Returns the batch's tenants' settings, read FOR SHARE so that a concurrent quota change waits for
+ * this commit (or this batch for it). A tenant deleted since `createTenants` is created again here.
  */
 async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bigint): Promise<Map<string, TenantSettings>> {
-  const names = JSON.stringify(tenants);
-  await tx.query(
-    `INSERT INTO tenants (name, monthly_quota)
-     SELECT value, $2::bigint FROM jsonb_array_elements_text($1::jsonb) ORDER BY value
-     ON CONFLICT (name) DO NOTHING`,
-    [names, defaultQuota.toString()],
-  );
-  const rows = await tx.query<{ name: string; time_zone: string; monthly_quota: bigint; thresholds: number[] }>(
-    `SELECT name, time_zone, monthly_quota, thresholds FROM tenants
-     WHERE name IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) ORDER BY name FOR SHARE`,
-    [names],
-  );
+  const read = (names: string[]) =>
+    tx.query<{ name: string; time_zone: string; monthly_quota: bigint; thresholds: number[] }>(
+      `SELECT name, time_zone, monthly_quota, thresholds FROM tenants
+       WHERE name IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) ORDER BY name FOR SHARE`,
+      [JSON.stringify(names)],
+    );
+  const rows = await read(tenants);
+  if (rows.length < tenants.length) {
+    const found = new Set(rows.map((row) => row.name));
+    const missing = tenants.filter((tenant) => !found.has(tenant));
+    await tx.query(CREATE_TENANTS, [JSON.stringify(missing), defaultQuota.toString()]);
+    rows.push(...(await read(missing)));
+  }
   return new Map(rows.map((row) => [row.name, { timeZone: row.time_zone, quota: row.monthly_quota, thresholds: row.thresholds }]));
 }
 
@@ -157,6 +172,7 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
   const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
   if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertThresholds: [] };
   const grouped = groupByQuarterHour(entries);
+  await createTenants(deps.db, grouped.tenants, deps.defaultQuota);
   const { events, alertThresholds } = await deps.db.transaction(async (tx) => {
     // The stream is trimmed after this commit, so the commit must be on disk even where the server
     // runs synchronous_commit=off for throughput.
