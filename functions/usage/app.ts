@@ -6,7 +6,7 @@ import { createHttpApp } from '../../shared/platform/http/app.ts';
 import { ApiError } from '../../shared/platform/http/errors.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import { type CachedUsage, type TenantUsage, UsageCache, forecast, percentOf, readSeries, seriesCsv } from '../../shared/domain/usage.ts';
-import { stringifyExact } from '../../shared/platform/http/json.ts';
+import { stringifyWithBigints } from '../../shared/platform/http/json.ts';
 import { registerRoute } from '../route-spec.ts';
 import { getUsage, getUsageSeries } from './routes.ts';
 import type { SeriesResponse, UsageResponse } from './schema.ts';
@@ -69,7 +69,7 @@ export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
     authoriseTenant(request.principal, tenant);
     const cached = await loadTenant(tenant);
     // Serialised once per read and shared by every request that read answers.
-    cached.body ??= stringifyExact(usageView(cached.usage, cached.asOf));
+    cached.body ??= stringifyWithBigints(usageView(cached.usage, cached.asOf));
     return reply.type('application/json; charset=utf-8').send(cached.body);
   });
 

@@ -1,8 +1,19 @@
 import { z } from 'zod';
-import { featureName, tenantName } from '../../shared/domain/events.ts';
+import { featureName, isTenantName, tenantName } from '../../shared/domain/events.ts';
 import { SERIES_CSV_HEADER } from '../../shared/domain/usage.ts';
+import { withFastCheck } from '../../shared/platform/http/validate.ts';
 
-export const usageParams = z.object({ tenant: tenantName });
+/** The path parameters `usageParams` returns unchanged: only `tenant`, a valid tenant name. */
+export function isUsageParams(value: unknown): value is { tenant: string } {
+  if (value === null || typeof value !== 'object') return false;
+  let keys = 0;
+  for (const _key in value) keys++;
+  const { tenant } = value as { tenant?: unknown };
+  return keys === 1 && typeof tenant === 'string' && isTenantName(tenant);
+}
+
+// Checked on every usage read: the hand check takes the common case, zod the rest and its errors.
+export const usageParams = withFastCheck(z.object({ tenant: tenantName }), isUsageParams);
 
 // Series bounds stay where dates are ordinary: year 0 or 9999 reach date arithmetic (Node's and
 // PostgreSQL's) at its edges, which is no question worth a database round trip.

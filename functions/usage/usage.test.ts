@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { upsertTenant } from '../../shared/domain/tenants.ts';
@@ -5,6 +6,26 @@ import { parseExact } from '../../tests/helpers/json.ts';
 import { createTestStack, type TestStack } from '../../tests/helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from '../../tests/helpers/services.ts';
 import { buildUsageApp } from './app.ts';
+import { isUsageParams, usageParams } from './schema.ts';
+
+describe('the usage path parameters', () => {
+  const nameChars = fc.constantFrom(...'abcXYZ019._:@-/ é\t%'.split(''));
+  const name = fc.oneof(fc.string({ unit: nameChars, minLength: 0, maxLength: 130 }), fc.string(), fc.constant('a'.repeat(129)));
+  const candidate = fc.record({ tenant: fc.oneof(name, fc.anything()), extra: fc.anything() }, { requiredKeys: [] });
+
+  it('hand check: accepts only what the schema accepts, and only values it returns unchanged', () => {
+    fc.assert(
+      fc.property(fc.oneof(candidate, fc.anything()), (raw) => {
+        if (!isUsageParams(raw)) return;
+        const parsed = usageParams.safeParse(raw);
+        expect(parsed.success).toBe(true);
+        expect(parsed.data).toEqual(raw);
+      }),
+      { numRuns: 5_000 },
+    );
+    expect(isUsageParams({ tenant: 'acme-1' })).toBe(true);
+  });
+});
 
 describe.skipIf(!servicesAvailable)('usage function (its own app, real PostgreSQL)', () => {
   let stack: TestStack;
@@ -37,6 +58,12 @@ describe.skipIf(!servicesAvailable)('usage function (its own app, real PostgreSQ
     const bad = await get('/api/usage/acme/series?granularity=week');
     expect(bad.statusCode).toBe(400);
     expect(bad.json().error.details).toEqual([{ field: 'granularity', message: 'must be hour or day' }]);
+  });
+
+  it('answers 400 naming the tenant for a malformed tenant name', async () => {
+    const bad = await get(`/api/usage/${'a'.repeat(129)}`);
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.details).toEqual([{ field: 'tenant', message: 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ -' }]);
   });
 
   it('answers 401 without a key', async () => {

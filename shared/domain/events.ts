@@ -10,6 +10,8 @@ const FEATURE_PATTERN = /^[A-Za-z0-9._:@/-]{1,128}$/;
 const ID_PATTERN = /^[!-~]{1,128}$/;
 
 export const tenantName = z.string().regex(TENANT_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ -');
+/** Whether `tenantName` accepts the string (for hand-checked fast paths). */
+export const isTenantName = (name: string): boolean => TENANT_PATTERN.test(name);
 export const featureName = z.string().regex(FEATURE_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ / -');
 export const eventId = z.string().regex(ID_PATTERN, 'must be 1-128 printable ASCII characters (! to ~)');
 const isoTimestamp = z.iso.datetime({

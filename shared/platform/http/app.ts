@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import type { Bindings, ChildLoggerOptions, LevelWithSilentOrString, LogFn } from 'pino';
 import type { Logger } from '../logger.ts';
 import { installHttpMetrics } from '../telemetry/http.ts';
 import { type ErrorCode, installErrorHandling } from './errors.ts';
@@ -20,6 +21,60 @@ export function requestIdOf(request: IncomingMessage): string {
   if (typeof given === 'string' && SAFE_REQUEST_ID.test(given)) return given;
   requestCount = (requestCount + 1) % Number.MAX_SAFE_INTEGER;
   return `${idPrefix}-${requestCount.toString(36)}`;
+}
+
+const LOG_METHODS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/**
+ * A request's logger (`request.log`, carrying its request id), made only when the request logs.
+ * Fastify asks for one per request; pino's child() serialises and redacts the bindings each time,
+ * about 2 µs a request that almost never logs (docs/benchmarks.md). The child is made on the first
+ * line written and used for every later one, so what is logged is exactly what the child writes.
+ */
+class RequestLogger implements FastifyBaseLogger {
+  private made: Logger | undefined;
+  // Defined once on the prototype (below): a request that does not log allocates only this object.
+  declare fatal: LogFn;
+  declare error: LogFn;
+  declare warn: LogFn;
+  declare info: LogFn;
+  declare debug: LogFn;
+  declare trace: LogFn;
+  declare silent: LogFn;
+
+  constructor(
+    private readonly parent: Logger,
+    private readonly bindings: Bindings,
+    private readonly options: ChildLoggerOptions,
+  ) {}
+
+  /** The child logger, made now if it was not yet. */
+  get log(): Logger {
+    this.made ??= this.parent.child(this.bindings, this.options);
+    return this.made;
+  }
+
+  get level(): LevelWithSilentOrString {
+    return this.made?.level ?? this.options.level ?? this.parent.level;
+  }
+
+  set level(level: LevelWithSilentOrString) {
+    this.log.level = level;
+  }
+
+  /** Answered without making the child while it would inherit its parent's level. */
+  isLevelEnabled(level: string): boolean {
+    return this.made === undefined && this.options.level === undefined ? this.parent.isLevelEnabled(level) : this.log.isLevelEnabled(level);
+  }
+
+  child(bindings: Bindings, options?: ChildLoggerOptions): FastifyBaseLogger {
+    return this.log.child(bindings, options);
+  }
+}
+for (const method of LOG_METHODS) {
+  RequestLogger.prototype[method] = function (this: RequestLogger, ...args: unknown[]) {
+    (this.log[method] as (...line: unknown[]) => void)(...args);
+  } as LogFn;
 }
 
 /**
@@ -50,6 +105,7 @@ export function createHttpApp(logger: Logger): FastifyInstance {
     bodyLimit: BODY_LIMIT_BYTES,
     requestIdHeader: false,
     genReqId: requestIdOf,
+    childLoggerFactory: (logger, bindings, options) => new RequestLogger(logger as Logger, bindings, options),
     return503OnClosing: true,
     // Slow clients (slowloris) must not hold connections: headers within 10 s, the whole request
     // within 15 s, checked every second (Node's default check runs only every 30 s).

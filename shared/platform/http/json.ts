@@ -11,3 +11,11 @@ export function stringifyExact(value: unknown): string {
     return JSON.stringify(value, exactReplacer);
   }
 }
+
+/**
+ * stringifyExact for a value known to hold bigints (a usage answer always does): the replacer
+ * straight away, without first letting JSON.stringify throw on the first bigint.
+ */
+export function stringifyWithBigints(value: unknown): string {
+  return JSON.stringify(value, exactReplacer);
+}
