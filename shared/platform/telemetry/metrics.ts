@@ -1,4 +1,6 @@
-import { type Attributes, type BatchObservableResult, type Meter, metrics } from '@opentelemetry/api';
+import { type Attributes, type BatchObservableResult, type HrTime, type Meter, ValueType, metrics } from '@opentelemetry/api';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { AggregationTemporality, type CollectionResult, DataPointType, type MetricProducer } from '@opentelemetry/sdk-metrics';
 
 /**
  * Every series FlagMeter exports, as Prometheus names it (docs/observability.md explains each; the
@@ -40,13 +42,96 @@ export interface HttpMetrics {
   record(seconds: number, attributes: Attributes): void;
 }
 
-export function httpMetrics(meter = flagmeterMeter()): HttpMetrics {
-  const duration = meter.createHistogram(METRIC_NAMES.httpRequestDuration, {
-    description: 'HTTP requests by route (the route pattern, "unmatched" for 404s), method and status code; _count is the request count',
-    unit: 's',
-    advice: { explicitBucketBoundaries: LATENCY_BUCKETS },
-  });
-  return { record: (seconds, attributes) => duration.record(seconds, attributes) };
+interface DurationSeries {
+  attributes: Attributes;
+  counts: number[];
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+}
+
+const hrTimeNow = (): HrTime => {
+  const ms = performance.timeOrigin + performance.now();
+  return [Math.floor(ms / 1_000), Math.round((ms % 1_000) * 1_000_000)];
+};
+
+/**
+ * The request-duration histogram, bucketed here and handed to the Prometheus exporter as a metric
+ * producer at scrape time. The SDK's own histogram hashes its attributes on every record (sorting and
+ * serialising the label names): 2-3 µs a request, a tenth of what ingest spends on one. Label sets
+ * are the caller's reused objects (one per route, method and status), so a record is one map lookup,
+ * a bucket search and four additions. The series and buckets it exports are the same as before.
+ */
+export class RequestDurations implements MetricProducer {
+  private readonly series = new Map<Attributes, DurationSeries>();
+  private readonly startTime = hrTimeNow();
+
+  constructor(private readonly boundaries: readonly number[]) {}
+
+  record(seconds: number, attributes: Attributes): void {
+    let series = this.series.get(attributes);
+    if (!series) {
+      series = { attributes, counts: new Array(this.boundaries.length + 1).fill(0), count: 0, sum: 0, min: seconds, max: seconds };
+      this.series.set(attributes, series);
+    }
+    let bucket = 0;
+    while (bucket < this.boundaries.length && seconds > this.boundaries[bucket]!) bucket++;
+    series.counts[bucket]!++;
+    series.count++;
+    series.sum += seconds;
+    if (seconds < series.min) series.min = seconds;
+    if (seconds > series.max) series.max = seconds;
+  }
+
+  async collect(): Promise<CollectionResult> {
+    const endTime = hrTimeNow();
+    return {
+      resourceMetrics: {
+        // The exporter labels what producers hand it with the SDK's resource, not this one.
+        resource: resourceFromAttributes({}),
+        scopeMetrics: [
+          {
+            scope: { name: 'flagmeter' },
+            metrics: [
+              {
+                descriptor: {
+                  name: METRIC_NAMES.httpRequestDuration,
+                  description:
+                    'HTTP requests by route (the route pattern, "unmatched" for 404s), method and status code; _count is the request count',
+                  unit: 's',
+                  valueType: ValueType.DOUBLE,
+                },
+                aggregationTemporality: AggregationTemporality.CUMULATIVE,
+                dataPointType: DataPointType.HISTOGRAM,
+                dataPoints: [...this.series.values()].map((series) => ({
+                  startTime: this.startTime,
+                  endTime,
+                  attributes: series.attributes,
+                  value: {
+                    buckets: { boundaries: [...this.boundaries], counts: [...series.counts] },
+                    count: series.count,
+                    sum: series.sum,
+                    min: series.min,
+                    max: series.max,
+                  },
+                })),
+              },
+            ],
+          },
+        ],
+      },
+      errors: [],
+    };
+  }
+}
+
+/** The process's request durations: every app of the process records here, the exporter reads it. */
+export const requestDurations = new RequestDurations(LATENCY_BUCKETS);
+
+/** Label sets must be the same object for the same labels (series are keyed by the object). */
+export function httpMetrics(): HttpMetrics {
+  return requestDurations;
 }
 
 export interface IngestMetrics {

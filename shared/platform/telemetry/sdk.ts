@@ -4,6 +4,7 @@ import { NodeSDK } from '@opentelemetry/sdk-node';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
+import { requestDurations } from './metrics.ts';
 
 export type TelemetryConfig = Pick<Config, 'METRICS_HOST' | 'METRICS_PORT' | 'TELEMETRY_ENABLED' | 'NODE_ENV'>;
 
@@ -37,6 +38,7 @@ export async function startTelemetry(service: string, config: TelemetryConfig): 
         port: config.METRICS_PORT,
         // Every series would otherwise carry otel_scope_name/version labels that say nothing here.
         withoutScopeInfo: true,
+        metricProducers: [requestDurations],
       },
       (error) => {
         listenError = error ?? undefined;
