@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readTenantUsage } from '../../shared/domain/usage.ts';
 import { upsertTenant } from '../../shared/domain/tenants.ts';
 import { parseExact } from '../../tests/helpers/json.ts';
 import { createTestStack, type TestStack } from '../../tests/helpers/runtime.ts';
@@ -51,6 +52,32 @@ describe.skipIf(!servicesAvailable)('usage function (its own app, real PostgreSQ
     const series = await get(`/api/usage/${tenant}/series?granularity=hour`);
     expect(series.statusCode).toBe(200);
     expect(series.json()).toMatchObject({ tenant, granularity: 'hour', feature: null });
+  });
+
+  it("sums a period's features from its own days only, not the days of the periods around it", async () => {
+    const tenant = uniqueName('usage-days');
+    await upsertTenant(stack.runtime.db, tenant, { monthlyQuota: 1_000n }, stack.runtime.config.DEFAULT_MONTHLY_QUOTA);
+    const days: [string, string, number][] = [
+      ['2026-09-30', 'gpt-4o', 1],
+      ['2026-10-01', 'gpt-4o', 10],
+      ['2026-10-31', 'gpt-4o', 20],
+      ['2026-10-15', 'claude', 300],
+      ['2026-11-01', 'gpt-4o', 4_000],
+      ['2026-11-01', 'mistral', 50_000],
+    ];
+    for (const [day, feature, tokens] of days) {
+      await stack.runtime.db.query('INSERT INTO usage_daily (tenant, feature, day, tokens, events) VALUES ($1, $2, $3::date, $4, 1)', [
+        tenant,
+        feature,
+        day,
+        tokens,
+      ]);
+    }
+    const october = await readTenantUsage(stack.runtime.db, tenant, '2026-10-01');
+    expect(october?.features).toEqual([
+      { feature: 'claude', tokens: 300n },
+      { feature: 'gpt-4o', tokens: 30n },
+    ]);
   });
 
   it('answers 404 for an unknown tenant and 400 naming a bad query field', async () => {
