@@ -44,6 +44,25 @@ describe.skipIf(!servicesAvailable)('tenants function (its own app, real Postgre
     expect((await admin('DELETE', `/api/keys/${id}`)).json()).toMatchObject({ id, revokedAt: expect.any(String) });
   });
 
+  it("keeps the tenant summary's period in the tenant's own zone, on create and on a zone change", async () => {
+    const tenant = uniqueName('zoned');
+    // The summary row against the same period computed from scratch in the tenant's zone.
+    const summaryMatches = async (zone: string) => {
+      const [row] = await stack.runtime.db.query<{ zone: string; start: boolean; end: boolean }>(
+        `SELECT s.time_zone AS zone,
+                s.period_start = date_trunc('month', now() AT TIME ZONE $2)::date AS start,
+                s.period_end = (date_trunc('month', now() AT TIME ZONE $2) + interval '1 month') AT TIME ZONE $2 AS end
+         FROM tenant_usage_summary s WHERE s.tenant = $1`,
+        [tenant, zone],
+      );
+      return row;
+    };
+    expect((await admin('PUT', `/api/tenants/${tenant}`, { monthlyQuota: 500, timeZone: 'Pacific/Kiritimati' })).statusCode).toBe(201);
+    expect(await summaryMatches('Pacific/Kiritimati')).toEqual({ zone: 'Pacific/Kiritimati', start: true, end: true });
+    expect((await admin('PUT', `/api/tenants/${tenant}`, { timeZone: 'America/New_York' })).statusCode).toBe(200);
+    expect(await summaryMatches('America/New_York')).toEqual({ zone: 'America/New_York', start: true, end: true });
+  });
+
   it('answers 400 naming the bad field, 404 for an unknown tenant, 403 for an API key', async () => {
     const bad = await admin('PUT', `/api/tenants/${uniqueName('bad')}`, { monthlyQuota: -1 });
     expect(bad.statusCode).toBe(400);
