@@ -2,7 +2,8 @@ import type { Context } from 'aws-lambda';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, servicesAvailable, type TestDatabase, uniqueName } from '../../tests/helpers/services.ts';
-import { type AggregatorEvent, StaleOwnerError } from './apply.ts';
+import type { Db } from '../../shared/platform/db.ts';
+import { type AggregatorEvent, applyBatch, StaleOwnerError } from './apply.ts';
 import { createAggregatorHandler } from './handler.ts';
 
 const context = {} as Context;
@@ -70,6 +71,29 @@ describe.skipIf(!servicesAvailable)('aggregator function (its middy handler, rea
     expect(await periodTokens(tenant)).toBe(0n);
     expect(logged.filter((line) => line.level >= 50)).toEqual([]);
     expect(durations).toHaveLength(1);
+  });
+
+  it('creates, inside the commit, a tenant deleted after the round created it and before the commit', async () => {
+    const tenant = uniqueName('gone');
+    const { fence, last_id } = await checkpoint(0);
+    // The real database; the tenant is deleted right after the round's own creation of it.
+    const db: Db = Object.create(database.db, {
+      query: {
+        value: async (text: string, params?: unknown[]) => {
+          const rows = await database.db.query(text, params);
+          if (text.startsWith('INSERT INTO tenants')) await database.db.query('DELETE FROM tenants WHERE name = $1', [tenant]);
+          return rows;
+        },
+      },
+    });
+    const result = await applyBatch({ db, defaultQuota: 1_000n }, event(0, fence, last_id, tenant, 9));
+    expect(result.events).toBe(1);
+    expect(await periodTokens(tenant)).toBe(9n);
+    const [row] = await database.db.query<{ monthly_quota: bigint; tokens: bigint }>(
+      'SELECT t.monthly_quota, s.tokens FROM tenants t JOIN tenant_usage_summary s ON s.tenant = t.name WHERE t.name = $1',
+      [tenant],
+    );
+    expect(row).toEqual({ monthly_quota: 1_000n, tokens: 9n });
   });
 
   it('logs an unexpected failure with the batch it concerns, and applies nothing of it', async () => {
