@@ -1,9 +1,8 @@
 import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
 import type { Db, Queryable } from '../../shared/platform/db.ts';
 import { periodStartDay } from '../../shared/domain/periods.ts';
-import { stringifyExact } from '../../shared/platform/http/json.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
-import { type Rollups, groupByQuarterHour, rollUp } from './rollup.ts';
+import { type GroupColumns, groupByQuarterHour, groupColumns } from './rollup.ts';
 
 /** The entries read from one partition, after `afterId`, by the owner holding `fence`. */
 export interface PartitionBatch {
@@ -133,31 +132,71 @@ async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bi
   return new Map(rows.map((row) => [row.name, { timeZone: row.time_zone, quota: row.monthly_quota, thresholds: row.thresholds }]));
 }
 
-/** Upserts the rollups; returns each touched period's new total. */
+/**
+ * Upserts the rollups from the round's quarter-hour groups, summed here into UTC hours, the tenants'
+ * local days and their periods; each insert in key order, so that row locks are taken in one order
+ * across transactions. Returns the new total of each touched period that reached its tenant's lowest
+ * alert threshold (`floors`: per tenant, the fewest tokens that reach one), the only ones that can alert.
+ */
 async function upsertRollups(
   tx: Queryable,
-  rollups: Rollups,
+  columns: GroupColumns,
+  floors: { tenants: string; tokens: string },
 ): Promise<{ tenant: string; period_start: string; tokens: bigint; now: Date }[]> {
   return tx.query(
-    `WITH hourly AS (
+    `WITH g AS MATERIALIZED (
+       SELECT * FROM unnest($1::text::text[], $2::text::text[], $3::text::int[], $4::text::date[], $5::text::int8[],
+                            $6::text::int8[], $7::text::int8[])
+         AS g(tenant, feature, quarter, day, tokens, events, last_ms)
+     ), hourly AS (
        INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
-       SELECT tenant, feature, hour, tokens, events
-       FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, feature text, hour timestamptz, tokens bigint, events bigint)
+       SELECT tenant, feature, to_timestamp((quarter / 4) * 3600.0), sum(tokens), sum(events)
+       FROM g GROUP BY tenant, (quarter / 4), feature ORDER BY tenant, (quarter / 4), feature
        ON CONFLICT (tenant, hour, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
      ), daily AS (
        INSERT INTO usage_daily AS u (tenant, feature, day, tokens, events)
-       SELECT tenant, feature, day, tokens, events
-       FROM jsonb_to_recordset($2::jsonb) AS x(tenant text, feature text, day date, tokens bigint, events bigint)
+       SELECT tenant, feature, day, sum(tokens), sum(events)
+       FROM g GROUP BY tenant, day, feature ORDER BY tenant, day, feature
        ON CONFLICT (tenant, day, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+     ), periods AS (
+       INSERT INTO usage_periods AS u (tenant, period_start, tokens, events, last_event_at)
+       SELECT tenant, day - extract(day FROM day)::int + 1, sum(tokens), sum(events), to_timestamp(max(last_ms) / 1000.0)
+       FROM g GROUP BY tenant, 2 ORDER BY tenant, 2
+       ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
+         last_event_at = greatest(u.last_event_at, excluded.last_event_at)
+       RETURNING u.tenant, u.period_start, u.tokens
      )
-     INSERT INTO usage_periods AS u (tenant, period_start, tokens, events, last_event_at)
-     SELECT tenant, period_start, tokens, events, last_event_at
-     FROM jsonb_to_recordset($3::jsonb) AS x(tenant text, period_start date, tokens bigint, events bigint, last_event_at timestamptz)
-     ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
-       last_event_at = greatest(u.last_event_at, excluded.last_event_at)
-     RETURNING tenant, period_start, tokens, now() AS now`,
-    [stringifyExact(rollups.hourly), stringifyExact(rollups.daily), stringifyExact(rollups.periods)],
+     SELECT p.tenant, p.period_start, p.tokens, now() AS now
+     FROM periods p JOIN unnest($8::text::text[], $9::text::int8[]) AS f(tenant, floor) ON f.tenant = p.tenant
+     WHERE p.tokens >= f.floor`,
+    [
+      columns.tenant,
+      columns.feature,
+      columns.quarter,
+      columns.day,
+      columns.tokens,
+      columns.events,
+      columns.lastAt,
+      floors.tenants,
+      floors.tokens,
+    ],
   );
+}
+
+/**
+ * Per tenant with thresholds, the fewest tokens that reach the lowest of them (`crossedThresholds`:
+ * used × 100 ≥ threshold × quota), as two array literals for the rollup statement.
+ */
+function alertFloors(settings: Map<string, TenantSettings>): { tenants: string; tokens: string } {
+  const tenants: string[] = [];
+  const tokens: bigint[] = [];
+  for (const [tenant, { quota, thresholds }] of settings) {
+    if (thresholds.length === 0) continue;
+    const lowest = BigInt(Math.min(...thresholds)) * quota;
+    tenants.push(tenant);
+    tokens.push(lowest <= 0n ? 0n : (lowest + 99n) / 100n);
+  }
+  return { tenants: tenants.length === 0 ? '{}' : `{"${tenants.join('","')}"}`, tokens: `{${tokens.join(',')}}` };
 }
 
 /**
@@ -179,8 +218,8 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     await tx.query('SET LOCAL synchronous_commit = on');
     await advanceCheckpoints(tx, batches, deps.leaseMs ?? 0);
     const settings = await tenantSettings(tx, grouped.tenants, deps.defaultQuota);
-    const rollups = rollUp(grouped, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
-    const totals = await upsertRollups(tx, rollups);
+    const columns = groupColumns(grouped.groups, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
+    const totals = await upsertRollups(tx, columns, alertFloors(settings));
     // Only the current period alerts: late events counted into a past period never do. "Current" by
     // the database clock, the one the usage and tenants reads use too.
     const current = totals.flatMap((total) => {
@@ -190,7 +229,7 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
         { tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds },
       ];
     });
-    return { events: rollups.events, alertThresholds: await createCrossingAlerts(tx, current) };
+    return { events: grouped.events, alertThresholds: await createCrossingAlerts(tx, current) };
   });
   return { events, lastIds, oldestReceivedAt, alertThresholds };
 }

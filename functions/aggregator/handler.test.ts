@@ -62,6 +62,59 @@ describe.skipIf(!servicesAvailable)('aggregator function (its middy handler, rea
     expect(durations).toHaveLength(1);
   });
 
+  it('sums the groups into UTC hours and into the days and periods of each tenant zone, exactly past 2^53', async () => {
+    const [utc, berlin, kolkata] = [uniqueName('utc'), uniqueName('berlin'), uniqueName('kolkata')];
+    await database.db.query(
+      `INSERT INTO tenants (name, monthly_quota, time_zone) VALUES ($1, 1000, 'Europe/Berlin'), ($2, 1000, 'Asia/Kolkata')`,
+      [berlin, kolkata],
+    );
+    const at = (iso: string) => Date.parse(iso);
+    const big = 1_000_000_000_000;
+    const events = [
+      // Two quarter hours of one UTC hour; then 10,000 events of 10^12 tokens in the next hour (10^16 > 2^53).
+      { tenant: utc, feature: 'f', tokens: 3, timestamp: at('2026-05-10T10:05:00Z') },
+      { tenant: utc, feature: 'f', tokens: 4, timestamp: at('2026-05-10T10:50:00Z') },
+      ...Array.from({ length: 10_000 }, () => ({ tenant: utc, feature: 'g', tokens: big, timestamp: at('2026-05-10T11:10:00Z') })),
+      // 00:30 on 1 June in Berlin.
+      { tenant: berlin, feature: 'f', tokens: 5, timestamp: at('2026-05-31T22:30:00Z') },
+      // One UTC hour, two days in Kolkata (UTC+05:30): 23:45 on 31 May and 00:00 on 1 June.
+      { tenant: kolkata, feature: 'f', tokens: 6, timestamp: at('2026-05-31T18:15:00Z') },
+      { tenant: kolkata, feature: 'f', tokens: 7, timestamp: at('2026-05-31T18:30:00Z') },
+    ];
+    const { fence, last_id } = await checkpoint(0);
+    const batch: AggregatorEvent = {
+      batches: [{ partition: 0, fence, afterId: last_id, entries: [{ id: '2-0', receivedAt: Date.now(), events }] }],
+    };
+    expect((await applyBatch({ db: database.db, defaultQuota: 1_000n }, batch)).events).toBe(events.length);
+    const tenants = [utc, berlin, kolkata];
+    const rows = (table: string, time: string, extra = '') =>
+      database.db.query(
+        `SELECT tenant, ${time}, tokens, events${extra} FROM ${table} WHERE tenant = ANY ($1::text[]) ORDER BY array_position($1::text[], tenant), 2, 3`,
+        [`{${tenants.join(',')}}`],
+      );
+    expect(await rows('usage_hourly', `to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24') AS hour, feature`)).toEqual([
+      { tenant: utc, hour: '2026-05-10T10', feature: 'f', tokens: 7n, events: 2n },
+      { tenant: utc, hour: '2026-05-10T11', feature: 'g', tokens: 10_000n * BigInt(big), events: 10_000n },
+      { tenant: berlin, hour: '2026-05-31T22', feature: 'f', tokens: 5n, events: 1n },
+      { tenant: kolkata, hour: '2026-05-31T18', feature: 'f', tokens: 13n, events: 2n },
+    ]);
+    expect(await rows('usage_daily', 'day, feature')).toEqual([
+      { tenant: utc, day: '2026-05-10', feature: 'f', tokens: 7n, events: 2n },
+      { tenant: utc, day: '2026-05-10', feature: 'g', tokens: 10_000n * BigInt(big), events: 10_000n },
+      { tenant: berlin, day: '2026-06-01', feature: 'f', tokens: 5n, events: 1n },
+      { tenant: kolkata, day: '2026-05-31', feature: 'f', tokens: 6n, events: 1n },
+      { tenant: kolkata, day: '2026-06-01', feature: 'f', tokens: 7n, events: 1n },
+    ]);
+    expect(
+      await rows('usage_periods', 'period_start', `, to_char(last_event_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS') AS last`),
+    ).toEqual([
+      { tenant: utc, period_start: '2026-05-01', tokens: 10_000n * BigInt(big) + 7n, events: 10_002n, last: '2026-05-10T11:10:00.000' },
+      { tenant: berlin, period_start: '2026-06-01', tokens: 5n, events: 1n, last: '2026-05-31T22:30:00.000' },
+      { tenant: kolkata, period_start: '2026-05-01', tokens: 6n, events: 1n, last: '2026-05-31T18:15:00.000' },
+      { tenant: kolkata, period_start: '2026-06-01', tokens: 7n, events: 1n, last: '2026-05-31T18:30:00.000' },
+    ]);
+  });
+
   it('leaves a taken-over partition to the runner: throws StaleOwnerError, applies nothing, logs no error, still times it', async () => {
     const tenant = uniqueName('stale');
     const { last_id } = await checkpoint(1);

@@ -1,53 +1,56 @@
 import { describe, expect, it } from 'vitest';
-import { addExact, groupByQuarterHour, type Rollups, rollUp } from './rollup.ts';
+import { addExact, groupByQuarterHour, groupColumns } from './rollup.ts';
 
 const entry = (events: { tenant: string; feature: string; tokens: number; timestamp: number }[]) => ({ id: '1-0', events, receivedAt: 0 });
 
-/** What the aggregator does with a batch: quarter-hour groups, then the four rollups. */
-const preAggregate = (entries: Parameters<typeof groupByQuarterHour>[0], timeZoneOf: (tenant: string) => string): Rollups =>
-  rollUp(groupByQuarterHour(entries), timeZoneOf);
-
-describe('groupByQuarterHour and rollUp', () => {
-  it('sums a batch into hourly, daily, per-feature period and period rows', () => {
+describe('groupByQuarterHour and groupColumns', () => {
+  it('sums a batch per tenant, feature and quarter hour, and lists its tenants in order', () => {
     const t = Date.parse('2026-05-10T10:05:00Z');
-    const rollups = preAggregate(
-      [
-        entry([
-          { tenant: 'a', feature: 'x', tokens: 1, timestamp: t },
-          { tenant: 'a', feature: 'x', tokens: 2, timestamp: t + 20 * 60_000 },
-          { tenant: 'a', feature: 'y', tokens: 4, timestamp: t + 60 * 60_000 },
-        ]),
-      ],
-      () => 'UTC',
-    );
-    expect(rollups.events).toBe(3);
-    expect(rollups.hourly).toEqual([
-      { tenant: 'a', feature: 'x', hour: '2026-05-10T10:00:00.000Z', tokens: 3, events: 2 },
-      { tenant: 'a', feature: 'y', hour: '2026-05-10T11:00:00.000Z', tokens: 4, events: 1 },
+    const grouped = groupByQuarterHour([
+      entry([
+        { tenant: 'b', feature: 'x', tokens: 1, timestamp: t },
+        { tenant: 'a', feature: 'x', tokens: 2, timestamp: t + 5 * 60_000 },
+        { tenant: 'b', feature: 'x', tokens: 4, timestamp: t + 20 * 60_000 },
+      ]),
+      entry([{ tenant: 'b', feature: 'x', tokens: 8, timestamp: t + 60_000 }]),
     ]);
-    expect(rollups.daily.map((row) => [row.feature, row.day, row.tokens])).toEqual([
-      ['x', '2026-05-10', 3],
-      ['y', '2026-05-10', 4],
-    ]);
-    expect(rollups.periods).toEqual([
-      { tenant: 'a', period_start: '2026-05-01', tokens: 7, events: 3, last_event_at: '2026-05-10T11:05:00.000Z' },
+    expect(grouped.events).toBe(4);
+    expect(grouped.tenants).toEqual(['a', 'b']);
+    expect(grouped.groups).toEqual([
+      { tenant: 'b', feature: 'x', quarter: Math.floor(t / 900_000), tokens: 9, events: 2, lastAt: t + 60_000 },
+      { tenant: 'a', feature: 'x', quarter: Math.floor(t / 900_000), tokens: 2, events: 1, lastAt: t + 5 * 60_000 },
+      { tenant: 'b', feature: 'x', quarter: Math.floor(t / 900_000) + 1, tokens: 4, events: 1, lastAt: t + 20 * 60_000 },
     ]);
   });
 
-  it('assigns days and periods in the tenant zone', () => {
-    const rollups = preAggregate(
-      [entry([{ tenant: 'b', feature: 'x', tokens: 5, timestamp: Date.parse('2026-05-31T23:30:00Z') }])],
-      () => 'Europe/Berlin',
-    );
-    expect(rollups.daily[0]!.day).toBe('2026-06-01');
-    expect(rollups.periods[0]!.period_start).toBe('2026-06-01');
-    expect(rollups.hourly[0]!.hour).toBe('2026-05-31T23:00:00.000Z');
+  it('writes each group once as array literals, with its day in the tenant zone', () => {
+    const at = Date.parse('2026-05-31T23:30:00Z');
+    const { groups } = groupByQuarterHour([
+      entry([
+        { tenant: 'berlin', feature: 'x', tokens: 5, timestamp: at },
+        { tenant: 'NULL', feature: 'a/b', tokens: 6, timestamp: at },
+      ]),
+    ]);
+    const columns = groupColumns(groups, (tenant) => (tenant === 'berlin' ? 'Europe/Berlin' : 'UTC'));
+    expect(columns).toEqual({
+      // Quoted, so that the tenant "NULL" is a name, not a null.
+      tenant: '{"berlin","NULL"}',
+      feature: '{"x","a/b"}',
+      quarter: `{${at / 900_000},${at / 900_000}}`,
+      day: '{2026-06-01,2026-05-31}',
+      tokens: '{5,6}',
+      events: '{1,1}',
+      lastAt: `{${at},${at}}`,
+    });
+    expect(groupColumns([], () => 'UTC').tenant).toBe('{}');
   });
 
   it('keeps sums exact past 2^53', () => {
     expect(addExact(Number.MAX_SAFE_INTEGER, 2)).toBe(BigInt(Number.MAX_SAFE_INTEGER) + 2n);
     const big = 1_000_000_000_000;
     const events = Array.from({ length: 10_000 }, () => ({ tenant: 'c', feature: 'x', tokens: big, timestamp: 0 }));
-    expect(preAggregate([entry(events)], () => 'UTC').periods[0]!.tokens).toBe(10_000n * BigInt(big));
+    const { groups } = groupByQuarterHour([entry(events)]);
+    expect(groups[0]!.tokens).toBe(10_000n * BigInt(big));
+    expect(groupColumns(groups, () => 'UTC').tokens).toBe(`{${10_000n * BigInt(big)}}`);
   });
 });
