@@ -33,8 +33,8 @@ interface Owned {
 
 const READ_BLOCK_MS = 250;
 /**
- * A round's memory follows its distinct groups (each becomes rows in three rollups, their JSON and
- * the driver's copy of it), not its event count: 10,000 groups per commit keep a lane to a few MB
+ * A round's memory follows its distinct groups (each becomes an entry in the commit's array
+ * columns, the driver's copy of them and rows in three rollups), not its event count: 10,000 groups per commit keep a lane to a few MB
  * at any tenant cardinality, and a low-cardinality round still applies everything it read at once.
  */
 export const ROUND_KEYS = 10_000;
