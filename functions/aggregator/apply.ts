@@ -2,7 +2,7 @@ import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
 import type { Db, Queryable } from '../../shared/platform/db.ts';
 import { periodStartDay } from '../../shared/domain/periods.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
-import { type GroupColumns, groupByQuarterHour, groupColumns } from './rollup.ts';
+import { type GroupColumns, groupByQuarterHour, groupColumns, nameArray, valueArray } from './rollup.ts';
 
 /** The entries read from one partition, after `afterId`, by the owner holding `fence`. */
 export interface PartitionBatch {
@@ -196,7 +196,7 @@ function alertFloors(settings: Map<string, TenantSettings>): { tenants: string; 
     tenants.push(tenant);
     tokens.push(lowest <= 0n ? 0n : (lowest + 99n) / 100n);
   }
-  return { tenants: tenants.length === 0 ? '{}' : `{"${tenants.join('","')}"}`, tokens: `{${tokens.join(',')}}` };
+  return { tenants: nameArray(tenants), tokens: valueArray(tokens) };
 }
 
 /**

@@ -74,11 +74,18 @@ export function groupByQuarterHour(entries: readonly QueueEntry[]): QuarterHourG
 }
 
 /**
+ * A PostgreSQL array literal of tenant or feature names, each quoted (so that a name such as NULL
+ * stays a name); their patterns admit no character that needs escaping inside quotes.
+ */
+export const nameArray = (names: readonly string[]): string => (names.length === 0 ? '{}' : `{"${names.join('","')}"}`);
+
+/** A PostgreSQL array literal of numbers, bigints or dates ('YYYY-MM-DD'), which need no quotes. */
+export const valueArray = (values: readonly (string | Sum)[]): string => `{${values.join(',')}}`;
+
+/**
  * The groups as the columns of one `unnest`, each a PostgreSQL array literal: the commit sends each
  * group once, and the database sums them into hourly, daily and period rows. Seven strings instead
  * of three arrays of row objects and their JSON keep a round's memory and the driver's work small.
- * Tenant and feature names are quoted (so that a name such as NULL stays a name); their patterns
- * admit no character that needs escaping inside quotes.
  */
 export interface GroupColumns {
   tenant: string;
@@ -120,15 +127,13 @@ export function groupColumns(groups: readonly Group[], timeZoneOf: (tenant: stri
     events.push(group.events);
     lastAt.push(group.lastAt);
   }
-  const quoted = (names: string[]) => (names.length === 0 ? '{}' : `{"${names.join('","')}"}`);
-  const plain = (values: (string | Sum)[]) => `{${values.join(',')}}`;
   return {
-    tenant: quoted(tenant),
-    feature: quoted(feature),
-    quarter: plain(quarter),
-    day: plain(day),
-    tokens: plain(tokens),
-    events: plain(events),
-    lastAt: plain(lastAt),
+    tenant: nameArray(tenant),
+    feature: nameArray(feature),
+    quarter: valueArray(quarter),
+    day: valueArray(day),
+    tokens: valueArray(tokens),
+    events: valueArray(events),
+    lastAt: valueArray(lastAt),
   };
 }
