@@ -187,6 +187,33 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     expect((await alertsOf(tenant)).every((alert) => alert.usedTokens === 1200n)).toBe(true);
   });
 
+  it('settles a storm of crossings with no webhook to go to, and still alerts the tenant that has one', async () => {
+    const storm = Array.from({ length: 300 }, (_, i) => uniqueName(`storm${i}`));
+    await stack.runtime.db.query('INSERT INTO tenants (name, monthly_quota) SELECT value, 100 FROM jsonb_array_elements_text($1::jsonb)', [
+      JSON.stringify(storm),
+    ]);
+    const hooked = await tenantWithHook('stormhook', 100);
+    // One request takes every tenant past 80% at once: 301 alerts within a round or two of commits.
+    await post([...storm, hooked.tenant].map((tenant) => ({ tenant, feature: 'f', tokens: 90 })));
+    const settled = await waitFor(
+      async () => {
+        const rows = await stack.runtime.db.query<{ status: string; attempts: number; last_error: string | null; n: number }>(
+          `SELECT status, attempts, last_error, count(*)::int AS n FROM alerts
+           WHERE tenant IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) GROUP BY 1, 2, 3`,
+          [JSON.stringify(storm)],
+        );
+        return rows.length === 1 && rows[0]!.status === 'no_webhook' && rows[0]!.n === storm.length ? rows : undefined;
+      },
+      { what: 'every storm alert settled as no_webhook' },
+    );
+    expect(settled).toEqual([{ status: 'no_webhook', attempts: 1, last_error: 'no webhook configured', n: 300 }]);
+    await waitFor(async () => (await alertsOf(hooked.tenant)).some((a) => a.status === 'delivered'), {
+      what: 'the tenant with a webhook alerted',
+    });
+    expect((await alertsOf(hooked.tenant)).map((a) => [a.threshold, a.status])).toEqual([[80, 'delivered']]);
+    expect(slack.postsTo(hooked.hook)).toHaveLength(1);
+  });
+
   it('retries a failing webhook with backoff and Retry-After, delivers once, and holds up no other tenant or rollup', async () => {
     const failing = await tenantWithHook('failing', 100);
     const healthy = await tenantWithHook('healthy', 100);

@@ -38,6 +38,8 @@ interface ClaimedAlert {
 const MAX_BACKOFF_MS = 10 * 60_000;
 // Due alerts looked at per claim: enough to reach past a slow host's backlog to other hosts' alerts.
 const CLAIM_SCAN = 500;
+// Alerts with no webhook settled per statement.
+const SETTLE_BATCH = 1_000;
 
 /** The key deliveries are capped by: host and port of the URL (an unreadable URL is its own key). */
 function hostOf(url: string | null | undefined): string {
@@ -88,6 +90,8 @@ export class AlertDelivery {
   private stopping = false;
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  /** Alerts may have been created since the last settling of those with no webhook. */
+  private unsettled = true;
 
   constructor(private readonly options: DeliveryOptions) {}
 
@@ -97,6 +101,7 @@ export class AlertDelivery {
 
   /** Look for due alerts now (called after a commit that created some). */
   notify(): void {
+    this.unsettled = true;
     this.wake?.();
   }
 
@@ -111,12 +116,40 @@ export class AlertDelivery {
     const pollMs = this.options.pollMs ?? 200;
     while (!this.stopping) {
       try {
+        if (this.unsettled) {
+          this.unsettled = false;
+          await this.settleUnaddressed();
+        }
         await this.claimAndSend();
       } catch (error) {
         this.options.logger.warn({ err: (error as Error).message }, 'alert delivery poll failed');
       }
-      const woken = new Promise<void>((resolve) => (this.wake = resolve));
-      await Promise.race([sleep(pollMs), woken]);
+      const woken = new Promise<boolean>((resolve) => (this.wake = () => resolve(true)));
+      // A whole quiet poll interval settles again: alerts also fall due with time.
+      if (!(await Promise.race([sleep(pollMs).then(() => false), woken]))) this.unsettled = true;
+    }
+  }
+
+  /**
+   * Settles, in one statement per `SETTLE_BATCH`, the due alerts that have no webhook to go to (none
+   * on the tenant and no global one): they take no delivery slot, so a storm of crossings (every
+   * tenant past 80% at once) costs a few set-based writes, not a claim and a write per alert.
+   */
+  private async settleUnaddressed(): Promise<void> {
+    if (this.options.globalWebhookUrl) return;
+    for (;;) {
+      const settled = await this.options.db.query<{ attempts: number }>(
+        `WITH due AS (
+           SELECT a.id FROM alerts a JOIN tenants t ON t.name = a.tenant
+           WHERE a.status = 'pending' AND a.next_attempt_at <= now() AND t.slack_webhook_url IS NULL
+           ORDER BY a.next_attempt_at, a.id LIMIT $1 FOR UPDATE OF a SKIP LOCKED)
+         UPDATE alerts a SET status = 'no_webhook', attempts = a.attempts + 1, last_error = 'no webhook configured'
+         FROM due WHERE a.id = due.id
+         RETURNING a.attempts`,
+        [SETTLE_BATCH],
+      );
+      for (const alert of settled) this.outcome('no_webhook', alert.attempts);
+      if (settled.length < SETTLE_BATCH) return;
     }
   }
 
@@ -124,39 +157,44 @@ export class AlertDelivery {
    * Claims due alerts up to the free slots, oldest first, skipping those whose host already has
    * `maxPerHost` deliveries open (they wait for the next poll), so a host that hangs every attempt
    * until the deadline holds at most that many slots and every other tenant's alerts still go out.
+   * The scan reads without locking; only the alerts taken are locked, and one another replica holds
+   * or has just claimed is skipped.
    */
   private async claimAndSend(): Promise<void> {
     const capacity = (this.options.maxInFlight ?? 16) - this.inFlight.size;
     if (capacity <= 0) return;
     const maxPerHost = this.options.maxPerHost ?? Math.max(1, Math.floor((this.options.maxInFlight ?? 16) / 2));
     const claimMs = this.options.timeoutMs + 30_000;
-    const claimed = await this.options.db.transaction(async (tx) => {
-      const due = await tx.query<{ id: bigint; webhook: string | null }>(
-        `SELECT a.id, t.slack_webhook_url AS webhook FROM alerts a JOIN tenants t ON t.name = a.tenant
-         WHERE a.status = 'pending' AND a.next_attempt_at <= now()
-         ORDER BY a.next_attempt_at, a.id LIMIT $1 FOR UPDATE OF a SKIP LOCKED`,
-        [CLAIM_SCAN],
-      );
-      const taking = new Map<string, number>();
-      const ids: string[] = [];
-      for (const alert of due) {
-        if (ids.length >= capacity) break;
-        const host = hostOf(alert.webhook ?? this.options.globalWebhookUrl);
-        const open = (this.perHost.get(host) ?? 0) + (taking.get(host) ?? 0);
-        if (open >= maxPerHost) continue;
-        taking.set(host, (taking.get(host) ?? 0) + 1);
-        ids.push(alert.id.toString());
-      }
-      if (ids.length === 0) return [];
-      return tx.query<ClaimedAlert>(
-        `UPDATE alerts a SET attempts = a.attempts + 1, next_attempt_at = now() + $2::int * interval '1 millisecond'
-         FROM tenants t
-         WHERE t.name = a.tenant AND a.id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))
-         RETURNING a.id, a.tenant, a.period_start, a.threshold, a.used_tokens, a.quota, a.attempts, a.created_at,
-                   t.slack_webhook_url AS webhook, t.time_zone`,
-        [JSON.stringify(ids), claimMs],
-      );
-    });
+    const due = await this.options.db.query<{ id: bigint; webhook: string | null }>(
+      `SELECT a.id, t.slack_webhook_url AS webhook FROM alerts a JOIN tenants t ON t.name = a.tenant
+       WHERE a.status = 'pending' AND a.next_attempt_at <= now()
+       ORDER BY a.next_attempt_at, a.id LIMIT $1`,
+      [CLAIM_SCAN],
+    );
+    const taking = new Map<string, number>();
+    const ids: string[] = [];
+    for (const alert of due) {
+      if (ids.length >= capacity) break;
+      const host = hostOf(alert.webhook ?? this.options.globalWebhookUrl);
+      const open = (this.perHost.get(host) ?? 0) + (taking.get(host) ?? 0);
+      if (open >= maxPerHost) continue;
+      taking.set(host, (taking.get(host) ?? 0) + 1);
+      ids.push(alert.id.toString());
+    }
+    if (ids.length === 0) return;
+    // Due and pending are checked again on the locked row: an alert claimed since the scan has moved on.
+    const claimed = await this.options.db.query<ClaimedAlert>(
+      `UPDATE alerts a SET attempts = a.attempts + 1, next_attempt_at = now() + $2::int * interval '1 millisecond'
+       FROM tenants t
+       WHERE t.name = a.tenant AND a.id IN (
+         SELECT id FROM alerts
+         WHERE id IN (SELECT value::bigint FROM jsonb_array_elements_text($1::jsonb))
+           AND status = 'pending' AND next_attempt_at <= now()
+         ORDER BY id FOR UPDATE SKIP LOCKED)
+       RETURNING a.id, a.tenant, a.period_start, a.threshold, a.used_tokens, a.quota, a.attempts, a.created_at,
+                 t.slack_webhook_url AS webhook, t.time_zone`,
+      [JSON.stringify(ids), claimMs],
+    );
     const claimedUntil = Date.now() + claimMs;
     for (const alert of claimed) {
       const host = hostOf(alert.webhook ?? this.options.globalWebhookUrl);
@@ -171,7 +209,7 @@ export class AlertDelivery {
           if (left > 0) this.perHost.set(host, left);
           else this.perHost.delete(host);
           // A slot is free: alerts held back by the per-host cap need not wait for the next poll.
-          this.notify();
+          this.wake?.();
         });
       this.inFlight.add(sending);
     }
