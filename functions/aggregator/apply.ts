@@ -1,6 +1,7 @@
 import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
 import type { Db, Queryable } from '../../shared/platform/db.ts';
 import { periodStartDay } from '../../shared/domain/periods.ts';
+import { changedTenantsPayload, USAGE_CHANNEL } from '../../shared/domain/usage-changes.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type GroupColumns, groupByQuarterHour, groupColumns, nameArray, valueArray } from './rollup.ts';
 
@@ -220,6 +221,8 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     const settings = await tenantSettings(tx, grouped.tenants, deps.defaultQuota);
     const columns = groupColumns(grouped.groups, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
     const totals = await upsertRollups(tx, columns, alertFloors(settings));
+    // Delivered when this commit is: the usage functions read these tenants afresh (usage-changes.ts).
+    await tx.query('SELECT pg_notify($1, $2)', [USAGE_CHANNEL, changedTenantsPayload(grouped.tenants)]);
     // Only the current period alerts: late events counted into a past period never do. "Current" by
     // the database clock, the one the usage and tenants reads use too.
     const current = totals.flatMap((total) => {

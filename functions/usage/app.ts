@@ -7,6 +7,7 @@ import { ApiError } from '../../shared/platform/http/errors.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import { type CachedUsage, type TenantUsage, UsageCache, forecast, percentOf, readSeries, seriesCsv } from '../../shared/domain/usage.ts';
 import { stringifyWithBigints } from '../../shared/platform/http/json.ts';
+import { USAGE_CHANNEL } from '../../shared/domain/usage-changes.ts';
 import { registerRoute } from '../route-spec.ts';
 import { getUsage, getUsageSeries } from './routes.ts';
 import type { SeriesResponse, UsageResponse } from './schema.ts';
@@ -57,8 +58,46 @@ export function prefersCsv(accept: string | undefined): boolean {
   return csv > 0 && csv > quality('application/json');
 }
 
+/**
+ * Ends cached answers as commits change them: the aggregator's commits NOTIFY which tenants they
+ * counted. Until the subscription stands (or again after it was lost) answers are only as fresh as
+ * the TTL; the subscription is retried with backoff and ended when the app closes.
+ */
+function followUsageChanges(app: FastifyInstance, db: Db, cache: UsageCache): void {
+  let unlisten: (() => Promise<void>) | undefined;
+  let closed = false;
+  let retry: NodeJS.Timeout | undefined;
+  const subscribe = (delayMs: number): void => {
+    db.listen(
+      USAGE_CHANNEL,
+      (payload) => cache.changed(payload),
+      () => cache.clear(),
+    ).then(
+      (end) => {
+        if (closed) void end().catch(() => undefined);
+        else unlisten = end;
+      },
+      (error: Error) => {
+        if (closed) return;
+        app.log.warn(
+          { err: error.message, retryInMs: delayMs },
+          'usage change notifications unavailable; answers may lag up to USAGE_CACHE_TTL',
+        );
+        retry = setTimeout(() => subscribe(Math.min(delayMs * 2, 30_000)), delayMs).unref();
+      },
+    );
+  };
+  subscribe(1_000);
+  app.addHook('onClose', async () => {
+    closed = true;
+    clearTimeout(retry);
+    await unlisten?.().catch(() => undefined);
+  });
+}
+
 export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
   const cache = new UsageCache(deps.db, deps.config.USAGE_CACHE_TTL);
+  if (deps.config.USAGE_CACHE_TTL > 0) followUsageChanges(app, deps.db, cache);
   const loadTenant = async (tenant: string): Promise<CachedUsage & { usage: TenantUsage }> => {
     const cached = await cache.read(tenant);
     if (!cached.usage) throw new ApiError('not_found', `unknown tenant "${tenant}"`);

@@ -1,5 +1,6 @@
 import type { Queryable } from '../platform/db.ts';
 import { addCalendar, hourStart, localDay, localMidnight } from './periods.ts';
+import { changedBuckets, tenantBucket } from './usage-changes.ts';
 
 export interface TenantUsage {
   tenant: string;
@@ -209,9 +210,13 @@ interface Entry {
  * read; up to `staleMs` the last answer is served while one background read refreshes it; older than
  * that a request waits for a fresh read. So a hot tenant costs one query per `ttlMs` whatever the
  * request rate, requests never queue behind the database, and `asOf` says how fresh the answer is.
+ * A commit that changed a tenant's usage ends its cached answer at once (`changed`), so the next
+ * request reads the commit, however long the TTL.
  */
 export class UsageCache {
   private readonly entries = new Map<string, Entry>();
+  /** The cached tenants of each bucket a change notification can name. */
+  private readonly buckets = new Map<number, Set<string>>();
 
   constructor(
     private readonly db: Queryable,
@@ -225,6 +230,40 @@ export class UsageCache {
     return readTenantUsage(this.db, tenant).then((usage) => ({ usage, asOf }));
   }
 
+  private store(tenant: string, entry: Entry): void {
+    if (!this.entries.has(tenant)) {
+      const bucket = tenantBucket(tenant);
+      let tenants = this.buckets.get(bucket);
+      if (!tenants) this.buckets.set(bucket, (tenants = new Set()));
+      tenants.add(tenant);
+    }
+    this.entries.set(tenant, entry);
+  }
+
+  private drop(tenant: string): void {
+    if (!this.entries.delete(tenant)) return;
+    const bucket = tenantBucket(tenant);
+    const tenants = this.buckets.get(bucket);
+    tenants?.delete(tenant);
+    if (tenants?.size === 0) this.buckets.delete(bucket);
+  }
+
+  /** Forgets every answer (the change notifications were interrupted, so any may be stale). */
+  clear(): void {
+    this.entries.clear();
+    this.buckets.clear();
+  }
+
+  /** Forgets the answers of the tenants in the buckets a change notification names. */
+  changed(payload: string): void {
+    for (const bucket of changedBuckets(payload)) {
+      const tenants = this.buckets.get(bucket);
+      if (!tenants) continue;
+      this.buckets.delete(bucket);
+      for (const tenant of tenants) this.entries.delete(tenant);
+    }
+  }
+
   read(tenant: string): Promise<CachedUsage> {
     if (this.ttlMs <= 0) return this.load(tenant);
     const now = Date.now();
@@ -235,17 +274,18 @@ export class UsageCache {
         entry.refreshing = true;
         const next = this.load(tenant);
         next.then(
-          () => this.entries.set(tenant, { readAt: now, current: next, refreshing: false }),
+          // Not if a change ended the entry meanwhile: this read may have started before that commit.
+          () => this.entries.get(tenant) === entry && this.store(tenant, { readAt: now, current: next, refreshing: false }),
           () => (entry.refreshing = false),
         );
       }
       return entry.current;
     }
-    if (this.entries.size >= this.maxEntries) this.entries.clear();
+    if (this.entries.size >= this.maxEntries) this.clear();
     const current = this.load(tenant);
-    this.entries.set(tenant, { readAt: now, current, refreshing: false });
+    this.store(tenant, { readAt: now, current, refreshing: false });
     // A failed read must not be served to the next caller.
-    current.catch(() => this.entries.get(tenant)?.current === current && this.entries.delete(tenant));
+    current.catch(() => this.entries.get(tenant)?.current === current && this.drop(tenant));
     return current;
   }
 }

@@ -13,6 +13,12 @@ export interface Queryable {
 export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite';
   transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * Calls `onMessage` with the payload of each NOTIFY on `channel`, and `onSubscribed` each time the
+   * subscription starts, the first time and after a lost connection (what was sent in between is
+   * lost). Resolves to the function that ends it.
+   */
+  listen(channel: string, onMessage: (payload: string) => void, onSubscribed: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -129,6 +135,8 @@ export function connectPostgres(url: string, options: PostgresOptions = {}): Db 
     query: (text, params) => withDeadline(run(sql, text, params), deadlineMs),
     transaction: (work) =>
       withDeadline(sql.begin((tx) => work({ query: (text, params) => run(tx, text, params) })) as Promise<never>, deadlineMs),
+    // postgres.js listens on a connection of its own and subscribes again after it reconnects.
+    listen: async (channel, onMessage, onSubscribed) => (await sql.listen(channel, onMessage, onSubscribed)).unlisten,
     close: () => sql.end({ timeout: 5 }),
   };
 }
@@ -182,6 +190,11 @@ export async function connectPglite(dataDir: string | undefined): Promise<Db> {
     kind: 'pglite',
     query: (text, params) => exclusive(() => run(pg, text, params)),
     transaction: (work) => exclusive(() => pg.transaction((tx) => work({ query: (text, params) => run(tx, text, params) }))),
+    listen: async (channel, onMessage, onSubscribed) => {
+      const unlisten = await exclusive(() => pg.listen(channel, onMessage));
+      onSubscribed();
+      return () => exclusive(unlisten);
+    },
     close: () => pg.close(),
   };
 }

@@ -40,6 +40,8 @@ function countConnectionsInUse(db: Db): { db: Db; inUse(): number } {
       kind: db.kind,
       query: (text, params) => track(() => db.query(text, params)),
       transaction: (work) => track(() => db.transaction(work)),
+      // A subscription holds a connection of its own, outside the pool.
+      listen: (channel, onMessage, onSubscribed) => db.listen(channel, onMessage, onSubscribed),
       close: () => db.close(),
     },
     inUse: () => inUse,
