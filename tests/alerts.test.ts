@@ -169,6 +169,21 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     expect((await alertsOf(tenant)).map((a) => [a.threshold, a.usedTokens])).toEqual([[80, 800n]]);
   });
 
+  it('alerts only the thresholds a commit takes usage across, not the ones it was over already', async () => {
+    const { tenant, hook } = await tenantWithHook('across', 1000);
+    await post({ tenant, feature: 'f', tokens: 850 });
+    await waitFor(async () => (await alertsOf(tenant)).some((a) => a.status === 'delivered'), { what: 'the 80% alert delivered' });
+    // Usage stays over 80% from here on. Even with its alert row gone (a purged history), later
+    // commits do not cross 80% again, so they alert nothing; crossing 100% still alerts.
+    await stack.runtime.db.query('DELETE FROM alerts WHERE tenant = $1', [tenant]);
+    await post({ tenant, feature: 'f', tokens: 10 });
+    await waitFor(() => usageIs(tenant, 860n), { what: 'more usage over 80% counted' });
+    await post({ tenant, feature: 'f', tokens: 140 });
+    await waitFor(() => slack.postsTo(hook).length === 2, { what: 'the 100% message' });
+    expect((await alertsOf(tenant)).map((a) => [a.threshold, a.usedTokens])).toEqual([[100, 1000n]]);
+    expect(slack.postsTo(hook).map((p) => /reached (\d+)%/.exec(p.body.text)![1])).toEqual(['80', '100']);
+  });
+
   it('posts both messages when a single batch jumps from 10% to 120%', async () => {
     const { tenant, hook } = await tenantWithHook('jump', 1000);
     await post({ tenant, feature: 'f', tokens: 100 });

@@ -136,14 +136,15 @@ async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bi
 /**
  * Upserts the rollups from the round's quarter-hour groups, summed here into UTC hours, the tenants'
  * local days and their periods; each insert in key order, so that row locks are taken in one order
- * across transactions. Returns the new total of each touched period that reached its tenant's lowest
- * alert threshold (`floors`: per tenant, the fewest tokens that reach one), the only ones that can alert.
+ * across transactions. Returns, with its total before this commit, each touched period that may have
+ * crossed a threshold here: it reached its tenant's lowest one (`floors.lowest`, the fewest tokens
+ * that reach one) and had not reached the highest before (`floors.highest`).
  */
 async function upsertRollups(
   tx: Queryable,
   columns: GroupColumns,
-  floors: { tenants: string; tokens: string },
-): Promise<{ tenant: string; period_start: string; tokens: bigint; now: Date }[]> {
+  floors: { tenants: string; lowest: string; highest: string },
+): Promise<{ tenant: string; period_start: string; tokens: bigint; before: bigint; now: Date }[]> {
   return tx.query(
     `WITH g AS MATERIALIZED (
        SELECT * FROM unnest($1::text::text[], $2::text::text[], $3::text::int[], $4::text::date[], $5::text::int8[],
@@ -159,17 +160,22 @@ async function upsertRollups(
        SELECT tenant, feature, day, sum(tokens), sum(events)
        FROM g GROUP BY tenant, day, feature ORDER BY tenant, day, feature
        ON CONFLICT (tenant, day, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+     ), added AS MATERIALIZED (
+       SELECT tenant, day - extract(day FROM day)::int + 1 AS period_start, sum(tokens) AS tokens, sum(events) AS events,
+              max(last_ms) AS last_ms
+       FROM g GROUP BY tenant, 2
      ), periods AS (
        INSERT INTO usage_periods AS u (tenant, period_start, tokens, events, last_event_at)
-       SELECT tenant, day - extract(day FROM day)::int + 1, sum(tokens), sum(events), to_timestamp(max(last_ms) / 1000.0)
-       FROM g GROUP BY tenant, 2 ORDER BY tenant, 2
+       SELECT tenant, period_start, tokens, events, to_timestamp(last_ms / 1000.0) FROM added ORDER BY tenant, period_start
        ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
          last_event_at = greatest(u.last_event_at, excluded.last_event_at)
        RETURNING u.tenant, u.period_start, u.tokens
      )
-     SELECT p.tenant, p.period_start, p.tokens, now() AS now
-     FROM periods p JOIN unnest($8::text::text[], $9::text::int8[]) AS f(tenant, floor) ON f.tenant = p.tenant
-     WHERE p.tokens >= f.floor`,
+     SELECT p.tenant, p.period_start, p.tokens, (p.tokens - a.tokens)::int8 AS before, now() AS now
+     FROM periods p
+     JOIN added a ON a.tenant = p.tenant AND a.period_start = p.period_start
+     JOIN unnest($8::text::text[], $9::text::int8[], $10::text::int8[]) AS f(tenant, lowest, highest) ON f.tenant = p.tenant
+     WHERE p.tokens >= f.lowest AND p.tokens - a.tokens < f.highest`,
     [
       columns.tenant,
       columns.feature,
@@ -179,25 +185,31 @@ async function upsertRollups(
       columns.events,
       columns.lastAt,
       floors.tenants,
-      floors.tokens,
+      floors.lowest,
+      floors.highest,
     ],
   );
 }
 
 /**
- * Per tenant with thresholds, the fewest tokens that reach the lowest of them (`crossedThresholds`:
- * used × 100 ≥ threshold × quota), as two array literals for the rollup statement.
+ * Per tenant with thresholds, the fewest tokens that reach its lowest and its highest threshold
+ * (`crossedThresholds`: used × 100 ≥ threshold × quota), as array literals for the rollup statement.
  */
-function alertFloors(settings: Map<string, TenantSettings>): { tenants: string; tokens: string } {
+function alertFloors(settings: Map<string, TenantSettings>): { tenants: string; lowest: string; highest: string } {
   const tenants: string[] = [];
-  const tokens: bigint[] = [];
+  const lowest: bigint[] = [];
+  const highest: bigint[] = [];
+  const floor = (threshold: number, quota: bigint): bigint => {
+    const tokens = BigInt(threshold) * quota;
+    return tokens <= 0n ? 0n : (tokens + 99n) / 100n;
+  };
   for (const [tenant, { quota, thresholds }] of settings) {
     if (thresholds.length === 0) continue;
-    const lowest = BigInt(Math.min(...thresholds)) * quota;
     tenants.push(tenant);
-    tokens.push(lowest <= 0n ? 0n : (lowest + 99n) / 100n);
+    lowest.push(floor(Math.min(...thresholds), quota));
+    highest.push(floor(Math.max(...thresholds), quota));
   }
-  return { tenants: nameArray(tenants), tokens: valueArray(tokens) };
+  return { tenants: nameArray(tenants), lowest: valueArray(lowest), highest: valueArray(highest) };
 }
 
 /**
@@ -224,12 +236,20 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     // Delivered when this commit is: the usage functions read these tenants afresh (usage-changes.ts).
     await tx.query('SELECT pg_notify($1, $2)', [USAGE_CHANNEL, changedTenantsPayload(grouped.tenants)]);
     // Only the current period alerts: late events counted into a past period never do. "Current" by
-    // the database clock, the one the usage and tenants reads use too.
+    // the database clock, the one the usage and tenants reads use too. Only thresholds this commit
+    // took the total across are alerted: the ones it had reached before have their alerts already.
     const current = totals.flatMap((total) => {
       const tenant = settings.get(total.tenant);
       if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, new Date(total.now).getTime())) return [];
       return [
-        { tenant: total.tenant, periodStart: total.period_start, used: total.tokens, quota: tenant.quota, thresholds: tenant.thresholds },
+        {
+          tenant: total.tenant,
+          periodStart: total.period_start,
+          used: total.tokens,
+          before: total.before,
+          quota: tenant.quota,
+          thresholds: tenant.thresholds,
+        },
       ];
     });
     return { events: grouped.events, alertThresholds: await createCrossingAlerts(tx, current) };

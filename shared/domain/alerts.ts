@@ -15,6 +15,12 @@ export interface PeriodUsage {
   used: bigint;
   quota: bigint;
   thresholds: readonly number[];
+  /**
+   * The period's total before this commit: thresholds it had reached already are not crossed here.
+   * Each has a live alert (the commit that crossed it created one, and a quota or threshold change
+   * that leaves usage over one fires it in its own transaction), so there is nothing to create.
+   */
+  before?: bigint;
 }
 
 /**
@@ -22,15 +28,18 @@ export interface PeriodUsage {
  * partial unique index makes that atomic across aggregators). Returns the thresholds of those created.
  */
 export async function createCrossingAlerts(tx: Queryable, usages: readonly PeriodUsage[]): Promise<number[]> {
-  const rows = usages.flatMap((usage) =>
-    crossedThresholds(usage.used, usage.quota, usage.thresholds).map((threshold) => ({
-      tenant: usage.tenant,
-      period_start: usage.periodStart,
-      threshold,
-      used_tokens: usage.used.toString(),
-      quota: usage.quota.toString(),
-    })),
-  );
+  const rows = usages.flatMap((usage) => {
+    const reached = usage.before === undefined ? [] : crossedThresholds(usage.before, usage.quota, usage.thresholds);
+    return crossedThresholds(usage.used, usage.quota, usage.thresholds)
+      .filter((threshold) => !reached.includes(threshold))
+      .map((threshold) => ({
+        tenant: usage.tenant,
+        period_start: usage.periodStart,
+        threshold,
+        used_tokens: usage.used.toString(),
+        quota: usage.quota.toString(),
+      }));
+  });
   if (rows.length === 0) return [];
   const created = await tx.query<{ threshold: number }>(
     `INSERT INTO alerts (tenant, period_start, threshold, used_tokens, quota)
