@@ -1,7 +1,7 @@
 import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
 import type { Db, Queryable } from '../../shared/platform/db.ts';
 import { periodStartDay } from '../../shared/domain/periods.ts';
-import { changedTenantsPayload, USAGE_CHANNEL } from '../../shared/domain/usage-changes.ts';
+import { changedTenantsPayload, nameHash, USAGE_CHANNEL } from '../../shared/domain/usage-changes.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type GroupColumns, groupByQuarterHour, groupColumns, nameArray, valueArray } from './rollup.ts';
 
@@ -32,6 +32,8 @@ export interface AggregatorResult {
 export interface AggregatorDeps {
   db: Db;
   defaultQuota: bigint;
+  /** Tenants earlier commits found in the tenants table: their rounds skip `createTenants`. */
+  knownTenants?: KnownTenants;
   /** A commit renews its partitions' leases by this much, so lease upkeep need not wait for commits. */
   leaseMs?: number;
 }
@@ -110,6 +112,27 @@ const CREATE_TENANTS = `INSERT INTO tenants (name, monthly_quota)
  */
 export async function createTenants(db: Queryable, tenants: string[], defaultQuota: bigint): Promise<void> {
   if (tenants.length > 0) await db.query(CREATE_TENANTS, [JSON.stringify(tenants), defaultQuota.toString()]);
+}
+
+/**
+ * The tenants this aggregator's commits have found in the tenants table, as 32-bit hashes of their
+ * names (4 MB at the default 200,000; past that it starts over). A round creates only the others
+ * before its commit: an existing tenant costs a conflicting insert, ~130 µs of a contended round
+ * each. A stale entry (a tenant deleted since) or a hash shared with a new tenant is harmless: the
+ * commit creates any tenant it does not find (`tenantSettings`).
+ */
+export class KnownTenants {
+  private readonly hashes = new Set<number>();
+  constructor(private readonly max = 200_000) {}
+
+  unknown(tenants: readonly string[]): string[] {
+    return tenants.filter((tenant) => !this.hashes.has(nameHash(tenant)));
+  }
+
+  add(tenants: readonly string[]): void {
+    if (this.hashes.size + tenants.length > this.max) this.hashes.clear();
+    for (const tenant of tenants) this.hashes.add(nameHash(tenant));
+  }
 }
 
 /**
@@ -224,7 +247,7 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
   const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
   if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertThresholds: [] };
   const grouped = groupByQuarterHour(entries);
-  await createTenants(deps.db, grouped.tenants, deps.defaultQuota);
+  await createTenants(deps.db, deps.knownTenants?.unknown(grouped.tenants) ?? grouped.tenants, deps.defaultQuota);
   const { events, alertThresholds } = await deps.db.transaction(async (tx) => {
     // The stream is trimmed after this commit, so the commit must be on disk even where the server
     // runs synchronous_commit=off for throughput.
@@ -254,5 +277,6 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     });
     return { events: grouped.events, alertThresholds: await createCrossingAlerts(tx, current) };
   });
+  deps.knownTenants?.add(grouped.tenants);
   return { events, lastIds, oldestReceivedAt, alertThresholds };
 }

@@ -3,7 +3,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, servicesAvailable, type TestDatabase, uniqueName } from '../../tests/helpers/services.ts';
 import type { Db } from '../../shared/platform/db.ts';
-import { type AggregatorEvent, applyBatch, StaleOwnerError } from './apply.ts';
+import { type AggregatorEvent, applyBatch, KnownTenants, StaleOwnerError } from './apply.ts';
 import { createAggregatorHandler } from './handler.ts';
 
 const context = {} as Context;
@@ -147,6 +147,36 @@ describe.skipIf(!servicesAvailable)('aggregator function (its middy handler, rea
       [tenant],
     );
     expect(row).toEqual({ monthly_quota: 1_000n, tokens: 9n });
+  });
+
+  it('skips creating tenants an earlier commit found, and still creates one deleted since', async () => {
+    const tenant = uniqueName('known');
+    const creations: string[][] = [];
+    // The real database, recording the rounds' creations before their commits.
+    const db: Db = Object.create(database.db, {
+      query: {
+        value: (text: string, params?: unknown[]) => {
+          if (text.startsWith('INSERT INTO tenants')) creations.push(JSON.parse(params![0] as string) as string[]);
+          return database.db.query(text, params);
+        },
+      },
+    });
+    const deps = { db, defaultQuota: 1_000n, knownTenants: new KnownTenants() };
+    const round = async (tokens: number) => {
+      const { fence, last_id } = await checkpoint(0);
+      await applyBatch(deps, event(0, fence, last_id, tenant, tokens));
+    };
+    await round(1);
+    await round(2);
+    expect(creations).toEqual([[tenant]]);
+    await database.db.query('DELETE FROM tenants WHERE name = $1', [tenant]);
+    await round(4);
+    expect(creations).toEqual([[tenant]]);
+    const [row] = await database.db.query<{ monthly_quota: bigint; tokens: bigint }>(
+      'SELECT t.monthly_quota, s.tokens FROM tenants t JOIN tenant_usage_summary s ON s.tenant = t.name WHERE t.name = $1',
+      [tenant],
+    );
+    expect(row).toEqual({ monthly_quota: 1_000n, tokens: 7n });
   });
 
   it('logs an unexpected failure with the batch it concerns, and applies nothing of it', async () => {

@@ -7,6 +7,7 @@ import {
   type AggregatorResult,
   applyBatch,
   CheckpointMovedError,
+  KnownTenants,
   StaleOwnerError,
 } from './apply.ts';
 
@@ -58,7 +59,8 @@ export interface AggregatorHandlerOptions extends AggregatorDeps {
  * round, or a Lambda event source's batch). Middleware carries what is not the commit itself.
  */
 export function createAggregatorHandler(options: AggregatorHandlerOptions) {
-  const { logger, onCommitDuration, ...deps } = options;
+  const { logger, onCommitDuration, ...given } = options;
+  const deps: AggregatorDeps = { ...given, knownTenants: given.knownTenants ?? new KnownTenants() };
   return middy<AggregatorEvent, AggregatorResult, Error, Context>({ timeoutEarlyInMillis: 0 })
     .use(commitTiming(onCommitDuration ?? (() => undefined)))
     .use(errorClassification(logger))

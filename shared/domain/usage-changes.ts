@@ -10,14 +10,19 @@ export const USAGE_CHANNEL = 'flagmeter_usage';
 
 export const TENANT_BUCKETS = 4096;
 
-/** The tenant's bucket: FNV-1a over its UTF-16 code units, modulo `TENANT_BUCKETS`. */
-export function tenantBucket(tenant: string): number {
+/** FNV-1a (32 bits) over a name's UTF-16 code units. */
+export function nameHash(name: string): number {
   let hash = 0x811c9dc5;
-  for (let i = 0; i < tenant.length; i++) {
-    hash ^= tenant.charCodeAt(i);
+  for (let i = 0; i < name.length; i++) {
+    hash ^= name.charCodeAt(i);
     hash = Math.imul(hash, 0x01000193);
   }
-  return (hash >>> 0) % TENANT_BUCKETS;
+  return hash >>> 0;
+}
+
+/** The tenant's bucket: its name's hash modulo `TENANT_BUCKETS`. */
+export function tenantBucket(tenant: string): number {
+  return nameHash(tenant) % TENANT_BUCKETS;
 }
 
 /** The payload naming `tenants`: their buckets' bits, base64. */
