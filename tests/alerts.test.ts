@@ -13,7 +13,7 @@ import { createRuntime } from '../shared/runtime/runtime.ts';
 import { type FakeSlack, startFakeSlack } from './helpers/fake-slack.ts';
 import { parseExact } from './helpers/json.ts';
 import { type RunningProcess, startAggregatorProcess, waitFor } from './helpers/processes.ts';
-import { ADMIN_TOKEN, buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
+import { ADMIN_TOKEN, buildApi, createTestStack, postEvents, type TestStack } from './helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from './helpers/services.ts';
 
 /**
@@ -80,15 +80,7 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
       headers: { ...admin, 'content-type': 'application/json' },
       payload: JSON.stringify(body),
     });
-  const post = async (events: unknown) => {
-    const response = await app.inject({
-      method: 'POST',
-      url: '/api/events',
-      headers: { authorization: `Bearer ${stack.apiKey}`, 'content-type': 'application/json' },
-      payload: JSON.stringify(events),
-    });
-    expect(response.statusCode).toBe(202);
-  };
+  const post = (events: unknown) => postEvents(app, stack.apiKey, events);
   const usageIs = async (tenant: string, tokens: bigint) => {
     const response = await app.inject({ method: 'GET', url: `/api/usage/${tenant}`, headers: { authorization: `Bearer ${stack.apiKey}` } });
     return response.statusCode === 200 && usageResponse.parse(parseExact(response.body)).tokens === tokens;

@@ -1,18 +1,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAggregator, type RunningAggregator } from '../functions/aggregator/service.ts';
-import { usageResponse } from '../functions/usage/schema.ts';
 import { changedBuckets, changedTenantsPayload, TENANT_BUCKETS, tenantBucket } from '../shared/domain/usage-changes.ts';
 import { createApiKey } from '../shared/domain/keys.ts';
 import { loadConfig } from '../shared/platform/config.ts';
 import { migrate } from '../shared/platform/migrate.ts';
 import { createRuntime, type Runtime } from '../shared/runtime/runtime.ts';
-import { parseExact } from './helpers/json.ts';
 import { waitFor } from './helpers/processes.ts';
-import { ADMIN_TOKEN, buildApi, createTestStack } from './helpers/runtime.ts';
+import { ADMIN_TOKEN, createTestStack, postEvents, readUsage, startApiAndAggregator } from './helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from './helpers/services.ts';
 
 describe('change notification payloads', () => {
@@ -36,38 +32,19 @@ describe('change notification payloads', () => {
 function followsCommits(label: string, open: () => Promise<{ runtime: Runtime; apiKey: string; close(): Promise<void> }>) {
   describe(`usage answers follow commits (${label})`, () => {
     let stack: Awaited<ReturnType<typeof open>>;
-    let app: FastifyInstance;
-    let aggregator: RunningAggregator | undefined;
+    let api: Awaited<ReturnType<typeof startApiAndAggregator>> | undefined;
 
     beforeAll(async () => {
       stack = await open();
-      app = buildApi(stack.runtime);
-      await app.ready();
-      aggregator = await startAggregator(stack.runtime);
+      api = await startApiAndAggregator(stack.runtime);
     });
     afterAll(async () => {
-      await aggregator?.stop();
-      await app?.close();
+      await api?.close();
       await stack?.close();
     });
 
-    const post = async (events: unknown) => {
-      const response = await app.inject({
-        method: 'POST',
-        url: '/api/events',
-        headers: { authorization: `Bearer ${stack.apiKey}`, 'content-type': 'application/json' },
-        payload: JSON.stringify(events),
-      });
-      expect(response.statusCode).toBe(202);
-    };
-    const usage = async (tenant: string) => {
-      const response = await app.inject({
-        method: 'GET',
-        url: `/api/usage/${tenant}`,
-        headers: { authorization: `Bearer ${stack.apiKey}` },
-      });
-      return response.statusCode === 200 ? usageResponse.parse(parseExact(response.body)) : undefined;
-    };
+    const post = (events: unknown) => postEvents(api!.app, stack.apiKey, events);
+    const usage = (tenant: string) => readUsage(api!.app, stack.apiKey, tenant);
 
     it('answers each commit at once although the cached answer has minutes to live', async () => {
       const tenant = uniqueName('fresh');

@@ -16,6 +16,12 @@ export interface UsageDeps {
   auth: Authenticator;
   db: Db;
   config: Pick<Config, 'USAGE_CACHE_TTL'>;
+  /**
+   * Listen for the commits' change notifications (default on). Off in AWS Lambda: a frozen instance
+   * would stop reading its notifications, and PostgreSQL keeps every notification until all
+   * listeners have read it. There, answers are as fresh as USAGE_CACHE_TTL.
+   */
+  followChanges?: boolean;
 }
 
 const MAX_RANGE_MS = 400 * 86_400_000;
@@ -97,7 +103,7 @@ function followUsageChanges(app: FastifyInstance, db: Db, cache: UsageCache): vo
 
 export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
   const cache = new UsageCache(deps.db, deps.config.USAGE_CACHE_TTL);
-  if (deps.config.USAGE_CACHE_TTL > 0) followUsageChanges(app, deps.db, cache);
+  if (deps.config.USAGE_CACHE_TTL > 0 && deps.followChanges !== false) followUsageChanges(app, deps.db, cache);
   const loadTenant = async (tenant: string): Promise<CachedUsage & { usage: TenantUsage }> => {
     const cached = await cache.read(tenant);
     if (!cached.usage) throw new ApiError('not_found', `unknown tenant "${tenant}"`);

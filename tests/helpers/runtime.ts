@@ -1,8 +1,13 @@
+import type { FastifyInstance } from 'fastify';
+import { expect } from 'vitest';
+import { type RunningAggregator, startAggregator } from '../../functions/aggregator/service.ts';
 import { registerAllFunctions } from '../../functions/api.ts';
+import { type UsageResponse, usageResponse } from '../../functions/usage/schema.ts';
 import { createApiKey } from '../../shared/domain/keys.ts';
 import { loadConfig } from '../../shared/platform/config.ts';
 import { createHttpApp } from '../../shared/platform/http/app.ts';
 import { createRuntime, type Runtime } from '../../shared/runtime/runtime.ts';
+import { parseExact } from './json.ts';
 import { createKeySpace, createTestDatabase, VALKEY_URL } from './services.ts';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
@@ -59,4 +64,42 @@ export function buildApi(runtime: Runtime) {
   const app = createHttpApp(runtime.logger);
   registerAllFunctions(app, runtime);
   return app;
+}
+
+/** Every HTTP function on one in-process app plus an aggregator, on `runtime`; `close()` stops both. */
+export async function startApiAndAggregator(
+  runtime: Runtime,
+): Promise<{ app: FastifyInstance; aggregator: RunningAggregator; close(): Promise<void> }> {
+  const app = buildApi(runtime);
+  await app.ready();
+  const aggregator = await startAggregator(runtime);
+  return {
+    app,
+    aggregator,
+    async close() {
+      await aggregator.stop();
+      await app.close();
+    },
+  };
+}
+
+/** Sends `events` (one or an array) to ingest as `apiKey`, expecting 202. */
+export async function postEvents(app: FastifyInstance, apiKey: string, events: unknown): Promise<void> {
+  const response = await app.inject({
+    method: 'POST',
+    url: '/api/events',
+    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    payload: JSON.stringify(events),
+  });
+  expect(response.statusCode).toBe(202);
+}
+
+/** The tenant's usage answer as `apiKey` sees it, or undefined unless it is 200. */
+export async function readUsage(app: FastifyInstance, apiKey: string, tenant: string): Promise<UsageResponse | undefined> {
+  const response = await app.inject({
+    method: 'GET',
+    url: `/api/usage/${encodeURIComponent(tenant)}`,
+    headers: { authorization: `Bearer ${apiKey}` },
+  });
+  return response.statusCode === 200 ? usageResponse.parse(parseExact(response.body)) : undefined;
 }
