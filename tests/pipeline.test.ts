@@ -1,22 +1,21 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAggregator, type RunningAggregator } from '../functions/aggregator/service.ts';
 import { healthResponse } from '../functions/health/schema.ts';
 import { ingestResponse } from '../functions/ingest/schema.ts';
 import { createApiKey } from '../shared/domain/keys.ts';
-import { seriesResponse, usageResponse } from '../functions/usage/schema.ts';
+import { seriesResponse } from '../functions/usage/schema.ts';
 import { errorBody } from '../shared/platform/http/errors.ts';
 import { periodOf } from '../shared/domain/periods.ts';
 import { upsertTenant } from '../shared/domain/tenants.ts';
 import { parseExact } from './helpers/json.ts';
 import { waitFor } from './helpers/processes.ts';
-import { buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
+import { createTestStack, readUsage, startApiAndAggregator, type TestStack } from './helpers/runtime.ts';
 import { servicesAvailable, uniqueName } from './helpers/services.ts';
 
 describe.skipIf(!servicesAvailable)('ingest → queue → aggregator → usage', () => {
   let stack: TestStack;
   let app: FastifyInstance;
-  let aggregator: RunningAggregator;
+  let api: Awaited<ReturnType<typeof startApiAndAggregator>> | undefined;
 
   const auth = () => ({ authorization: `Bearer ${stack.apiKey}` });
   const post = (body: unknown) =>
@@ -26,21 +25,16 @@ describe.skipIf(!servicesAvailable)('ingest → queue → aggregator → usage',
       headers: { ...auth(), 'content-type': 'application/json' },
       payload: JSON.stringify(body),
     });
-  const usage = async (tenant: string) => {
-    const response = await app.inject({ method: 'GET', url: `/api/usage/${encodeURIComponent(tenant)}`, headers: auth() });
-    return response.statusCode === 200 ? usageResponse.parse(parseExact(response.body)) : undefined;
-  };
+  const usage = (tenant: string) => readUsage(app, stack.apiKey, tenant);
   const usageTokens = async (tenant: string, tokens: bigint) => (await usage(tenant))?.tokens === tokens;
 
   beforeAll(async () => {
     stack = await createTestStack();
-    app = buildApi(stack.runtime);
-    await app.ready();
-    aggregator = await startAggregator(stack.runtime);
+    api = await startApiAndAggregator(stack.runtime);
+    app = api.app;
   });
   afterAll(async () => {
-    await aggregator?.stop();
-    await app?.close();
+    await api?.close();
     await stack?.close();
   });
 
