@@ -1,0 +1,72 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { build } from 'esbuild';
+import { afterAll, describe, expect, test } from 'vitest';
+import { withoutUnusedExporters } from '../scripts/lib/bundle-plugins.ts';
+import { freePort, ROOT } from './helpers/processes.ts';
+
+const REQUIRE_BANNER = "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);";
+
+describe("the build's OpenTelemetry exporter stubs", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fm-plugins-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** Bundles `contents` as the function bundles are made (ESM, node, the plugin) and imports it. */
+  const bundle = async (name: string, contents: string): Promise<{ module: Record<string, unknown>; inputs: string[] }> => {
+    const result = await build({
+      stdin: { contents, resolveDir: ROOT, loader: 'ts', sourcefile: `${name}.ts` },
+      bundle: true,
+      platform: 'node',
+      target: 'node24',
+      format: 'esm',
+      banner: { js: REQUIRE_BANNER },
+      plugins: [withoutUnusedExporters],
+      metafile: true,
+      write: false,
+      logLevel: 'silent',
+    });
+    const file = join(dir, `${name}.mjs`);
+    writeFileSync(file, result.outputFiles[0]!.text);
+    return { module: (await import(pathToFileURL(file).href)) as Record<string, unknown>, inputs: Object.keys(result.metafile.inputs) };
+  };
+
+  test('an exporter reached anyway fails loudly, naming its package and export', async () => {
+    const { module, inputs } = await bundle(
+      'reach',
+      "import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc'; export const make = () => new OTLPTraceExporter();",
+    );
+    expect(inputs.some((input) => input.includes('grpc-js'))).toBe(false);
+    expect(() => (module.make as () => unknown)()).toThrow(
+      /^@opentelemetry\/exporter-trace-otlp-grpc is not in FlagMeter's bundles: functions export metrics to Prometheus only \(OTLPTraceExporter\)$/,
+    );
+  });
+
+  test("the functions' telemetry bundles without gRPC or protobuf and still serves its metrics", async () => {
+    const { module, inputs } = await bundle(
+      'telemetry',
+      "export { startTelemetry } from './shared/platform/telemetry/sdk.ts'; export { flagmeterMeter } from './shared/platform/telemetry/metrics.ts';",
+    );
+    expect(inputs.filter((input) => /node_modules\/(@grpc|protobufjs)\//.test(input))).toEqual([]);
+    expect(inputs.some((input) => input.includes('node_modules/@opentelemetry/sdk-node/'))).toBe(true);
+
+    const port = await freePort();
+    const startTelemetry = module.startTelemetry as typeof import('../shared/platform/telemetry/sdk.ts').startTelemetry;
+    const telemetry = await startTelemetry('stub-test', {
+      METRICS_HOST: '127.0.0.1',
+      METRICS_PORT: port,
+      TELEMETRY_ENABLED: true,
+      NODE_ENV: 'test',
+    });
+    try {
+      expect(telemetry.metricsUrl).toBe(`http://127.0.0.1:${port}/metrics`);
+      const flagmeterMeter = module.flagmeterMeter as typeof import('../shared/platform/telemetry/metrics.ts').flagmeterMeter;
+      flagmeterMeter().createCounter('flagmeter_stub_test_total').add(3);
+      const text = await (await fetch(telemetry.metricsUrl!)).text();
+      expect(text).toMatch(/^flagmeter_stub_test_total\S* 3$/m);
+    } finally {
+      await telemetry.shutdown();
+    }
+  });
+});
