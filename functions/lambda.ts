@@ -1,24 +1,34 @@
 import awsLambdaFastify from '@fastify/aws-lambda';
 import type { FastifyInstance } from 'fastify';
-import { createRuntime, type Runtime, type RuntimeOptions } from '../shared/runtime/runtime.ts';
+import { createRuntime, type QueuelessRuntime, type Runtime, type RuntimeOptions } from '../shared/runtime/runtime.ts';
 
 /** How long a cold start waits for Valkey before serving anyway (its answers then say 503). */
 const QUEUE_CONNECT_MS = 5_000;
 
 /**
  * An AWS Lambda (API Gateway v2 / function URL) handler for one HTTP function: the same app the
- * container serves, through @fastify/aws-lambda. Valkey is connected during the init phase, before
+ * container serves, through @fastify/aws-lambda. A function with a queue connects Valkey during the init phase, before
  * the first invocation: its client queues no command while connecting (a queue must fail fast), so
  * a first request on a fresh connection would be refused with a 503 otherwise.
  */
-export async function lambdaHandler(
+export function lambdaHandler(
+  name: string,
+  build: (runtime: QueuelessRuntime) => FastifyInstance,
+  options: RuntimeOptions & { withoutQueue: true },
+): Promise<ReturnType<typeof awsLambdaFastify>>;
+export function lambdaHandler(
   name: string,
   build: (runtime: Runtime) => FastifyInstance,
+  options?: RuntimeOptions & { withoutQueue?: false },
+): Promise<ReturnType<typeof awsLambdaFastify>>;
+export async function lambdaHandler(
+  name: string,
+  build: (runtime: never) => FastifyInstance,
   options: RuntimeOptions = {},
 ): Promise<ReturnType<typeof awsLambdaFastify>> {
-  const runtime = await createRuntime(name, options);
+  const runtime: Runtime | QueuelessRuntime = await createRuntime(name, options as RuntimeOptions & { withoutQueue?: false });
   const deadline = Date.now() + QUEUE_CONNECT_MS;
-  for (;;) {
+  while ('queue' in runtime) {
     try {
       await runtime.queue.ping();
       break;
@@ -30,7 +40,7 @@ export async function lambdaHandler(
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
   }
-  const app = build(runtime);
+  const app = build(runtime as never);
   const handler = awsLambdaFastify(app);
   await app.ready();
   return handler;

@@ -35,7 +35,7 @@ describe.skipIf(!servicesAvailable)('health function (its own app, real PostgreS
   it('answers 503 degraded, naming the failing check, when the queue does not answer', async () => {
     // A real Valkey client pointed at a port nothing listens on.
     const config = loadConfig({ ...stack.env, VALKEY_URL: `redis://127.0.0.1:${await freePort()}` });
-    const queue: EventQueue = openQueue(config, stack.runtime.logger);
+    const queue: EventQueue = await openQueue(config, stack.runtime.logger);
     const degraded = buildHealthApp({ db: stack.runtime.db, queue, logger: stack.runtime.logger });
     try {
       const response = await degraded.inject({ method: 'GET', url: '/api/health' });

@@ -1,7 +1,7 @@
 import type { Attributes, BatchObservableResult } from '@opentelemetry/api';
-import { type Config, loadConfigOrExit } from '../platform/config.ts';
+import { loadConfigOrExit } from '../platform/config.ts';
 import type { Db } from '../platform/db.ts';
-import { createRuntime, type Runtime, type RuntimeOptions } from './runtime.ts';
+import { createRuntime, type QueuelessRuntime, type Runtime, type RuntimeOptions } from './runtime.ts';
 import { flagmeterMeter, METRIC_NAMES } from '../platform/telemetry/metrics.ts';
 import { startTelemetry } from '../platform/telemetry/sdk.ts';
 
@@ -52,7 +52,7 @@ function countConnectionsInUse(db: Db): { db: Db; inUse(): number } {
  * PostgreSQL and Valkey as this process sees them (probed when Prometheus scrapes, so no timer runs
  * between scrapes), and its database pool use. Wraps `runtime.db`: call it before building apps.
  */
-export function observeRuntime(runtime: Runtime): void {
+export function observeRuntime(runtime: Runtime | QueuelessRuntime): void {
   const meter = flagmeterMeter();
   const up = meter.createObservableGauge(METRIC_NAMES.dependencyUp, {
     description: 'Whether this process reached the dependency at the last scrape (1) or not (0)',
@@ -68,14 +68,14 @@ export function observeRuntime(runtime: Runtime): void {
   const counted = countConnectionsInUse(runtime.db);
   runtime.db = counted.db;
   const size = runtime.db.kind === 'postgres' ? runtime.config.DATABASE_POOL_SIZE : 1;
-  const { queue } = runtime;
+  // Functions without a queue report PostgreSQL only: Valkey is not their dependency.
+  const queue = 'queue' in runtime ? runtime.queue : undefined;
   meter.addBatchObservableCallback(
     async (result: BatchObservableResult) => {
-      const [postgresSeconds, valkeySeconds] = await Promise.all([probe(() => counted.db.query('SELECT 1')), probe(() => queue.ping())]);
-      for (const [seconds, attributes] of [
-        [postgresSeconds, POSTGRES],
-        [valkeySeconds, VALKEY],
-      ] as const) {
+      const probes: [Promise<number | undefined>, Attributes][] = [[probe(() => counted.db.query('SELECT 1')), POSTGRES]];
+      if (queue) probes.push([probe(() => queue.ping()), VALKEY]);
+      for (const [probed, attributes] of probes) {
+        const seconds = await probed;
         result.observe(up, seconds === undefined ? 0 : 1, attributes);
         if (seconds !== undefined) result.observe(latency, seconds, attributes);
       }
@@ -91,10 +91,11 @@ export function observeRuntime(runtime: Runtime): void {
  * dependencies observed. `defaultMetricsPort` applies when METRICS_PORT is unset: the aggregator
  * serves on 9465 so that it can share a host with an HTTP function on 9464.
  */
-export async function createObservedRuntime(
-  service: string,
-  options: Omit<RuntimeOptions, 'config'> & { defaultMetricsPort?: number; config?: Config } = {},
-): Promise<Runtime> {
+type ObservedRuntimeOptions = RuntimeOptions & { defaultMetricsPort?: number };
+
+export function createObservedRuntime(service: string, options: ObservedRuntimeOptions & { withoutQueue: true }): Promise<QueuelessRuntime>;
+export function createObservedRuntime(service: string, options?: ObservedRuntimeOptions & { withoutQueue?: false }): Promise<Runtime>;
+export async function createObservedRuntime(service: string, options: ObservedRuntimeOptions = {}): Promise<Runtime | QueuelessRuntime> {
   const { defaultMetricsPort, ...runtimeOptions } = options;
   const env =
     defaultMetricsPort === undefined || process.env.METRICS_PORT
@@ -102,7 +103,7 @@ export async function createObservedRuntime(
       : { ...process.env, METRICS_PORT: String(defaultMetricsPort) };
   const config = runtimeOptions.config ?? loadConfigOrExit(env);
   const telemetry = await startTelemetry(service, config);
-  const runtime = await createRuntime(service, { ...runtimeOptions, config });
+  const runtime = await createRuntime(service, { ...runtimeOptions, config } as RuntimeOptions & { withoutQueue?: false });
   telemetry.announce(runtime.logger);
   observeRuntime(runtime);
   return runtime;

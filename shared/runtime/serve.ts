@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import type { Runtime } from './runtime.ts';
+import type { QueuelessRuntime } from './runtime.ts';
 import { stopOnSignal } from './shutdown.ts';
 
 /** The container path: listen directly (no Lambda adapter) and drain in-flight requests on SIGTERM. */
-export async function serve(app: FastifyInstance, runtime: Runtime): Promise<void> {
+export async function serve(app: FastifyInstance, runtime: QueuelessRuntime): Promise<void> {
   const { PORT, HOST } = runtime.config;
   await app.listen({ port: PORT, host: HOST });
   runtime.logger.info({ port: PORT, host: HOST }, 'listening');
