@@ -163,10 +163,10 @@ export function tenantPageQueries(query: TenantListQuery = {}): {
 export async function listTenants(db: Queryable, query: TenantListQuery = {}): Promise<{ tenants: TenantView[]; total: number }> {
   await rollOverUsageSummary(db);
   const { page, count } = tenantPageQueries(query);
-  const [rows, [counted]] = await Promise.all([
-    db.query<TenantRow>(page.text, page.params),
-    db.query<{ total: bigint }>(count.text, count.params),
-  ]);
+  // One after the other: run together, the two would take a second pool connection, and opening one
+  // (a server process, the driver's type lookup) costs a fresh function ~20 ms against ~0.2 ms saved.
+  const rows = await db.query<TenantRow>(page.text, page.params);
+  const [counted] = await db.query<{ total: bigint }>(count.text, count.params);
   return { tenants: rows.map(toView), total: Number(counted?.total ?? 0) };
 }
 
