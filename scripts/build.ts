@@ -11,7 +11,7 @@ import { join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build, type BuildOptions } from 'esbuild';
-import { withoutUnusedExporters } from './lib/bundle-plugins.ts';
+import { englishZodMessagesOnly, withoutUnusedExporters } from './lib/bundle-plugins.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -54,7 +54,7 @@ const common: BuildOptions = {
   external: ['@electric-sql/pglite'],
   banner: { js: REQUIRE_BANNER },
   absWorkingDir: ROOT,
-  plugins: [withoutUnusedExporters],
+  plugins: [withoutUnusedExporters, englishZodMessagesOnly],
 };
 
 function folderSize(dir: string): number {

@@ -4,12 +4,12 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { afterAll, describe, expect, test } from 'vitest';
-import { withoutUnusedExporters } from '../scripts/lib/bundle-plugins.ts';
+import { englishZodMessagesOnly, withoutUnusedExporters } from '../scripts/lib/bundle-plugins.ts';
 import { freePort, ROOT } from './helpers/processes.ts';
 
 const REQUIRE_BANNER = "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);";
 
-describe("the build's OpenTelemetry exporter stubs", () => {
+describe("the build's plugins", () => {
   const dir = mkdtempSync(join(tmpdir(), 'fm-plugins-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -22,7 +22,7 @@ describe("the build's OpenTelemetry exporter stubs", () => {
       target: 'node24',
       format: 'esm',
       banner: { js: REQUIRE_BANNER },
-      plugins: [withoutUnusedExporters],
+      plugins: [withoutUnusedExporters, englishZodMessagesOnly],
       metafile: true,
       write: false,
       logLevel: 'silent',
@@ -68,5 +68,15 @@ describe("the build's OpenTelemetry exporter stubs", () => {
     } finally {
       await telemetry.shutdown();
     }
+  });
+
+  test('zod keeps its English messages and no other locale', async () => {
+    const { module, inputs } = await bundle(
+      'zod',
+      "import { z } from 'zod'; export const message = () => z.object({ a: z.number() }).safeParse({ a: 'x' }).error?.issues[0]?.message; export const locales = Object.keys(z.locales);",
+    );
+    expect((module.message as () => string)()).toBe('Invalid input: expected number, received string');
+    expect(module.locales).toEqual(['en']);
+    expect(inputs.filter((input) => input.startsWith('node_modules/zod/v4/locales/'))).toEqual(['node_modules/zod/v4/locales/en.js']);
   });
 });

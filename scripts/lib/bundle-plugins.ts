@@ -1,4 +1,5 @@
 import type { Plugin } from 'esbuild';
+import { dirname, join } from 'node:path';
 
 /**
  * The OTLP and Zipkin exporters `@opentelemetry/sdk-node` imports for its environment-driven set-up.
@@ -31,5 +32,26 @@ export const withoutUnusedExporters: Plugin = {
         ].join('\n'),
       };
     });
+  },
+};
+
+/**
+ * zod's locales: every error-message language (~290 kB, a seventh of a function bundle), reachable
+ * only through `z.locales`, which FlagMeter never uses: its messages are zod's English defaults
+ * (`en`, which zod loads itself). The namespace keeps `en` alone.
+ */
+export const englishZodMessagesOnly: Plugin = {
+  name: 'flagmeter-english-zod-messages-only',
+  setup(bundler) {
+    bundler.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]node_modules[\\/]zod[\\/]v4[\\/]/.test(args.importer)
+        ? { path: join(dirname(args.importer), '..', 'locales', 'en.js'), namespace: 'zod-locales' }
+        : undefined,
+    );
+    bundler.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+      loader: 'js',
+      contents: `export { default as en } from ${JSON.stringify(args.path)};`,
+      resolveDir: dirname(args.path),
+    }));
   },
 };
