@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type TenantListQuery, listTenants, rollOverUsageSummary, tenantPageQueries } from '../shared/domain/tenants.ts';
 import { loadOverview } from '../site/src/lib/overview.ts';
+import { connectPostgres } from '../shared/platform/db.ts';
 import { type TestDatabase, createTestDatabase, servicesAvailable } from './helpers/services.ts';
 
 const TENANTS = 100_000;
@@ -141,5 +142,24 @@ describe.skipIf(!servicesAvailable)('the tenant list at 100,000 tenants', () => 
       `SELECT count(*) AS wrong FROM (${REFERENCE}) r JOIN tenant_usage_summary s ON s.tenant = r.name WHERE s.tokens <> r.tokens`,
     );
     expect(mismatch!.wrong).toBe(0n);
+  });
+
+  test("a page holds one of the pool's connections, so a fresh function opens no second one for its first list", async () => {
+    const name = `fm-list-${process.pid}-${Date.now()}`;
+    const url = new URL(database.url);
+    url.searchParams.set('application_name', name);
+    const fresh = connectPostgres(url.toString(), { max: 10 });
+    try {
+      const page = await listTenants(fresh, { sort: 'usage', limit: 5 });
+      expect(page.tenants).toHaveLength(5);
+      expect(page.total).toBe(TENANTS);
+      const [opened] = await database.db.query<{ count: number }>(
+        'SELECT count(*)::int AS count FROM pg_stat_activity WHERE application_name = $1',
+        [name],
+      );
+      expect(opened!.count).toBe(1);
+    } finally {
+      await fresh.close();
+    }
   });
 });
