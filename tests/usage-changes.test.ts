@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { changedBuckets, changedTenantsPayload, TENANT_BUCKETS, tenantBucket } from '../shared/domain/usage-changes.ts';
+import { changedBuckets, changesPayload, nameHash, TENANT_BUCKETS, tenantBucket } from '../shared/domain/usage-changes.ts';
 import { createApiKey } from '../shared/domain/keys.ts';
 import { loadConfig } from '../shared/platform/config.ts';
 import { migrate } from '../shared/platform/migrate.ts';
@@ -13,6 +13,7 @@ import { servicesAvailable, uniqueName } from './helpers/services.ts';
 
 describe('change notification payloads', () => {
   it('name exactly the buckets of the tenants they were made from', () => {
+    const changedTenantsPayload = (names: string[]) => changesPayload(names.map(nameHash));
     const tenants = ['acme', 'globex', 'initech', 't0001', 'm-run-17'];
     expect(changedBuckets(changedTenantsPayload(tenants))).toEqual([...new Set(tenants.map(tenantBucket))].sort((a, b) => a - b));
     expect(changedBuckets(changedTenantsPayload([]))).toEqual([]);

@@ -1,7 +1,7 @@
 import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
 import type { Db, Queryable } from '../../shared/platform/db.ts';
 import { periodStartDay } from '../../shared/domain/periods.ts';
-import { changedTenantsPayload, nameHash, USAGE_CHANNEL } from '../../shared/domain/usage-changes.ts';
+import { changesPayload, nameHash, USAGE_CHANNEL } from '../../shared/domain/usage-changes.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type GroupColumns, groupByQuarterHour, groupColumns, nameArray, valueArray } from './rollup.ts';
 
@@ -125,13 +125,15 @@ export class KnownTenants {
   private readonly hashes = new Set<number>();
   constructor(private readonly max = 200_000) {}
 
-  unknown(tenants: readonly string[]): string[] {
-    return tenants.filter((tenant) => !this.hashes.has(nameHash(tenant)));
+  /** The tenants no earlier commit found; `hashes[i]` is `tenants[i]`'s `nameHash`. */
+  unknown(tenants: readonly string[], hashes: readonly number[]): string[] {
+    return tenants.filter((_, index) => !this.hashes.has(hashes[index]!));
   }
 
-  add(tenants: readonly string[]): void {
-    if (this.hashes.size + tenants.length > this.max) this.hashes.clear();
-    for (const tenant of tenants) this.hashes.add(nameHash(tenant));
+  /** Remembers the tenants of these name hashes, found by a commit. */
+  add(hashes: readonly number[]): void {
+    if (this.hashes.size + hashes.length > this.max) this.hashes.clear();
+    for (const hash of hashes) this.hashes.add(hash);
   }
 }
 
@@ -247,7 +249,11 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
   const oldestReceivedAt = entries.reduce((oldest, entry) => Math.min(oldest, entry.receivedAt), Number.POSITIVE_INFINITY);
   if (entries.length === 0) return { events: 0, lastIds, oldestReceivedAt: Date.now(), alertThresholds: [] };
   const grouped = groupByQuarterHour(entries);
-  await createTenants(deps.db, deps.knownTenants?.unknown(grouped.tenants) ?? grouped.tenants, deps.defaultQuota);
+  // Each name hashed once a round, for the known tenants and the change notification alike; the
+  // notification's payload is made here, not while the transaction holds its locks.
+  const hashes = grouped.tenants.map(nameHash);
+  const changes = changesPayload(hashes);
+  await createTenants(deps.db, deps.knownTenants?.unknown(grouped.tenants, hashes) ?? grouped.tenants, deps.defaultQuota);
   const { events, alertThresholds } = await deps.db.transaction(async (tx) => {
     // The stream is trimmed after this commit, so the commit must be on disk even where the server
     // runs synchronous_commit=off for throughput.
@@ -257,7 +263,7 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     const columns = groupColumns(grouped.groups, (tenant) => settings.get(tenant)?.timeZone ?? 'UTC');
     const totals = await upsertRollups(tx, columns, alertFloors(settings));
     // Delivered when this commit is: the usage functions read these tenants afresh (usage-changes.ts).
-    await tx.query('SELECT pg_notify($1, $2)', [USAGE_CHANNEL, changedTenantsPayload(grouped.tenants)]);
+    await tx.query('SELECT pg_notify($1, $2)', [USAGE_CHANNEL, changes]);
     // Only the current period alerts: late events counted into a past period never do. "Current" by
     // the database clock, the one the usage and tenants reads use too. Only thresholds this commit
     // took the total across are alerted: the ones it had reached before have their alerts already.
@@ -277,6 +283,6 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     });
     return { events: grouped.events, alertThresholds: await createCrossingAlerts(tx, current) };
   });
-  deps.knownTenants?.add(grouped.tenants);
+  deps.knownTenants?.add(hashes);
   return { events, lastIds, oldestReceivedAt, alertThresholds };
 }

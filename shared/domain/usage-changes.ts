@@ -26,11 +26,11 @@ export function tenantBucket(tenant: string): number {
   return nameHash(tenant) % TENANT_BUCKETS;
 }
 
-/** The payload naming `tenants`: their buckets' bits, base64. */
-export function changedTenantsPayload(tenants: Iterable<string>): string {
+/** The payload naming the tenants of these name hashes (`nameHash`): their buckets' bits, base64. */
+export function changesPayload(nameHashes: Iterable<number>): string {
   const bits = new Uint8Array(TENANT_BUCKETS / 8);
-  for (const tenant of tenants) {
-    const bucket = tenantBucket(tenant);
+  for (const hash of nameHashes) {
+    const bucket = hash % TENANT_BUCKETS;
     bits[bucket >> 3]! |= 1 << (bucket & 7);
   }
   return Buffer.from(bits).toString('base64');
