@@ -11,7 +11,7 @@ import { join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build, type BuildOptions } from 'esbuild';
-import { englishZodMessagesOnly, withoutUnusedExporters } from './lib/bundle-plugins.ts';
+import { englishZodMessagesOnly, REQUIRE_BANNER, withoutUnusedExporters } from './lib/bundle-plugins.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -31,9 +31,6 @@ type BundleName = keyof typeof BUNDLES;
 const LAMBDA_HANDLERS = ['ingest', 'usage', 'health', 'tenants'] as const;
 
 const SITE_SERVER = 'site/dist/server/entry.mjs';
-
-// Bundled CommonJS dependencies call require(); ESM output has none, so give it one.
-const REQUIRE_BANNER = "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);";
 
 const common: BuildOptions = {
   bundle: true,

@@ -4,10 +4,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { afterAll, describe, expect, test } from 'vitest';
-import { englishZodMessagesOnly, withoutUnusedExporters } from '../scripts/lib/bundle-plugins.ts';
+import { englishZodMessagesOnly, REQUIRE_BANNER, withoutUnusedExporters } from '../scripts/lib/bundle-plugins.ts';
 import { freePort, ROOT } from './helpers/processes.ts';
-
-const REQUIRE_BANNER = "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);";
 
 describe("the build's plugins", () => {
   const dir = mkdtempSync(join(tmpdir(), 'fm-plugins-'));

@@ -1,6 +1,10 @@
 import type { Plugin } from 'esbuild';
 import { dirname, join } from 'node:path';
 
+// Bundled CommonJS dependencies call require(); ESM output has none, so give it one.
+export const REQUIRE_BANNER =
+  "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);";
+
 /**
  * The OTLP and Zipkin exporters `@opentelemetry/sdk-node` imports for its environment-driven set-up.
  * FlagMeter hands the SDK its Prometheus reader and empty span and log processor lists, so the SDK
