@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { tenantName } from '../../shared/domain/events.ts';
+import { postgresText, tenantName } from '../../shared/domain/events.ts';
 
 import { apiKeyView } from '../../shared/domain/keys.ts';
 
@@ -11,7 +11,7 @@ export const apiKeyListResponse = z.object({ keys: z.array(apiKeyView) });
 export const tenantParams = z.object({ tenant: tenantName });
 
 export const listTenantsQuery = z.strictObject({
-  q: z.string().max(128).optional(),
+  q: postgresText(z.string().max(128)).optional(),
   sort: z.enum(['name', 'usage', 'percent']).default('name'),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   offset: z.coerce.number().int().min(0).max(10_000_000).default(0),

@@ -70,4 +70,13 @@ describe.skipIf(!servicesAvailable)('tenants function (its own app, real Postgre
     expect((await admin('GET', `/api/tenants/${uniqueName('nobody')}`)).statusCode).toBe(404);
     expect((await admin('GET', '/api/tenants', undefined, stack.apiKey)).json().error.code).toBe('forbidden');
   });
+
+  it('answers 400 naming the field for a NUL character, which PostgreSQL text cannot hold', async () => {
+    const search = await admin('GET', '/api/tenants?q=a%00b');
+    expect(search.statusCode, search.body).toBe(400);
+    expect(search.json().error.details).toEqual([{ field: 'q', message: 'must not contain NUL (U+0000)' }]);
+    const key = await admin('POST', '/api/keys', { name: 'ci\u0000key' });
+    expect(key.statusCode, key.body).toBe(400);
+    expect(key.json().error.details).toEqual([{ field: 'name', message: 'must not contain NUL (U+0000)' }]);
+  });
 });

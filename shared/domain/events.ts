@@ -9,6 +9,14 @@ const TENANT_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
 const FEATURE_PATTERN = /^[A-Za-z0-9._:@/-]{1,128}$/;
 const ID_PATTERN = /^[!-~]{1,128}$/;
 
+/**
+ * Free text that PostgreSQL stores or compares (a key's name, a search): its text type cannot hold
+ * NUL (U+0000), so one is a 400 naming the field, never the database's error as a 500.
+ */
+export function postgresText(schema: z.ZodString) {
+  return schema.refine((value) => !value.includes('\u0000'), 'must not contain NUL (U+0000)');
+}
+
 export const tenantName = z.string().regex(TENANT_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ -');
 /** Whether `tenantName` accepts the string (for hand-checked fast paths). */
 export const isTenantName = (name: string): boolean => TENANT_PATTERN.test(name);

@@ -6,10 +6,10 @@ import { ApiError } from '../platform/http/errors.ts';
 import { orm } from '../platform/orm.ts';
 import { apiKeys } from '../schema.ts';
 import { type KeyStore, generateApiKey } from './auth.ts';
-import { tenantName } from './events.ts';
+import { postgresText, tenantName } from './events.ts';
 
 export const createKeyBody = z.strictObject({
-  name: z.string().min(1, 'must not be empty').max(128, 'must be at most 128 characters'),
+  name: postgresText(z.string().min(1, 'must not be empty').max(128, 'must be at most 128 characters')),
   tenant: tenantName.nullable().optional(),
 });
 
