@@ -263,17 +263,33 @@ describe('stacks/app.yml', () => {
 
   test('secrets reach services only as Docker secrets through *_FILE variables', () => {
     for (const [name, service] of Object.entries(stack.services)) checkSecrets(name, service);
-    for (const name of HTTP_FUNCTIONS) {
-      expect(stack.services[name]!.environment).toMatchObject({
-        ADMIN_TOKEN_FILE: '/run/secrets/admin_token',
-        DATABASE_URL_FILE: '/run/secrets/database_url',
-      });
-    }
     expect(stack.services.aggregator!.environment).toMatchObject({
       SLACK_WEBHOOK_URL_FILE: '/run/secrets/slack_webhook_url',
       METRICS_PORT: '9465',
     });
     expect(stack.services.postgres!.environment).toMatchObject({ POSTGRES_PASSWORD_FILE: '/run/secrets/postgres_password' });
+  });
+
+  test('each service mounts only the secrets it reads: the queue only where it is opened, the admin token only where credentials are checked', () => {
+    const expected: Record<string, string[]> = {
+      ingest: ['database_url', 'valkey_url', 'admin_token'],
+      usage: ['database_url', 'admin_token'],
+      health: ['database_url', 'valkey_url'],
+      tenants: ['database_url', 'admin_token'],
+      aggregator: ['database_url', 'valkey_url', 'slack_webhook_url'],
+      site: ['database_url', 'admin_token'],
+      migrate: ['database_url'],
+    };
+    for (const [name, secrets] of Object.entries(expected)) {
+      const service = stack.services[name]!;
+      const mounted = (service.secrets ?? []).map((secret) => (typeof secret === 'string' ? secret : secret.source));
+      expect(mounted.toSorted(), name).toEqual(secrets.toSorted());
+      // Every mounted secret is read through a *_FILE variable, and every *_FILE variable has its mount.
+      const read = Object.entries(service.environment ?? {})
+        .filter(([key]) => key.endsWith('_FILE'))
+        .map(([, value]) => /^\/run\/secrets\/(.+)$/.exec(String(value))?.[1]);
+      expect(read.toSorted(), `${name}: *_FILE variables`).toEqual(secrets.toSorted());
+    }
   });
 
   test('the site trusts the proxy in front: its login throttle keys on each client, not on Traefik', () => {
