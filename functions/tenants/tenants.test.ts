@@ -78,5 +78,14 @@ describe.skipIf(!servicesAvailable)('tenants function (its own app, real Postgre
     const key = await admin('POST', '/api/keys', { name: 'ci\u0000key' });
     expect(key.statusCode, key.body).toBe(400);
     expect(key.json().error.details).toEqual([{ field: 'name', message: 'must not contain NUL (U+0000)' }]);
+    // The URL parser would drop or escape the control character and pass the URL; the raw string
+    // is what is stored, and PostgreSQL refused it with a 500.
+    const tenant = uniqueName('nul-hook');
+    for (const url of ['https://hooks.slack.com/services/T/B/X\u0000', 'https://hooks.slack.com/services/T/B\u0000/X', '\u0001https://hooks.slack.com/x']) {
+      const hook = await admin('PUT', `/api/tenants/${tenant}`, { slackWebhookUrl: url });
+      expect(hook.statusCode, hook.body).toBe(400);
+      expect(hook.json().error.details).toEqual([{ field: 'slackWebhookUrl', message: 'must not contain control characters' }]);
+    }
+    expect((await admin('GET', `/api/tenants/${tenant}`)).statusCode).toBe(404);
   });
 });

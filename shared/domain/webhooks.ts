@@ -88,6 +88,9 @@ export function isInternalAddress(address: string): boolean {
 
 /** The problem with a webhook URL under the policy (scheme, host list), or undefined; no DNS. */
 export function webhookUrlProblem(raw: string, policy: WebhookPolicy): string | undefined {
+  // The URL parser drops or escapes control characters, so the string as given would differ from the
+  // URL checked; a NUL would also reach PostgreSQL, whose text cannot hold it.
+  if (/[\u0000-\u001f\u007f]/.test(raw)) return 'must not contain control characters';
   let url: URL;
   try {
     url = new URL(raw);

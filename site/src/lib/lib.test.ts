@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { firstTable } from './benchmarks.ts';
 import { barChart, cumulative, niceCeiling } from './chart.ts';
+import { parseOverviewQuery } from './overview.ts';
 import { forecastSentence, parseTenantPageQuery } from './tenant-page.ts';
 import type { TenantUsage } from '../../../shared/domain/usage.ts';
 import { safeNext } from './client.ts';
@@ -157,6 +158,21 @@ describe('tenant page query and forecast sentence', () => {
       message: 'must not be after the current period (2026-11)',
     });
     expect(parseTenantPageQuery(params('feature=no%20spaces'), '2026-11-01')).toMatchObject({ field: 'feature' });
+    // Year 0 is out of PostgreSQL's date range (it answered 500), and Date.UTC reads 0001 as 1901.
+    for (const period of ['0000-01', '0001-01', '1999-12']) {
+      expect(parseTenantPageQuery(params(`period=${period}`), '2026-11-01'), period).toEqual({
+        field: 'period',
+        message: 'must not be before 2000-01',
+      });
+    }
+    expect(parseTenantPageQuery(params('period=2000-01'), '2026-11-01')).toEqual({ startDay: '2000-01-01', feature: undefined });
+  });
+
+  test('the overview drops a search PostgreSQL text cannot hold (NUL), as it drops an overlong one', () => {
+    const params = (query: string) => new URLSearchParams(query);
+    expect(parseOverviewQuery(params('q=a%00b&sort=name&page=2'))).toEqual({ q: '', sort: 'name', page: 2 });
+    expect(parseOverviewQuery(params(`q=${'x'.repeat(129)}`)).q).toBe('');
+    expect(parseOverviewQuery(params('q=%20acme%20')).q).toBe('acme');
   });
 
   test('the sentence says where the pace leads, in the tenant zone', () => {

@@ -8,9 +8,15 @@ export const PAGE_SIZE = 50;
 export const SORTS = ['percent', 'usage', 'name'] as const;
 export type Sort = (typeof SORTS)[number];
 
-// A bad query string falls back to the default view instead of an error page.
+// A bad query string falls back to the default view instead of an error page. The search goes to
+// PostgreSQL, whose text cannot hold NUL: a search with one is dropped like an overlong one.
 const overviewQuery = z.object({
-  q: z.string().trim().max(128).catch(''),
+  q: z
+    .string()
+    .trim()
+    .max(128)
+    .refine((text) => !text.includes('\u0000'))
+    .catch(''),
   sort: z.enum(SORTS).catch('percent'),
   page: z.coerce.number().int().min(1).max(1_000_000).catch(1),
 });

@@ -37,6 +37,8 @@ export interface TenantPage {
 
 const HOURS_SHOWN = 48;
 const MONTH = /^(\d{4})-(0[1-9]|1[0-2])$/;
+/** The earliest month a page shows: what the usage API's ranges allow (years 2000 to 2100). */
+const FIRST_MONTH = '2000-01';
 
 /** Checks the query against the tenant's current period; the error names the field. */
 export function parseTenantPageQuery(
@@ -47,6 +49,7 @@ export function parseTenantPageQuery(
   let startDay = currentStartDay;
   if (period !== null && period !== '') {
     if (!MONTH.test(period)) return { field: 'period', message: 'must be a month written YYYY-MM, e.g. 2026-03' };
+    if (period < FIRST_MONTH) return { field: 'period', message: `must not be before ${FIRST_MONTH}` };
     startDay = `${period}-01`;
     if (startDay > currentStartDay)
       return { field: 'period', message: `must not be after the current period (${currentStartDay.slice(0, 7)})` };
