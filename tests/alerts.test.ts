@@ -245,6 +245,19 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     expect(slack.postsTo(healthy.hook)[0]!.at).toBeLessThan(slack.postsTo(failing.hook)[0]!.at);
   });
 
+  it('stores a webhook answer holding a NUL, retries after it and delivers once (an answer PostgreSQL cannot hold stuck the alert)', async () => {
+    const { tenant, hook } = await tenantWithHook('nul-answer', 100);
+    slack.script(hook, [{ status: 429, headers: { 'retry-after': '2' }, body: 'slow\u0000down\n' }]);
+    await post({ tenant, feature: 'f', tokens: 80 });
+    const failed = await waitFor(async () => (await alertsOf(tenant)).find((alert) => alert.lastError !== null), {
+      what: 'the failed attempt recorded',
+    });
+    expect(failed).toMatchObject({ status: 'pending', attempts: 1, lastError: 'HTTP 429: slow\\u0000down\\u000a' });
+    await waitFor(() => slack.postsTo(hook).length === 1, { what: 'delivery after Retry-After' });
+    expect(slack.requests.filter((request) => request.path === hook).map((request) => request.status)).toEqual([429, 200]);
+    await waitFor(async () => (await alertsOf(tenant))[0]?.status === 'delivered', { what: 'the delivered status' });
+  });
+
   it('never alerts for late events in a past period and starts the new period from zero', async () => {
     const { tenant, hook } = await tenantWithHook('rollover', 1000);
     const current = periodOf('UTC', Date.now());

@@ -84,6 +84,15 @@ export function slackMessage(
  * same alert at once, and a crash mid-send only delays it), sends each on its own so that one slow or
  * failing webhook holds up no other tenant, and never touches the aggregation path.
  */
+/**
+ * A webhook's answer (or an error quoting one) as last_error may hold it: control characters are
+ * written as \uXXXX escapes. PostgreSQL text cannot hold NUL; had one come in an answer, every
+ * update of the alert would fail and the delivery would be retried past its give-up time for ever.
+ */
+export function storableText(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export class AlertDelivery {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly perHost = new Map<string, number>();
@@ -262,10 +271,10 @@ export class AlertDelivery {
         logger.info(log, 'alert delivered');
         return this.outcome('delivered', alert.attempts);
       }
-      error = `HTTP ${response.status}${response.body ? `: ${response.body.slice(0, 200)}` : ''}`;
+      error = `HTTP ${response.status}${response.body ? `: ${storableText(response.body.slice(0, 200))}` : ''}`;
       if (response.status === 429) delayMs = retryAfterMs(response.retryAfter);
     } catch (failure) {
-      error = (failure as Error).message;
+      error = storableText((failure as Error).message);
     }
     const backoff = Math.min(MAX_BACKOFF_MS, this.options.retryBaseMs * 2 ** (alert.attempts - 1));
     const wait = delayMs ?? Math.round(backoff * (0.8 + Math.random() * 0.4));

@@ -10,6 +10,8 @@ export interface ScriptedResponse {
   status: number;
   headers?: Record<string, string>;
   delayMs?: number;
+  /** The answer's body; by default `ok` for a 200 and `error` otherwise. */
+  body?: string;
 }
 
 /** A real HTTP server standing in for Slack: records every POST and answers from a per-path script. */
@@ -39,7 +41,7 @@ export async function startFakeSlack(): Promise<FakeSlack> {
         requests.push({ path, status: next.status, at: Date.now() });
         if (next.status === 200) posts.push({ path, body: JSON.parse(text) as ReceivedPost['body'], at: Date.now() });
         response.writeHead(next.status, { 'content-type': 'text/plain', ...next.headers });
-        response.end(next.status === 200 ? 'ok' : 'error');
+        response.end(next.body ?? (next.status === 200 ? 'ok' : 'error'));
       };
       if (next.delayMs) setTimeout(answer, next.delayMs);
       else answer();
