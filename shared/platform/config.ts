@@ -99,6 +99,8 @@ const configSchema = z.object({
 });
 
 export type Config = z.infer<typeof configSchema>;
+/** Every variable the config reads (each is in .env.example and the README's table). */
+export const CONFIG_VARIABLES = Object.keys(configSchema.shape) as (keyof Config)[];
 
 /** Variables that may instead be given as a path in `<NAME>_FILE` (Docker secrets). */
 const FILE_VARIABLES = ['DATABASE_URL', 'VALKEY_URL', 'ADMIN_TOKEN', 'SLACK_WEBHOOK_URL'] as const;
