@@ -1,6 +1,7 @@
 import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
 import type { Db, Queryable } from '../../shared/platform/db.ts';
 import { periodStartDay } from '../../shared/domain/periods.ts';
+import { INT8_MAX } from '../../shared/domain/usage.ts';
 import { changesPayload, nameHash, USAGE_CHANNEL } from '../../shared/domain/usage-changes.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type GroupColumns, groupByQuarterHour, groupColumns, nameArray, valueArray } from './rollup.ts';
@@ -159,6 +160,14 @@ async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bi
 }
 
 /**
+ * A rollup's tokens plus a commit's, held at the bigint maximum instead of overflowing: ingest takes
+ * up to 10^12 tokens an event, so ~9.2 million such events reach 2^63 − 1 in one period, and an
+ * overflow would fail the lane's commit at every retry, leaving every tenant on its partitions
+ * uncounted. Integer arithmetic only: the right side cannot overflow as a commit adds ≥ 0.
+ */
+const SATURATING_SUM = `CASE WHEN u.tokens > ${INT8_MAX} - excluded.tokens THEN ${INT8_MAX} ELSE u.tokens + excluded.tokens END`;
+
+/**
  * Upserts the rollups from the round's quarter-hour groups, summed here into UTC hours, the tenants'
  * local days and their periods; each insert in key order, so that row locks are taken in one order
  * across transactions. Returns, with its total before this commit, each touched period that may have
@@ -179,12 +188,12 @@ async function upsertRollups(
        INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
        SELECT tenant, feature, to_timestamp((quarter / 4) * 3600.0), sum(tokens), sum(events)
        FROM g GROUP BY tenant, (quarter / 4), feature ORDER BY tenant, (quarter / 4), feature
-       ON CONFLICT (tenant, hour, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+       ON CONFLICT (tenant, hour, feature) DO UPDATE SET tokens = ${SATURATING_SUM}, events = u.events + excluded.events
      ), daily AS (
        INSERT INTO usage_daily AS u (tenant, feature, day, tokens, events)
        SELECT tenant, feature, day, sum(tokens), sum(events)
        FROM g GROUP BY tenant, day, feature ORDER BY tenant, day, feature
-       ON CONFLICT (tenant, day, feature) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events
+       ON CONFLICT (tenant, day, feature) DO UPDATE SET tokens = ${SATURATING_SUM}, events = u.events + excluded.events
      ), added AS MATERIALIZED (
        SELECT tenant, day - extract(day FROM day)::int + 1 AS period_start, sum(tokens) AS tokens, sum(events) AS events,
               max(last_ms) AS last_ms
@@ -192,7 +201,7 @@ async function upsertRollups(
      ), periods AS (
        INSERT INTO usage_periods AS u (tenant, period_start, tokens, events, last_event_at)
        SELECT tenant, period_start, tokens, events, to_timestamp(last_ms / 1000.0) FROM added ORDER BY tenant, period_start
-       ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = u.tokens + excluded.tokens, events = u.events + excluded.events,
+       ON CONFLICT (tenant, period_start) DO UPDATE SET tokens = ${SATURATING_SUM}, events = u.events + excluded.events,
          last_event_at = greatest(u.last_event_at, excluded.last_event_at)
        RETURNING u.tenant, u.period_start, u.tokens
      )

@@ -2,6 +2,15 @@ import type { Queryable } from '../platform/db.ts';
 import { addCalendar, hourStart, localDay, localMidnight } from './periods.ts';
 import { changedBuckets, tenantBucket } from './usage-changes.ts';
 
+/**
+ * The largest token count a rollup holds (PostgreSQL bigint): the aggregator's sums stop there
+ * rather than overflow (functions/aggregator/apply.ts), and reads summing several rollups cap their
+ * sums at it too, so a saturated tenant still reads as 200, never as an out-of-range error.
+ */
+export const INT8_MAX = '9223372036854775807';
+/** A SQL sum of bigint rollups (numeric) capped at INT8_MAX, as bigint. */
+const cappedSum = (column: string): string => `least(sum(${column}), ${INT8_MAX})::bigint`;
+
 export interface TenantUsage {
   tenant: string;
   timeZone: string;
@@ -94,11 +103,11 @@ export async function readTenantUsage(db: Queryable, tenant: string, periodStart
                                (now() AT TIME ZONE time_zone)::date - ${FORECAST_DAYS - 1}), 'YYYY-MM-DD') AS window_start
        FROM tenants WHERE name = $1)
      SELECT t.monthly_quota, t.time_zone, t.period_start, p.tokens, t.window_start,
-            coalesce((SELECT sum(d.tokens) FROM usage_daily d
-                      WHERE d.tenant = t.name AND d.day >= t.window_start::date), 0)::bigint AS window_tokens,
+            coalesce((SELECT ${cappedSum('d.tokens')} FROM usage_daily d
+                      WHERE d.tenant = t.name AND d.day >= t.window_start::date), 0) AS window_tokens,
             coalesce((SELECT json_agg(json_build_object('feature', f.feature, 'tokens', f.tokens::text)
                                       ORDER BY f.tokens DESC, f.feature)
-                      FROM (SELECT d.feature, sum(d.tokens) AS tokens FROM usage_daily d
+                      FROM (SELECT d.feature, ${cappedSum('d.tokens')} AS tokens FROM usage_daily d
                             WHERE d.tenant = t.name AND d.day >= t.period_start::date
                               AND d.day < (t.period_start::date + interval '1 month')::date
                             GROUP BY d.feature) f), '[]'::json) AS features
@@ -129,7 +138,7 @@ export async function readForecastWindows(
   if (tenants.length === 0) return new Map();
   const starts = tenants.map((t) => forecastWindowStartDay(t.timeZone, t.periodStartDay, now));
   const rows = await db.query<{ tenant: string; tokens: bigint }>(
-    `SELECT x.tenant, sum(d.tokens)::bigint AS tokens
+    `SELECT x.tenant, ${cappedSum('d.tokens')} AS tokens
      FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, day date)
      JOIN usage_daily d ON d.tenant = x.tenant AND d.day >= x.day
      GROUP BY x.tenant`,
@@ -158,7 +167,7 @@ export async function readSeries(db: Queryable, request: SeriesRequest): Promise
     const params: unknown[] = [request.tenant, new Date(first).toISOString(), new Date(last).toISOString()];
     if (request.feature !== undefined) params.push(request.feature);
     const rows = await db.query<{ hour: Date; tokens: bigint }>(
-      `SELECT hour, sum(tokens)::bigint AS tokens FROM usage_hourly
+      `SELECT hour, ${cappedSum('tokens')} AS tokens FROM usage_hourly
        WHERE tenant = $1 AND hour >= $2::timestamptz AND hour <= $3::timestamptz${featureFilter} GROUP BY hour`,
       params,
     );
@@ -173,7 +182,7 @@ export async function readSeries(db: Queryable, request: SeriesRequest): Promise
   const params: unknown[] = [request.tenant, firstDay, lastDay];
   if (request.feature !== undefined) params.push(request.feature);
   const rows = await db.query<{ day: string; tokens: bigint }>(
-    `SELECT day, sum(tokens)::bigint AS tokens FROM usage_daily
+    `SELECT day, ${cappedSum('tokens')} AS tokens FROM usage_daily
      WHERE tenant = $1 AND day >= $2::date AND day <= $3::date${featureFilter} GROUP BY day`,
     params,
   );
