@@ -468,6 +468,39 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     ]);
   });
 
+  it('alerts a crossing by events counted ahead into the next period when it happens, due when that period begins', async () => {
+    const { tenant, hook } = await tenantWithHook('ahead', 1000);
+    const next = periodOf('UTC', periodOf('UTC', Date.now()).end.getTime());
+    const month = next.startDay.slice(0, 7);
+    // An ingest host whose clock runs ahead of PostgreSQL's: it stamps the event a minute into the
+    // next period, which has not begun by the database clock when the aggregator counts it.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(next.start.getTime() + 60_000);
+    try {
+      await post({ tenant, feature: 'f', tokens: 850 });
+    } finally {
+      vi.useRealTimers();
+    }
+    const listed = async () => (await alertsOf(tenant)).map((alert) => [alert.threshold, alert.period, alert.status]).sort();
+    // Before, this crossing was dropped (not the current period) and, once the period began, every
+    // later commit found 80% reached already: the alert was never made.
+    await waitFor(async () => (await listed()).length === 1, { what: "the next period's 80% alert" });
+    expect(await listed()).toEqual([[80, month, 'pending']]);
+    // A quota change judges that period too: lowered under its usage, 100% fires, due at the same time.
+    expect((await putTenant(tenant, { monthlyQuota: 800 })).statusCode).toBe(200);
+    expect(await listed()).toEqual([
+      [100, month, 'pending'],
+      [80, month, 'pending'],
+    ]);
+    const due = await stack.runtime.db.query<{ due: Date }>('SELECT next_attempt_at AS due FROM alerts WHERE tenant = $1', [tenant]);
+    expect(due.map((row) => new Date(row.due).getTime())).toEqual([next.start.getTime(), next.start.getTime()]);
+    expect(slack.requests.filter((request) => request.path === hook)).toHaveLength(0);
+    // When the period begins (brought forward here: the database clock cannot be moved), both are sent once.
+    await stack.runtime.db.query('UPDATE alerts SET next_attempt_at = now() WHERE tenant = $1', [tenant]);
+    await waitFor(() => slack.postsTo(hook).length === 2, { what: 'delivery once due' });
+    expect((await listed()).map(([, , status]) => status)).toEqual(['delivered', 'delivered']);
+  });
+
   it('validates the tenant body and names each bad field', async () => {
     const response = await putTenant(uniqueName('bad'), { monthlyQuota: 0, thresholds: [0, 2000], timeZone: 'Mars/Olympus', extra: 1 });
     expect(response.statusCode).toBe(400);

@@ -1,6 +1,6 @@
 import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
 import type { Db, Queryable } from '../../shared/platform/db.ts';
-import { periodStartDay } from '../../shared/domain/periods.ts';
+import { localMidnight, periodStartDay } from '../../shared/domain/periods.ts';
 import { INT8_MAX } from '../../shared/domain/usage.ts';
 import { changesPayload, nameHash, USAGE_CHANNEL } from '../../shared/domain/usage-changes.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
@@ -273,12 +273,15 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
     const totals = await upsertRollups(tx, columns, alertFloors(settings));
     // Delivered when this commit is: the usage functions read these tenants afresh (usage-changes.ts).
     await tx.query('SELECT pg_notify($1, $2)', [USAGE_CHANNEL, changes]);
-    // Only the current period alerts: late events counted into a past period never do. "Current" by
-    // the database clock, the one the usage and tenants reads use too. Only thresholds this commit
-    // took the total across are alerted: the ones it had reached before have their alerts already.
+    // Late events counted into a past period never alert. "Current" by the database clock, the one
+    // the usage and tenants reads use too. Only thresholds this commit took the total across are
+    // alerted: the ones it had reached before have their alerts already. So a crossing in a period
+    // that has not begun yet (events up to 5 minutes ahead) is alerted now, due when it begins.
     const current = totals.flatMap((total) => {
       const tenant = settings.get(total.tenant);
-      if (!tenant || total.period_start !== periodStartDay(tenant.timeZone, new Date(total.now).getTime())) return [];
+      if (!tenant) return [];
+      const currentStart = periodStartDay(tenant.timeZone, new Date(total.now).getTime());
+      if (total.period_start < currentStart) return [];
       return [
         {
           tenant: total.tenant,
@@ -287,6 +290,7 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
           before: total.before,
           quota: tenant.quota,
           thresholds: tenant.thresholds,
+          ...(total.period_start > currentStart ? { dueAt: new Date(localMidnight(tenant.timeZone, total.period_start)) } : {}),
         },
       ];
     });

@@ -21,6 +21,13 @@ export interface PeriodUsage {
    * that leaves usage over one fires it in its own transaction), so there is nothing to create.
    */
   before?: bigint;
+  /**
+   * When the alerts may be delivered, for a period that has not begun by the database clock: events
+   * up to 5 minutes ahead (a client's timestamp, or an ingest host whose clock runs ahead) count into
+   * the next period, and a crossing they make is judged when they are counted — later commits see
+   * it as reached already — and sent when that period begins. Unset: at once.
+   */
+  dueAt?: Date;
 }
 
 /**
@@ -38,13 +45,15 @@ export async function createCrossingAlerts(tx: Queryable, usages: readonly Perio
         threshold,
         used_tokens: usage.used.toString(),
         quota: usage.quota.toString(),
+        due_at: usage.dueAt?.toISOString() ?? null,
       }));
   });
   if (rows.length === 0) return [];
   const created = await tx.query<{ threshold: number }>(
-    `INSERT INTO alerts (tenant, period_start, threshold, used_tokens, quota)
-     SELECT tenant, period_start, threshold, used_tokens, quota
-     FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, period_start date, threshold int, used_tokens bigint, quota bigint)
+    `INSERT INTO alerts (tenant, period_start, threshold, used_tokens, quota, next_attempt_at)
+     SELECT tenant, period_start, threshold, used_tokens, quota, coalesce(due_at, now())
+     FROM jsonb_to_recordset($1::jsonb)
+       AS x(tenant text, period_start date, threshold int, used_tokens bigint, quota bigint, due_at timestamptz)
      ORDER BY tenant, threshold
      ON CONFLICT (tenant, period_start, threshold) WHERE rearmed_at IS NULL DO NOTHING
      RETURNING threshold`,

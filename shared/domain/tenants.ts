@@ -1,6 +1,6 @@
 import { reevaluateAlerts } from './alerts.ts';
 import type { Queryable } from '../platform/db.ts';
-import { periodOf } from './periods.ts';
+import { localMidnight, periodOf } from './periods.ts';
 import { percentOf } from './usage.ts';
 
 export interface TenantPatch {
@@ -206,17 +206,27 @@ export async function upsertTenant(
       ],
     );
     const { startDay } = periodOf(row!.time_zone, new Date(row!.now).getTime());
-    const [usage] = await tx.query<{ tokens: bigint }>('SELECT tokens FROM usage_periods WHERE tenant = $1 AND period_start = $2::date', [
-      tenant,
-      startDay,
-    ]);
-    const { rearmed, created } = await reevaluateAlerts(tx, {
-      tenant,
-      periodStart: startDay,
-      used: usage?.tokens ?? 0n,
-      quota: row!.monthly_quota,
-      thresholds: row!.thresholds,
-    });
+    // The current period, and the next one when events up to 5 minutes ahead have begun it: its
+    // alerts are judged now too, due when it begins (createCrossingAlerts).
+    const periods = await tx.query<{ period_start: string; tokens: bigint }>(
+      'SELECT period_start, tokens FROM usage_periods WHERE tenant = $1 AND period_start >= $2::date ORDER BY period_start',
+      [tenant, startDay],
+    );
+    if (periods[0]?.period_start !== startDay) periods.unshift({ period_start: startDay, tokens: 0n });
+    let rearmed = 0;
+    let created = 0;
+    for (const period of periods) {
+      const outcome = await reevaluateAlerts(tx, {
+        tenant,
+        periodStart: period.period_start,
+        used: period.tokens,
+        quota: row!.monthly_quota,
+        thresholds: row!.thresholds,
+        ...(period.period_start > startDay ? { dueAt: new Date(localMidnight(row!.time_zone, period.period_start)) } : {}),
+      });
+      rearmed += outcome.rearmed;
+      created += outcome.created;
+    }
     return { created: row!.created, rearmed, alertsCreated: created };
   });
 }
