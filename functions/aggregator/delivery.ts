@@ -90,6 +90,7 @@ export function slackMessage(
  * update of the alert would fail and the delivery would be retried past its give-up time for ever.
  */
 export function storableText(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: finding control characters is the point
   return text.replace(/[\u0000-\u001f\u007f]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 

@@ -81,7 +81,11 @@ describe.skipIf(!servicesAvailable)('tenants function (its own app, real Postgre
     // The URL parser would drop or escape the control character and pass the URL; the raw string
     // is what is stored, and PostgreSQL refused it with a 500.
     const tenant = uniqueName('nul-hook');
-    for (const url of ['https://hooks.slack.com/services/T/B/X\u0000', 'https://hooks.slack.com/services/T/B\u0000/X', '\u0001https://hooks.slack.com/x']) {
+    for (const url of [
+      'https://hooks.slack.com/services/T/B/X\u0000',
+      'https://hooks.slack.com/services/T/B\u0000/X',
+      '\u0001https://hooks.slack.com/x',
+    ]) {
       const hook = await admin('PUT', `/api/tenants/${tenant}`, { slackWebhookUrl: url });
       expect(hook.statusCode, hook.body).toBe(400);
       expect(hook.json().error.details).toEqual([{ field: 'slackWebhookUrl', message: 'must not contain control characters' }]);
