@@ -175,7 +175,12 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
   beforeAll(async () => {
     database = await createTestDatabase();
     keySpace = createKeySpace();
-    env = functionEnv(database.url, keySpace.prefix, { TELEMETRY_ENABLED: 'false' });
+    // Webhooks to 127.0.0.1 without a DNS check, so that hostile webhook URLs get as far as the database.
+    env = functionEnv(database.url, keySpace.prefix, {
+      TELEMETRY_ENABLED: 'false',
+      WEBHOOK_ALLOW_INSECURE: 'true',
+      WEBHOOK_ALLOWED_HOSTS: '127.0.0.1',
+    });
     runtime = await createRuntime('hostile-test', { config: loadConfig(env) });
     apiKey = (await createApiKey(runtime, 'hostile', null)).key;
     const entries = {
@@ -274,6 +279,71 @@ describe.skipIf(!servicesAvailable)('hostile input against real function process
       }),
       { numRuns: 300 },
     );
+  }, 240_000);
+
+  it('answers hostile admin bodies (tenant settings, API keys) with 2xx/4xx, never a 5xx', async () => {
+    const text = fc.oneof(
+      hostileString,
+      fc.constantFrom('\u0000', 'a\u0000b', '\u0001', '\n', ' ', '\ud800', 'x'.repeat(3_000), '9'.repeat(40), '-1', '1e400'),
+    );
+    const webhookUrl = fc.oneof(
+      text,
+      text.map((t) => `http://127.0.0.1:9/${t}`),
+      text.map((t) => `http://127.0.0.1${t}`),
+      text.map((t) => `${t}http://127.0.0.1:9/hook`),
+      fc.constant(null),
+    );
+    const number = fc.oneof(
+      fc.integer(),
+      fc.double(),
+      fc.constantFrom(2 ** 53, 2 ** 63, -0, 1e308, Number.MAX_SAFE_INTEGER),
+      text,
+      fc.constant(null),
+    );
+    const timeZone = fc.oneof(
+      text,
+      fc.constantFrom(
+        'UTC',
+        'Europe/Berlin',
+        '+05:30',
+        'Etc/GMT+5',
+        'posixrules',
+        'Factory',
+        'localtime',
+        'EST5EDT',
+        'GMT0',
+        'Asia/Kolkata',
+      ),
+    );
+    const tenantBody = fc.record(
+      {
+        monthlyQuota: number,
+        slackWebhookUrl: webhookUrl,
+        thresholds: fc.oneof(fc.array(fc.oneof(fc.integer({ min: -5, max: 2_000 }), number), { maxLength: 12 }), number),
+        timeZone,
+      },
+      { requiredKeys: [] },
+    );
+    const keyBody = fc.record({ name: text, tenant: fc.oneof(text, fc.constantFrom('acme', 'hostile-keys')) }, { requiredKeys: [] });
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+    await fc.assert(
+      fc.asyncProperty(fc.boolean(), tenantBody, keyBody, fc.integer({ min: 0, max: 3 }), async (settings, tenant, key, which) => {
+        if (settings) {
+          const path = `/api/tenants/hostile-settings-${which}`;
+          await check(await raw(servers.tenants!.url, 'PUT', path, admin, JSON.stringify(tenant)));
+          await check(await raw(servers.tenants!.url, 'GET', path, admin));
+        } else {
+          await check(await raw(servers.tenants!.url, 'POST', '/api/keys', admin, JSON.stringify(key)));
+        }
+      }),
+      { numRuns: 300 },
+    );
+    // What was stored still reads back, in the list and from the usage function.
+    await check(await raw(servers.tenants!.url, 'GET', '/api/tenants?q=hostile-settings', admin));
+    await check(await raw(servers.tenants!.url, 'GET', '/api/keys', admin));
+    for (const which of [0, 1, 2, 3]) {
+      await check(await raw(servers.usage!.url, 'GET', `/api/usage/hostile-settings-${which}`, { authorization: `Bearer ${ADMIN_TOKEN}` }));
+    }
   }, 240_000);
 
   it('closes slowloris connections (headers or body trickling in) and keeps serving others meanwhile', async () => {
