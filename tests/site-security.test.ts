@@ -1,8 +1,11 @@
-import { readdirSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureSiteBuilt, SITE_ENTRY } from '../site/build.ts';
-import { type RunningProcess, startProcess } from './helpers/processes.ts';
+import { ROOT, type RunningProcess, startProcess } from './helpers/processes.ts';
 import { createKeySpace, servicesAvailable, VALKEY_URL } from './helpers/services.ts';
 import { ADMIN_TOKEN, loginCookie, type SiteServer, startSiteServer } from './site/harness.ts';
 
@@ -145,5 +148,35 @@ describe.skipIf(!servicesAvailable)('site: sessions, login throttle and headers'
       LOG_LEVEL: 'warn',
     });
     for (const path of ['/', '/docs/api']) expectSecurityHeaders(await fetch(`${standalone.url}${path}`), `standalone ${path}`);
+  });
+  it("fails the site container's health check (stacks/app.yml) while its config is bad, and passes it once good", async () => {
+    await ensureSiteBuilt();
+    const stack = parse(readFileSync(join(ROOT, 'stacks/app.yml'), 'utf8')) as { services: { site: { healthcheck: { test: string[] } } } };
+    const [, command, flag, code] = stack.services.site.healthcheck.test;
+    const check = (url: string) =>
+      promisify(execFile)(command!, [flag!, code!.replace('http://127.0.0.1:3000', url)]).then(
+        () => 'healthy',
+        () => 'unhealthy',
+      );
+    // A session lifetime that is not a number: the site stops at its first on-demand page, naming it.
+    const broken = await startProcess(
+      'site/dist/server/entry.mjs',
+      {
+        DATABASE_URL: server.database.url,
+        ADMIN_TOKEN,
+        SESSION_TTL_HOURS: 'forever',
+        LOG_LEVEL: 'warn',
+      },
+      { ready: async (_output, url) => (await fetch(`${url}/favicon.svg`).catch(() => undefined))?.status === 200 },
+    );
+    try {
+      expect(await check(broken.url)).toBe('unhealthy');
+      expect(await broken.exited).toBe(78);
+      expect(broken.output()).toContain('SESSION_TTL_HOURS');
+    } finally {
+      await broken.kill('SIGKILL');
+    }
+    standalone ??= await startProcess('site/dist/server/entry.mjs', { DATABASE_URL: server.database.url, ADMIN_TOKEN, LOG_LEVEL: 'warn' });
+    expect(await check(standalone.url)).toBe('healthy');
   });
 });

@@ -230,7 +230,7 @@ describe('stacks/app.yml', () => {
       for (const name of [...HTTP_FUNCTIONS, 'aggregator', 'site']) {
         status = 200;
         expect(await probe(name), `${name}: 200`).toBe(0);
-        expect(asked, name).toBe(HTTP_FUNCTIONS.includes(name as never) ? '/healthz' : name === 'aggregator' ? '/metrics' : '/');
+        expect(asked, name).toBe(HTTP_FUNCTIONS.includes(name as never) ? '/healthz' : name === 'aggregator' ? '/metrics' : '/login');
         for (const failing of [404, 500, 503]) {
           status = failing;
           expect(await probe(name), `${name}: ${failing}`).toBe(1);
