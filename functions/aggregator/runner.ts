@@ -164,23 +164,34 @@ export class AggregatorRunner {
    */
   private async round(lane: number, partitions: number[]): Promise<void> {
     const { queue, apply } = this.options;
+    // Each position keeps the lease it was read under: lease upkeep may lose a partition and take it
+    // back (a new fence, the checkpoint's position) while the read waits, and entries read after the
+    // old position must not be committed as if they followed the new one — they would count twice.
     const positions = partitions.flatMap((partition) => {
       const owned = this.owned.get(partition);
-      return owned ? [{ partition, afterId: owned.lastId }] : [];
+      return owned ? [{ partition, afterId: owned.lastId, owned }] : [];
     });
+    const readUnder = new Map(positions.map((position) => [position.partition, position]));
     const perEntry = this.eventsPerEntry[lane] ?? MAX_EVENTS_PER_ENTRY;
     const count = Math.max(
       1,
       Math.min(this.options.batchSize, Math.floor((this.options.roundEvents ?? ROUND_EVENTS) / (positions.length * perEntry))),
     );
-    const read = await queue.read(positions, count, READ_BLOCK_MS, lane);
+    const read = await queue.read(
+      positions.map(({ partition, afterId }) => ({ partition, afterId })),
+      count,
+      READ_BLOCK_MS,
+      lane,
+    );
     this.eventsPerEntry[lane] = nextEventsPerEntry(
       perEntry,
       read.flatMap((found) => found.entries),
     );
     const batches = read.flatMap((found) => {
-      const owned = this.owned.get(found.partition);
-      return owned ? [{ partition: found.partition, fence: owned.fence, afterId: owned.lastId, entries: found.entries }] : [];
+      const position = readUnder.get(found.partition);
+      // Lost, or lost and taken again, during the read: the next round reads from the new position.
+      if (!position || this.owned.get(found.partition) !== position.owned) return [];
+      return [{ partition: found.partition, fence: position.owned.fence, afterId: position.afterId, entries: found.entries }];
     });
     for (const event of splitByKeys(batches, this.options.roundKeys ?? ROUND_KEYS)) {
       const result = await apply(event);
