@@ -256,9 +256,12 @@ describe('stacks/app.yml', () => {
           ? 'node.labels.flagmeter.data == true'
           : 'node.labels.flagmeter.app == true';
     for (const [name, service] of Object.entries(stack.services)) checkServiceHygiene(name, service, placement(name));
-    for (const name of [...HTTP_FUNCTIONS, 'site', 'aggregator']) {
+    for (const name of [...HTTP_FUNCTIONS, 'site']) {
       expect(stack.services[name]!.deploy?.update_config?.order, name).toBe('start-first');
     }
+    // Two live tasks of one slot would share an AGGREGATOR_ID and take each other's partitions.
+    expect(stack.services.aggregator!.deploy?.update_config).toMatchObject({ order: 'stop-first', failure_action: 'rollback' });
+    expect(stack.services.aggregator!.deploy?.rollback_config?.order).toBe('stop-first');
   });
 
   test('secrets reach services only as Docker secrets through *_FILE variables', () => {
