@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Authenticator, KeyStore } from '../shared/domain/auth.ts';
+import type { Db } from '../shared/platform/db.ts';
 import { createApiKey, revokeApiKey } from '../shared/domain/keys.ts';
 import { createLogger } from '../shared/platform/logger.ts';
 import { createTestDatabase, servicesAvailable, type TestDatabase } from './helpers/services.ts';
@@ -55,5 +56,54 @@ describe.skipIf(!servicesAvailable)('authentication memo (header → principal b
     expect(auth.authenticate(requestWith('admin-token-for-the-memo-test'))).toEqual({ kind: 'admin' });
     const { id, key } = await createApiKey({ db: database.db, auth: { keys: auth.keys } }, 'later', null);
     expect(auth.authenticate(requestWith(key))).toEqual({ kind: 'key', id, tenant: null });
+  });
+  it('never lets a key load that was under way undo a revoke or a new key made here, nor an older load replace a newer', async () => {
+    // The real database, with the answer of the key query held back until the test lets it go.
+    let held: Promise<void> | undefined;
+    let answered: (() => void) | undefined;
+    const db: Db = {
+      ...database.db,
+      query: async <T>(text: string, params?: readonly unknown[]) => {
+        const rows = await database.db.query<T>(text, params);
+        const wait = held;
+        answered?.();
+        await wait;
+        return rows;
+      },
+    };
+    const store = new KeyStore(db, logger, 60_000);
+    stores.push(store);
+    await store.start();
+    const auth = new Authenticator(store, 'admin-token-for-the-memo-test');
+    const deps = { db: database.db, auth: { keys: store } };
+    const old = await createApiKey(deps, 'old', null);
+    /** Starts a load whose answer is held back; resolves once the database has answered it. */
+    const heldLoad = async () => {
+      let release!: () => void;
+      held = new Promise((resolve) => (release = resolve));
+      const read = new Promise<void>((resolve) => (answered = resolve));
+      const load = store.refresh();
+      await read;
+      held = undefined;
+      answered = undefined;
+      return { load, release };
+    };
+
+    // A load answers with the keys as they were before this process revoked one and made another.
+    const slow = await heldLoad();
+    await revokeApiKey(deps, old.id);
+    const made = await createApiKey(deps, 'made', null);
+    slow.release();
+    await slow.load;
+    expect(() => auth.authenticate(requestWith(old.key))).toThrow(/invalid or revoked/);
+    expect(auth.authenticate(requestWith(made.key))).toEqual({ kind: 'key', id: made.id, tenant: null });
+
+    // An older load answering after a newer one: a key revoked elsewhere in between stays revoked.
+    const older = await heldLoad();
+    await revokeApiKey({ db: database.db }, made.id);
+    await store.refresh();
+    older.release();
+    await older.load;
+    expect(() => auth.authenticate(requestWith(made.key))).toThrow(/invalid or revoked/);
   });
 });

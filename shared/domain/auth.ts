@@ -36,8 +36,8 @@ interface StoredKey {
 
 /**
  * Active key hashes, held in memory so that ingest authenticates without a database round trip and
- * keeps working while PostgreSQL is away; reloaded every `refreshMs`, so a revoked key stops working
- * on every instance within that time.
+ * keeps working while PostgreSQL is away (with the last set it read); reloaded `refreshMs` after the
+ * previous load ended, so a revoked key stops working on every instance within about that time.
  */
 export class KeyStore {
   private keys = new Map<string, StoredKey>();
@@ -45,6 +45,17 @@ export class KeyStore {
   /** Bumped whenever the set of keys may have changed: what was authenticated before is checked again. */
   generation = 0;
   private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** Loads started, and the latest one whose answer was used: an older answer never replaces a newer. */
+  private loadsStarted = 0;
+  private loadUsed = 0;
+  /**
+   * Keys made or revoked through this process, numbered. A load that was under way meanwhile may
+   * have missed them, so they are replayed over its answer; the ones before its start it has seen
+   * (they were committed before this process applied them here).
+   */
+  private changes: { number: number; apply: (keys: Map<string, StoredKey>) => void }[] = [];
+  private changeCount = 0;
 
   constructor(
     private readonly db: Db,
@@ -54,32 +65,51 @@ export class KeyStore {
 
   async start(): Promise<void> {
     await this.refresh().catch((error: Error) => this.logger.warn({ err: error.message }, 'api keys not loaded yet'));
-    this.timer = setInterval(() => {
-      this.refresh().catch((error: Error) => this.logger.warn({ err: error.message }, 'api key refresh failed'));
-    }, this.refreshMs);
-    this.timer.unref();
+    // The next load is timed from the end of the last, so loads never overlap however slow one is.
+    const next = (): void => {
+      if (this.stopped) return;
+      this.timer = setTimeout(() => {
+        this.refresh()
+          .catch((error: Error) => this.logger.warn({ err: error.message }, 'api key refresh failed'))
+          .finally(next);
+      }, this.refreshMs);
+      this.timer.unref();
+    };
+    next();
   }
 
   async refresh(): Promise<void> {
+    const load = ++this.loadsStarted;
+    const changesBefore = this.changeCount;
     const rows = await this.db.query<{ id: string; tenant: string | null; key_hash: string }>(
       'SELECT id, tenant, key_hash FROM api_keys WHERE revoked_at IS NULL',
     );
+    if (load < this.loadUsed) return;
+    this.loadUsed = load;
     const next = new Map<string, StoredKey>();
     for (const row of rows) next.set(row.key_hash, { id: row.id, tenant: row.tenant });
+    this.changes = this.changes.filter((change) => change.number > changesBefore);
+    for (const change of this.changes) change.apply(next);
     this.keys = next;
     this.loaded = true;
     this.generation++;
   }
 
-  /** Forget a key at once in this process (the others catch up on their next refresh). */
-  revoke(id: string): void {
-    for (const [hash, key] of this.keys) if (key.id === id) this.keys.delete(hash);
+  private change(apply: (keys: Map<string, StoredKey>) => void): void {
+    apply(this.keys);
+    this.changes.push({ number: ++this.changeCount, apply });
     this.generation++;
   }
 
+  /** Forget a key at once in this process (the others catch up on their next refresh). */
+  revoke(id: string): void {
+    this.change((keys) => {
+      for (const [hash, key] of keys) if (key.id === id) keys.delete(hash);
+    });
+  }
+
   add(hash: string, key: StoredKey): void {
-    this.keys.set(hash, key);
-    this.generation++;
+    this.change((keys) => keys.set(hash, key));
   }
 
   findByHash(hash: string): StoredKey | undefined {
@@ -88,7 +118,8 @@ export class KeyStore {
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.stopped = true;
+    clearTimeout(this.timer);
   }
 }
 
