@@ -2,8 +2,10 @@ import postgres from 'postgres';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../../tests/helpers/processes.ts';
-import { createTestDatabase, servicesAvailable, type TestDatabase } from '../../tests/helpers/services.ts';
+import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, VALKEY_URL } from '../../tests/helpers/services.ts';
 import { MemoryQueue } from '../../shared/platform/queue/memory.ts';
+import type { EventQueue } from '../../shared/platform/queue/types.ts';
+import { ValkeyQueue } from '../../shared/platform/queue/valkey.ts';
 import { applyBatch } from './apply.ts';
 import { AggregatorRunner } from './runner.ts';
 
@@ -92,5 +94,44 @@ describe.skipIf(!servicesAvailable)('aggregator lease upkeep (real PostgreSQL)',
     await waitFor(() => runner.ownedPartitions.length === 1, { timeoutMs: 10_000, what: 'the runner to let partition 0 go' });
     expect(runner.ownedPartitions).toEqual([1]);
     expect(warnings).toContainEqual(expect.objectContaining({ msg: 'lease lost', partition: 0 }));
+  });
+  it('refuses to start on a Valkey queue with fewer partitions than the checkpoints hold, naming QUEUE_PARTITIONS', async () => {
+    const keySpace = createKeySpace();
+    const queue = new ValkeyQueue({
+      url: VALKEY_URL,
+      prefix: keySpace.prefix,
+      partitions: 1,
+      dedupeWindowMs: 60_000,
+      maxBacklog: 1_000_000,
+      commandTimeoutMs: 10_000,
+      logger: pino({ level: 'silent' }),
+    });
+    const fewer = (over: EventQueue) =>
+      new AggregatorRunner({
+        db: database.db,
+        queue: over,
+        logger: pino({ level: 'silent' }),
+        apply: (event) => applyBatch({ db: database.db, defaultQuota: 1_000n, leaseMs: 2_000 }, event),
+        ownerId: 'fewer-partitions',
+        leaseMs: 2_000,
+        batchSize: 100,
+      });
+    try {
+      // Partition 1's stream would never be read again: the events waiting in it would never count.
+      await expect(fewer(queue).start()).rejects.toThrow(/^QUEUE_PARTITIONS: 1, but the database holds checkpoints of 2 partitions/);
+      expect(await database.db.query('SELECT partition FROM partition_checkpoints ORDER BY partition')).toEqual([
+        { partition: 0 },
+        { partition: 1 },
+      ]);
+    } finally {
+      await queue.close();
+      await keySpace.clear();
+    }
+    // The in-process queue keeps nothing across a restart: its extra checkpoint is dropped instead.
+    await runner.stop();
+    const memory = fewer(new MemoryQueue(1, 60_000, 1_000_000));
+    await memory.start();
+    await memory.stop();
+    expect(await database.db.query('SELECT partition FROM partition_checkpoints ORDER BY partition')).toEqual([{ partition: 0 }]);
   });
 });

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ConfigError } from '../../shared/platform/config.ts';
 import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import type { EventQueue, QueueEntry } from '../../shared/platform/queue/types.ts';
@@ -76,9 +77,31 @@ export class AggregatorRunner {
         ]),
       { cancelled: () => this.stopping },
     );
+    await this.refuseFewerPartitions();
     await this.maintainLeases().catch((error: Error) => this.options.logger.warn({ err: error.message }, 'lease maintenance failed'));
     const lanes = Array.from({ length: this.options.lanes ?? 1 }, (_, lane) => this.lane(lane));
     this.loop = Promise.all([this.leases(), ...lanes]).then(() => undefined);
+  }
+
+  /**
+   * Checkpoints of partitions at or past QUEUE_PARTITIONS mean it was lowered: their Valkey streams
+   * would never be read again (nor could they be leased: their rows are no stream here), so the
+   * events in them would never count. Lowering needs the queue drained first (docs/deploy.md). The
+   * in-process queue of `npm start` keeps nothing across a restart: its extra rows are dropped.
+   */
+  private async refuseFewerPartitions(): Promise<void> {
+    const { db, queue } = this.options;
+    if (queue.kind === 'memory') {
+      await db.query('DELETE FROM partition_checkpoints WHERE partition >= $1', [queue.partitions]);
+      return;
+    }
+    const [row] = await db.query<{ partitions: number | null }>('SELECT max(partition) + 1 AS partitions FROM partition_checkpoints');
+    if (row?.partitions && row.partitions > queue.partitions) {
+      throw new ConfigError(
+        `QUEUE_PARTITIONS: ${queue.partitions}, but the database holds checkpoints of ${row.partitions} partitions; ` +
+          `it can be raised, not lowered, while events may wait in the higher partitions (docs/deploy.md, "Scaling the aggregator")`,
+      );
+    }
   }
 
   async stop(): Promise<void> {
@@ -282,11 +305,11 @@ export class AggregatorRunner {
     const taken = await db.query<{ partition: number; fence: bigint; last_id: string }>(
       `UPDATE partition_checkpoints SET owner = $1, fence = fence + 1,
          lease_until = now() + $2::int * interval '1 millisecond', updated_at = now()
-       WHERE partition IN (SELECT partition FROM partition_checkpoints WHERE ${free}
+       WHERE partition IN (SELECT partition FROM partition_checkpoints WHERE ${free} AND partition < $5
                            ORDER BY partition LIMIT $4 FOR UPDATE SKIP LOCKED)
          AND ${free}
        RETURNING partition, fence, last_id`,
-      [ownerId, leaseMs, JSON.stringify(this.ownedPartitions), count],
+      [ownerId, leaseMs, JSON.stringify(this.ownedPartitions), count, queue.partitions],
     );
     for (const row of taken) {
       this.owned.set(row.partition, { fence: row.fence.toString(), lastId: row.last_id });
