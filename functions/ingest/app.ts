@@ -75,7 +75,13 @@ async function enqueue(queue: EventQueue, events: QueuedEvent[], receivedAt: num
       throw new ApiError('queue_full', 'the queue backlog is over its cap; retry later', undefined, 5);
     }
     if (error instanceof QueueUnavailableError) {
-      throw new ApiError('queue_unavailable', 'the queue is unreachable; nothing was accepted, retry later', undefined, 1);
+      // Not "nothing was accepted": a write that timed out or lost its connection may still have landed.
+      throw new ApiError(
+        'queue_unavailable',
+        'the queue did not confirm the events; retry later with the same ids (an event with an id is never counted twice)',
+        undefined,
+        1,
+      );
     }
     throw error;
   }
