@@ -113,6 +113,43 @@ describe.skipIf(!servicesAvailable)('site: sessions, login throttle and headers'
     }
   });
 
+  it('answers a state-changing request that is no readable form with 415 or 400, never 500, and changes nothing', async () => {
+    const csrfOf = async (path: string, cookie: string) =>
+      /name="_csrf" value="([^"]+)"/.exec(await (await fetch(`${server.url}${path}`, { headers: { cookie } })).text())?.[1] ?? '';
+    const login = await loginForm(server.url);
+    const session = await loginCookie(server.url);
+    const keysCsrf = await csrfOf('/dashboard/keys', session);
+    const keysBefore = await (await fetch(`${server.url}/dashboard/keys`, { headers: { cookie: session } })).text();
+    const cases: [string, string, string, string, string | Uint8Array, number][] = [
+      // The token in the header passes the CSRF check; the page then read the body as a form and threw.
+      ['/login', login.cookie, login.csrf, 'application/json', '{"credential":"x"}', 415],
+      ['/login', login.cookie, login.csrf, 'multipart/form-data; boundary=x', 'not multipart at all', 400],
+      ['/login', login.cookie, login.csrf, 'application/x-www-form-urlencoded', `credential=${'x'.repeat(70_000)}`, 400],
+      ['/dashboard/keys', session, keysCsrf, 'application/json', '{"name":"json-key"}', 415],
+      ['/dashboard/keys', session, keysCsrf, 'text/plain', 'name=plain-key', 415],
+    ];
+    for (const [path, cookie, csrf, type, body, status] of cases) {
+      const response = await fetch(`${server.url}${path}`, {
+        method: 'POST',
+        redirect: 'manual',
+        headers: { cookie, origin: server.url, 'x-csrf-token': csrf, 'content-type': type },
+        body,
+      });
+      expect(response.status, `${path} ${type}`).toBe(status);
+    }
+    expect(await (await fetch(`${server.url}/dashboard/keys`, { headers: { cookie: session } })).text()).not.toContain('json-key');
+    expect(keysBefore).not.toContain('json-key');
+    // The forms themselves still work with the token in the body.
+    const made = await fetch(`${server.url}/dashboard/keys`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: session, origin: server.url, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ _csrf: keysCsrf, intent: 'create', name: 'form-key', tenant: '' }),
+    });
+    expect(made.status).toBe(200);
+    expect(await made.text()).toContain('form-key');
+  });
+
   it('never answers 500 to a next= holding CR, LF or U+2028, and sends the user to a same-site path', async () => {
     const session = await loginCookie(server.url);
     for (const next of [

@@ -8,19 +8,25 @@ const SAFE_METHODS = new Set(['GET', 'HEAD']);
 
 const isDashboard = (path: string): boolean => path === '/dashboard' || path.startsWith('/dashboard/');
 
-function forbidden(message: string): Response {
-  return new Response(`403 Forbidden: ${message}\n`, { status: 403, headers: { 'content-type': 'text/plain; charset=utf-8' } });
+const FORM_TYPES = new Set(['application/x-www-form-urlencoded', 'multipart/form-data']);
+
+function plain(status: 400 | 403 | 415, message: string): Response {
+  const reason = { 400: 'Bad Request', 403: 'Forbidden', 415: 'Unsupported Media Type' }[status];
+  return new Response(`${status} ${reason}: ${message}\n`, { status, headers: { 'content-type': 'text/plain; charset=utf-8' } });
 }
 
-/** The form's CSRF token, read from a copy of the body so the page can still read the original. */
-async function submittedToken(context: APIContext): Promise<unknown> {
-  const header = context.request.headers.get('x-csrf-token');
-  if (header) return header;
-  try {
-    return (await context.request.clone().formData()).get(CSRF_FIELD);
-  } catch {
-    return undefined;
-  }
+/**
+ * The submitted form, read from a copy of the body so the page can still read the original: every
+ * state-changing request here is one of the site's forms. Anything else, or a body that cannot be
+ * read as one (malformed, over the 64 KB body limit), would make the page's own read throw (a 500).
+ */
+async function submittedForm(context: APIContext): Promise<FormData | 'not a form' | 'unreadable'> {
+  const type = (context.request.headers.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+  if (!FORM_TYPES.has(type)) return 'not a form';
+  return context.request
+    .clone()
+    .formData()
+    .catch(() => 'unreadable' as const);
 }
 
 /**
@@ -59,8 +65,12 @@ export const onRequest: MiddlewareHandler = async (context, next) => {
     const back = `${path}${context.url.search}`;
     return context.redirect(`/login?next=${encodeURIComponent(back)}`, 303);
   }
-  if (!SAFE_METHODS.has(context.request.method) && !validCsrfToken(site.sessionKey, boundTo, await submittedToken(context))) {
-    return forbidden('missing or invalid CSRF token; reload the page and try again');
+  if (!SAFE_METHODS.has(context.request.method)) {
+    const form = await submittedForm(context);
+    const token = context.request.headers.get('x-csrf-token') || (form instanceof FormData ? form.get(CSRF_FIELD) : undefined);
+    if (!validCsrfToken(site.sessionKey, boundTo, token)) return plain(403, 'missing or invalid CSRF token; reload the page and try again');
+    if (form === 'not a form') return plain(415, 'send a form (application/x-www-form-urlencoded or multipart/form-data)');
+    if (form === 'unreadable') return plain(400, 'the form could not be read (malformed, or over 64 KB)');
   }
 
   const response = await next();
