@@ -4,7 +4,7 @@ import { barChart, cumulative, niceCeiling } from './chart.ts';
 import { parseOverviewQuery } from './overview.ts';
 import { forecastSentence, parseTenantPageQuery } from './tenant-page.ts';
 import type { TenantUsage } from '../../../shared/domain/usage.ts';
-import { safeNext } from './client.ts';
+import { clientKey, safeNext, UNTRUSTED_FORWARDED } from './client.ts';
 import { loadSiteConfig } from './config.ts';
 import { csrfToken, issueSession, validCredential, validCsrfToken, verifySession } from './session.ts';
 import { FailureThrottle } from '../../../shared/domain/throttle.ts';
@@ -210,6 +210,21 @@ describe('tenant page query and forecast sentence', () => {
     ).toBe(
       "acme has already reached its quota of 10,000; at the pace of the last 7 days it will use about 14,000 tokens by the period's last day (2026-11-30).",
     );
+  });
+});
+
+describe('login throttle key', () => {
+  test('behind a trusted proxy, the entry the proxy appended; without one, never an address the client wrote', () => {
+    const request = (forwardedFor?: string) =>
+      new Request('http://flagmeter.example/login', { headers: forwardedFor === undefined ? {} : { 'x-forwarded-for': forwardedFor } });
+    expect(clientKey(request('1.1.1.1, 10.0.0.7'), '10.0.0.2', { trustProxy: true })).toBe('10.0.0.7');
+    expect(clientKey(request(), '10.0.0.2', { trustProxy: true })).toBe('10.0.0.2');
+    // Astro hands over the first X-Forwarded-For entry as the client address when the Host matches
+    // PUBLIC_URL: a new one each guess escaped the throttle.
+    for (const spoofed of ['10.0.0.1', '10.0.0.2', '203.0.113.9']) {
+      expect(clientKey(request(spoofed), spoofed, { trustProxy: false })).toBe(UNTRUSTED_FORWARDED);
+    }
+    expect(clientKey(request(), '192.0.2.4', { trustProxy: false })).toBe('192.0.2.4');
   });
 });
 
