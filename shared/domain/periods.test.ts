@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addCalendar, localDay, periodOf, zoneOffsetMs } from './periods.ts';
+import { addCalendar, localDay, localMidnight, periodOf, zoneOffsetMs } from './periods.ts';
 
 describe('periods', () => {
   it('puts 23:59:59.999 on the last day of a month and 00:00 on the first of the next in different UTC periods', () => {
@@ -25,5 +25,29 @@ describe('periods', () => {
     expect(localDay('Europe/Berlin', Date.parse('2026-06-30T22:00:00Z'))).toBe('2026-07-01');
     expect(addCalendar('2026-12-01', { months: 1 })).toBe('2027-01-01');
     expect(addCalendar('2026-02-28', { days: 1 })).toBe('2026-03-01');
+  });
+  it('starts a day at the first instant that falls on it, also where a DST change skips midnight', () => {
+    // By search, minute by minute: the first instant whose local day is `day`.
+    const firstInstant = (zone: string, day: string): number => {
+      let instant = Date.parse(`${day}T00:00:00Z`) - 15 * 3_600_000;
+      while (localDay(zone, instant) !== day) instant += 60_000;
+      return instant;
+    };
+    const cases: [string, string][] = [
+      ['America/Havana', '2025-03-09'], // midnight skipped: the day begins at 01:00 local, 05:00Z
+      ['America/Santiago', '2025-09-07'],
+      ['America/Asuncion', '2023-10-01'], // and a period start
+      ['America/Sao_Paulo', '2018-11-04'],
+      ['America/Havana', '2025-11-02'], // midnight twice (fall back): the first
+      ['America/New_York', '2026-03-08'],
+      ['Europe/Berlin', '2026-10-25'],
+      ['Australia/Lord_Howe', '2025-10-05'],
+      ['Asia/Kolkata', '2026-03-01'],
+      ['UTC', '2026-03-01'],
+    ];
+    for (const [zone, day] of cases) {
+      expect(new Date(localMidnight(zone, day)).toISOString(), `${zone} ${day}`).toBe(new Date(firstInstant(zone, day)).toISOString());
+    }
+    expect(new Date(localMidnight('America/Havana', '2025-03-09')).toISOString()).toBe('2025-03-09T05:00:00.000Z');
   });
 });

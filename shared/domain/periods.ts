@@ -4,6 +4,7 @@
  */
 
 const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
 const OFFSET_BUCKET_MS = 15 * 60_000;
 const formatters = new Map<string, Intl.DateTimeFormat>();
 const offsetCache = new Map<string, number>();
@@ -82,14 +83,24 @@ export function hourStart(instantMs: number): number {
   return Math.floor(instantMs / HOUR_MS) * HOUR_MS;
 }
 
-/** The UTC instant of local midnight at the start of `day` ('YYYY-MM-DD') in `timeZone`. */
+/**
+ * The UTC instant `day` ('YYYY-MM-DD') begins in `timeZone`: local midnight, or, where a DST change
+ * skips midnight (America/Havana in March, America/Santiago in September), the moment the clocks jump.
+ */
 export function localMidnight(timeZone: string, day: string): number {
   const [year, month, date] = day.split('-').map(Number) as [number, number, number];
   const wallClock = Date.UTC(year, month - 1, date);
-  let instant = wallClock - zoneOffsetMs(timeZone, wallClock);
-  // Once more with the offset in force at the first guess: right across a DST change too.
-  instant = wallClock - zoneOffsetMs(timeZone, instant);
-  return instant;
+  const offset = zoneOffsetMs(timeZone, wallClock);
+  const guess = wallClock - offset;
+  if (zoneOffsetMs(timeZone, guess) === offset) return guess;
+  // An offset change near midnight: of midnight by each offset in force around it, the earliest
+  // instant that falls on `day` (by the offset before a skip, midnight is the jump itself).
+  let start: number | undefined;
+  for (const around of [wallClock - DAY_MS, guess, wallClock + DAY_MS]) {
+    const instant = wallClock - zoneOffsetMs(timeZone, around);
+    if (localDay(timeZone, instant) === day && (start === undefined || instant < start)) start = instant;
+  }
+  return start ?? wallClock - zoneOffsetMs(timeZone, guess);
 }
 
 /** 'YYYY-MM-DD' of the day after `day`, or the first of the next month with `months`. */
