@@ -66,6 +66,23 @@ function followsCommits(label: string, open: () => Promise<{ runtime: Runtime; a
       ]);
     });
 
+    it('answers a quota or zone change at once although the cached answer has minutes to live', async () => {
+      const tenant = uniqueName('requota');
+      await post({ tenant, feature: 'f', tokens: 40 });
+      await waitFor(async () => (await usage(tenant))?.tokens === 40n, { what: 'the event counted' });
+      const put = await api!.app.inject({
+        method: 'PUT',
+        url: `/api/tenants/${tenant}`,
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        payload: JSON.stringify({ monthlyQuota: 50 }),
+      });
+      expect(put.statusCode, put.body).toBe(200);
+      const answer = await waitFor(async () => ((await usage(tenant))?.quota === 50n ? usage(tenant) : undefined), {
+        what: 'the new quota in the answer',
+      });
+      expect(answer).toMatchObject({ tokens: 40n, quota: 50n, percent: 80, over: false });
+    });
+
     it('keeps serving the cached answer of a tenant no commit touched', async () => {
       const quiet = uniqueName('quiet');
       let busy = uniqueName('busy');

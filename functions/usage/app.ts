@@ -19,7 +19,8 @@ export interface UsageDeps {
   /**
    * Listen for the commits' change notifications (default on). Off in AWS Lambda: a frozen instance
    * would stop reading its notifications, and PostgreSQL keeps every notification until all
-   * listeners have read it. There, answers are as fresh as USAGE_CACHE_TTL.
+   * listeners have read it. There, answers are up to 4 × USAGE_CACHE_TTL (at least 1 s) old: past
+   * the TTL the cached answer is served while one read refreshes it (UsageCache).
    */
   followChanges?: boolean;
 }
@@ -87,7 +88,7 @@ function followUsageChanges(app: FastifyInstance, db: Db, cache: UsageCache): vo
         if (closed) return;
         app.log.warn(
           { err: error.message, retryInMs: delayMs },
-          'usage change notifications unavailable; answers may lag up to USAGE_CACHE_TTL',
+          'usage change notifications unavailable; answers may lag up to 4 × USAGE_CACHE_TTL (at least 1 s)',
         );
         retry = setTimeout(() => subscribe(Math.min(delayMs * 2, 30_000)), delayMs).unref();
       },

@@ -2,6 +2,7 @@ import { reevaluateAlerts } from './alerts.ts';
 import type { Queryable } from '../platform/db.ts';
 import { localMidnight, periodOf } from './periods.ts';
 import { percentOf } from './usage.ts';
+import { changesPayload, nameHash, USAGE_CHANNEL } from './usage-changes.ts';
 
 export interface TenantPatch {
   monthlyQuota?: bigint;
@@ -205,6 +206,9 @@ export async function upsertTenant(
         patch.slackWebhookUrl !== undefined,
       ],
     );
+    // The usage functions' cached answers of this tenant carry its quota, zone and thresholds: like a
+    // commit's, this change ends them when it commits.
+    await tx.query('SELECT pg_notify($1, $2)', [USAGE_CHANNEL, changesPayload([nameHash(tenant)])]);
     const { startDay } = periodOf(row!.time_zone, new Date(row!.now).getTime());
     // The current period, and the next one when events up to 5 minutes ahead have begun it: its
     // alerts are judged now too, due when it begins (createCrossingAlerts).
