@@ -2,7 +2,7 @@
  * `npm start`: the whole of FlagMeter in one process — every function on its route, the aggregator,
  * and the site — on embedded PostgreSQL and an in-process queue unless DATABASE_URL / VALKEY_URL are set.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startAggregator } from '../functions/aggregator/service.ts';
 import { registerAllFunctions } from '../functions/api.ts';
@@ -29,12 +29,56 @@ const config = loadConfigOrExit();
 mkdirSync(config.DATA_DIR, { recursive: true, mode: 0o700 });
 chmodSync(config.DATA_DIR, 0o700);
 
+/**
+ * One `npm start` per embedded database: PGlite takes no lock of its own, and two processes writing
+ * one data folder corrupt it. The lock file holds the owner's pid; one left by a process that is
+ * gone is taken over.
+ */
+function lockDataDir(): void {
+  const path = join(config.DATA_DIR, 'npm-start.pid');
+  for (;;) {
+    try {
+      const fd = openSync(path, 'wx', 0o600);
+      writeFileSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      process.once('exit', () => rmSync(path, { force: true }));
+      return;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const owner = Number.parseInt(readFileSync(path, 'utf8'), 10);
+    let alive = false;
+    try {
+      alive = owner > 0 && owner !== process.pid && process.kill(owner, 0);
+    } catch (error) {
+      alive = (error as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    if (alive) {
+      process.stderr.write(
+        `${JSON.stringify({ level: 'fatal', msg: `DATA_DIR: ${config.DATA_DIR} holds the embedded database of another npm start (pid ${owner}); stop that one, or give this one its own DATA_DIR` })}\n`,
+      );
+      process.exit(78);
+    }
+    rmSync(path, { force: true });
+  }
+}
+if (!config.DATABASE_URL) lockDataDir();
+
+/** Writes a file whole or not at all (a crash mid-write must not leave half a secret). */
+function writeWhole(path: string, text: string): void {
+  const partial = `${path}.${process.pid}.partial`;
+  writeFileSync(partial, text, { mode: 0o600 });
+  renameSync(partial, path);
+}
+
 /** A secret generated once and kept in the data folder, so restarts print the same one. */
 function rememberedSecret(file: string, generate: () => string): string {
   const path = join(config.DATA_DIR, file);
-  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  const saved = existsSync(path) ? readFileSync(path, 'utf8').trim() : '';
+  // An empty or cut-short file (a crash or a full disk while an older version wrote it) is made anew.
+  if (saved.length >= 16) return saved;
   const secret = generate();
-  writeFileSync(path, `${secret}\n`, { mode: 0o600 });
+  writeWhole(path, `${secret}\n`);
   return secret;
 }
 
@@ -71,7 +115,7 @@ if (savedKey !== undefined && savedActive) {
   // Generated once, outside the retries: an insert whose answer was lost is repeated with the same key.
   const generated = generateApiKey();
   apiKey = (await retryUntilDone('creating the API key', logger, () => createApiKey(runtime, 'npm start', null, generated))).key;
-  writeFileSync(keyFile, `${apiKey}\n`, { mode: 0o600 });
+  writeWhole(keyFile, `${apiKey}\n`);
 }
 
 const app = createHttpApp(logger);

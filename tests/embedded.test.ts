@@ -1,11 +1,12 @@
-import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { healthResponse } from '../functions/health/schema.ts';
 import { usageResponse } from '../functions/usage/schema.ts';
 import { parseExact } from './helpers/json.ts';
-import { type RunningProcess, startProcess, waitFor } from './helpers/processes.ts';
+import { spawnNode } from '../scripts/lib/processes.ts';
+import { freePort, ROOT, type RunningProcess, startProcess, waitFor } from './helpers/processes.ts';
 
 describe('npm start on embedded backends', () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'flagmeter-embedded-'));
@@ -68,7 +69,33 @@ describe('npm start on embedded backends', () => {
     expect(checks.valkey).toBeUndefined();
   });
 
-  it('stops cleanly on SIGINT', async () => {
+  it('refuses a second npm start on the same data folder, naming DATA_DIR, and the first keeps serving', async () => {
+    // Another port, so only the data folder is shared: PGlite has no lock, and two writers corrupt it.
+    const second = spawnNode(['--import', 'tsx', join(ROOT, 'scripts/start.ts')], {
+      env: { DATA_DIR: dataDir, LOG_LEVEL: 'warn', PORT: String(await freePort()), METRICS_PORT: String(await freePort()) },
+    });
+    expect(await second.exited).toBe(78);
+    expect(second.output()).toContain(`DATA_DIR: ${dataDir} holds the embedded database of another npm start (pid ${server!.child.pid})`);
+    expect((await fetch(`${server!.url}/api/health`)).status).toBe(200);
+  });
+
+  it('stops cleanly on SIGINT, and starts again after a crash left its lock and an empty admin token file', async () => {
     expect(await server!.kill('SIGINT')).toBe(0);
+    // As a kill -9 and a full disk would leave them: a lock naming a process that is gone, a token cut to nothing.
+    writeFileSync(join(dataDir, 'npm-start.pid'), '999999\n');
+    writeFileSync(join(dataDir, 'admin-token'), '');
+    server = await startProcess(
+      'scripts/start.ts',
+      { DATA_DIR: dataDir, LOG_LEVEL: 'warn' },
+      { ready: (output) => output.includes('Try it:') },
+    );
+    const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+    expect(token).toMatch(/^fma_.{16,}/);
+    expect(server.output()).toContain(`admin token (generated, kept in ${dataDir}/admin-token): ${token}`);
+    expect(readFileSync(join(dataDir, 'npm-start.pid'), 'utf8').trim()).toBe(String(server.child.pid));
+    const keys = await fetch(`${server.url}/api/keys`, { headers: { authorization: `Bearer ${token}` } });
+    expect(keys.status).toBe(200);
+    expect(await server.kill('SIGINT')).toBe(0);
+    expect(() => readFileSync(join(dataDir, 'npm-start.pid'))).toThrow(/ENOENT/);
   });
 });
