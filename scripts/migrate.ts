@@ -13,7 +13,7 @@ if (!config.DATABASE_URL) {
 const db = connectPostgres(config.DATABASE_URL, { max: 1, statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT });
 try {
   // A one-shot job that starts before PostgreSQL is steady keeps trying rather than failing the deploy.
-  const applied = await retryUntilDone('migrations', logger, () => migrate(db));
+  const applied = await retryUntilDone('migrations', logger, () => migrate(db), { attemptTimeoutMs: Number.POSITIVE_INFINITY });
   logger.info({ applied }, applied.length ? 'migrations applied' : 'database is up to date');
 } finally {
   await db.close();

@@ -94,7 +94,7 @@ observeRuntime(runtime);
 const { db, queue, logger } = runtime;
 // Every start-up step is retried until the database is steady: a flaky connection delays start-up
 // instead of ending it. Each step may run again after an attempt whose outcome was unknown.
-await retryUntilDone('migrations', logger, () => migrate(db));
+await retryUntilDone('migrations', logger, () => migrate(db), { attemptTimeoutMs: Number.POSITIVE_INFINITY });
 await retryUntilDone('loading API keys', logger, () => runtime.keys.refresh());
 // Keeps them fresh from here on (its own first load repeats the one above).
 await runtime.keys.start();

@@ -12,7 +12,11 @@ export interface Queryable {
 
 export interface Db extends Queryable {
   readonly kind: 'postgres' | 'pglite';
-  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * `unbounded`: no deadline on the answer (migrations: a long DDL statement is not a dead
+   * connection, which TCP keepalive still notices). Otherwise as long as a statement may run, plus grace.
+   */
+  transaction<T>(work: (tx: Queryable) => Promise<T>, options?: { unbounded?: boolean }): Promise<T>;
   /**
    * Calls `onMessage` with the payload of each NOTIFY on `channel`, and `onSubscribed` each time the
    * subscription starts, the first time and after a lost connection (what was sent in between is
@@ -84,6 +88,7 @@ const DEADLINE_GRACE_MS = 2_000;
 
 /** Rejects with DatabaseTimeoutError when `work` has not settled within `ms` (it is left to settle on its own). */
 function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  if (!Number.isFinite(ms)) return work;
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new DatabaseTimeoutError(`no answer from PostgreSQL within ${ms} ms`)), ms);
@@ -133,8 +138,11 @@ export function connectPostgres(url: string, options: PostgresOptions = {}): Db 
   return {
     kind: 'postgres',
     query: (text, params) => withDeadline(run(sql, text, params), deadlineMs),
-    transaction: (work) =>
-      withDeadline(sql.begin((tx) => work({ query: (text, params) => run(tx, text, params) })) as Promise<never>, deadlineMs),
+    transaction: (work, options) =>
+      withDeadline(
+        sql.begin((tx) => work({ query: (text, params) => run(tx, text, params) })) as Promise<never>,
+        options?.unbounded ? Number.POSITIVE_INFINITY : deadlineMs,
+      ),
     // postgres.js listens on a connection of its own and subscribes again after it reconnects.
     listen: async (channel, onMessage, onSubscribed) => (await sql.listen(channel, onMessage, onSubscribed)).unlisten,
     close: () => sql.end({ timeout: 5 }),
