@@ -6,6 +6,11 @@ export interface CuttableProxy {
   /** Drops every open connection and refuses new ones until restored. */
   cut(): void;
   restore(): void;
+  /**
+   * The open connections go silent, as across a network that lost its route: nothing more passes
+   * either way and nobody is told. New connections pass as before.
+   */
+  silence(): void;
   close(): Promise<void>;
 }
 
@@ -87,6 +92,7 @@ export async function startProxy(targetHost: string, targetPort: number): Promis
   let commits = 0;
   let cuts = 0;
   let flapping: NodeJS.Timeout | undefined;
+  const silencers = new Set<() => void>();
   const server: Server = createServer((client) => {
     if (!open) {
       client.destroy();
@@ -94,6 +100,12 @@ export async function startProxy(targetHost: string, targetPort: number): Promis
     }
     const upstream = connect(targetPort, targetHost);
     sockets.add(client).add(upstream);
+    silencers.add(() => {
+      client.removeAllListeners('data');
+      upstream.removeAllListeners('data');
+      client.on('data', () => {});
+      upstream.on('data', () => {});
+    });
     const spotter = new CommitSpotter();
     // Set once a COMMIT whose answer is to be lost has gone upstream.
     let losingAnswer = false;
@@ -152,6 +164,10 @@ export async function startProxy(targetHost: string, targetPort: number): Promis
     cut,
     restore() {
       open = true;
+    },
+    silence() {
+      for (const silence of silencers) silence();
+      silencers.clear();
     },
     dropCommitAnswers(count) {
       pendingDrops += count;

@@ -201,9 +201,18 @@ export interface ValkeyQueueOptions {
   logger: Logger;
 }
 
+/**
+ * A connection with commands waiting and nothing heard for this long is taken for dead, dropped and
+ * made anew. Without it, one that went silent (a route lost, a host gone without a reset) held its
+ * commands until the kernel gave up, some 15 minutes: ingest answered 503 and the aggregator's lane
+ * read nothing all that while. Blocking reads wait at most a few hundred ms for their answer.
+ */
+export const SOCKET_TIMEOUT_MS = 10_000;
+
 function createClient(url: string, logger: Logger, options: RedisOptions): ScriptClient {
   const client = new Valkey(url.replace(/^valkey(s?):/, 'redis$1:'), {
     retryStrategy: (attempt: number) => Math.min(attempt * 100, 1_000),
+    socketTimeout: SOCKET_TIMEOUT_MS,
     ...options,
   }) as ScriptClient;
   let lastWarning = 0;
@@ -364,7 +373,8 @@ export class ValkeyQueue implements EventQueue {
       'COUNT',
       count,
       'BLOCK',
-      blockMs,
+      // Well inside the socket timeout, which would take a long block for a dead connection.
+      Math.min(blockMs, SOCKET_TIMEOUT_MS / 2),
       'STREAMS',
       ...keys,
       ...positions.map((position) => position.afterId),
