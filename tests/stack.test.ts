@@ -81,7 +81,9 @@ function checkServiceHygiene(name: string, service: Service, placement: string):
   }
   if (deploy.mode === 'replicated-job') {
     // A one-shot job has nothing to health-check or roll: it runs to completion, retried on failure.
+    // The image's own HTTP check must be off, or Swarm ends a job that runs past it.
     expect(deploy.restart_policy?.condition, `${name}: job restart policy`).toBe('on-failure');
+    expect(service.healthcheck?.disable, `${name}: the image's health check disabled`).toBe(true);
     return;
   }
   expect(service.healthcheck?.disable, `${name}: health check disabled`).not.toBe(true);
@@ -239,6 +241,11 @@ describe('stacks/app.yml', () => {
     } finally {
       server.close();
     }
+  });
+
+  test("the migrate jobs run without the image's HTTP health check, which would end a long migration", () => {
+    expect(stack.services.migrate!.healthcheck).toEqual({ disable: true });
+    expect(readFileSync(join(ROOT, 'scripts/deploy-migrate'), 'utf8')).toMatch(/docker service create [^\n]*--no-healthcheck/);
   });
 
   test('only Traefik publishes ports, and only 80 and 443: no metrics port leaves the overlay', () => {
