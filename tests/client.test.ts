@@ -282,6 +282,61 @@ describe.skipIf(!servicesAvailable)('client against the real server', () => {
     await meter.close();
   });
 
+  it('reports an invalid Date alone and sends a bigint as its number: neither takes the batch down', async () => {
+    const errors: MeterError[] = [];
+    const meter = meterWith(errors, { batchSize: 10 });
+    const tenant = uniqueName('dates');
+    const expected = new Map<string, number>();
+    for (let index = 0; index < 8; index++) {
+      addTokens(expected, 'gpt-4o', index + 1);
+      void meter.track({ tenant, feature: 'gpt-4o', tokens: index + 1 });
+    }
+    // Before, toISOString threw inside the send loop: an uncaught exception, and the batch was gone.
+    void meter.track({ tenant, feature: 'gpt-4o', tokens: 100, timestamp: new Date('not a date') });
+    addTokens(expected, 'embed', 7);
+    void meter.track({ tenant, feature: 'embed', tokens: 7n as unknown as number });
+    await meter.flush();
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ kind: 'rejected', status: 400, code: 'invalid_event' });
+    expect(errors[0]!.events).toEqual([expect.objectContaining({ tenant, tokens: 100, timestamp: 'NaN' })]);
+    expect(errors[0]!.message).toMatch(/^timestamp /);
+    await expectCountedExactly(meter, tenant, expected);
+    await meter.close();
+  });
+
+  it('with a tenant-scoped key, reports the events for other tenants and delivers the rest of the batch', async () => {
+    const tenant = uniqueName('scoped');
+    const scoped = (await createApiKey(runtime, 'scoped client test', tenant)).key;
+    // Made here: the ingest and usage processes know it at their next key load (within ~2 s).
+    const known = async (path: string, init: RequestInit = {}) =>
+      (await fetch(`${router.url}${path}`, { ...init, headers: { ...init.headers, authorization: `Bearer ${scoped}` } })).status !== 401;
+    await waitFor(
+      async () =>
+        (await known('/api/events', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '[]' })) &&
+        (await known(`/api/usage/${tenant}`)),
+      { what: 'the new key to be loaded' },
+    );
+    const errors: MeterError[] = [];
+    const meter = meterWith(errors, { apiKey: scoped, batchSize: 10 });
+    const expected = new Map<string, number>();
+    for (let index = 0; index < 9; index++) {
+      if (index === 3) {
+        void meter.track({ tenant: `${tenant}-other`, feature: 'gpt-4o', tokens: 50 });
+        continue;
+      }
+      addTokens(expected, 'gpt-4o', index + 1);
+      void meter.track({ tenant, feature: 'gpt-4o', tokens: index + 1 });
+    }
+    await meter.flush();
+    // Before, the server's 403 named no event and the client dropped all nine.
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ kind: 'rejected', status: 403, code: 'forbidden' });
+    expect(errors[0]!.events).toEqual([expect.objectContaining({ tenant: `${tenant}-other`, tokens: 50 })]);
+    expect(errors[0]!.message).toMatch(/^tenant is not ".+", the tenant this API key is scoped to/);
+    await expectCountedExactly(meter, tenant, expected);
+    await meter.close();
+  });
+
   it('drops the oldest events when the buffer is full under drop-oldest, and counts and reports them', async () => {
     const errors: MeterError[] = [];
     const meter = meterWith(errors, { batchSize: 5, maxBufferSize: 5, onBufferFull: 'drop-oldest' });

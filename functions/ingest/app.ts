@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { type Authenticator, authoriseTenant } from '../../shared/domain/auth.ts';
+import { type Authenticator, type Principal } from '../../shared/domain/auth.ts';
 import { MAX_BATCH_EVENTS, parseEventFast, timestampProblem, usageEvent } from '../../shared/domain/events.ts';
 import { createHttpApp } from '../../shared/platform/http/app.ts';
 import { ApiError, type ErrorDetail, apiErrorOf, sendError, zodDetails } from '../../shared/platform/http/errors.ts';
@@ -95,6 +95,27 @@ async function enqueue(queue: EventQueue, events: QueuedEvent[], receivedAt: num
 const assignedIdPrefix = `srv-${randomBytes(9).toString('base64url')}-`;
 let assignedIds = 0;
 
+/**
+ * A tenant-scoped key may send events for its own tenant only. Every other one is named by index
+ * (403, nothing enqueued), so a client can report those and resend the rest of its batch.
+ */
+function authoriseTenants(principal: Principal, events: readonly QueuedEvent[]): void {
+  if (principal.kind !== 'key' || principal.tenant === null) return;
+  const scope = principal.tenant;
+  const details: ErrorDetail[] = [];
+  events.forEach((event, index) => {
+    if (event.tenant !== scope)
+      details.push({ index, field: 'tenant', message: `is not "${scope}", the tenant this API key is scoped to` });
+  });
+  if (details.length > 0) {
+    throw new ApiError(
+      'forbidden',
+      `this API key is scoped to another tenant: ${details.length} of ${events.length} events are not for it; nothing was accepted`,
+      details,
+    );
+  }
+}
+
 export function registerIngest(app: FastifyInstance, deps: IngestDeps): void {
   const metrics = ingestMetrics();
   // The route's own error handler sees every rejection of this route, auth and body-parser errors
@@ -111,7 +132,7 @@ export function registerIngest(app: FastifyInstance, deps: IngestDeps): void {
     async (_input, request, reply): Promise<IngestResponse> => {
       const receivedAt = Date.now();
       const events = validateBatch(eventsOf(request.body), receivedAt);
-      for (const event of events) authoriseTenant(request.principal, event.tenant);
+      authoriseTenants(request.principal, events);
       const result = await enqueue(deps.queue, events, receivedAt);
       metrics.accepted(result.accepted);
       if (result.duplicates > 0) metrics.duplicates(result.duplicates);

@@ -84,7 +84,13 @@ interface Batch {
 const MAX_BATCH = 1_000;
 
 function toWire(event: PendingEvent): TrackedEvent {
-  const timestamp = typeof event.timestamp === 'number' ? new Date(event.timestamp).toISOString() : event.timestamp;
+  let timestamp = event.timestamp;
+  if (typeof timestamp === 'number') {
+    const date = new Date(timestamp);
+    // An invalid Date (NaN) or one out of range goes as written: the server names that event, and
+    // only it is reported (toISOString would throw here, out of the send loop, and lose the batch).
+    timestamp = Number.isNaN(date.getTime()) ? String(timestamp) : date.toISOString();
+  }
   return { tenant: event.tenant, feature: event.feature, tokens: event.tokens, id: event.id, timestamp };
 }
 
@@ -155,7 +161,8 @@ export class Meter {
     const event: PendingEvent = {
       tenant: input.tenant,
       feature: input.feature,
-      tokens: input.tokens,
+      // A bigint (as usage() returns them) cannot go into JSON: sent as the number it is.
+      tokens: typeof input.tokens === 'bigint' ? Number(input.tokens) : input.tokens,
       id: input.id ?? `${this.#session}-${(this.#idCounter++).toString(36)}`,
       timestamp: input.timestamp === undefined ? Date.now() : input.timestamp instanceof Date ? input.timestamp.getTime() : input.timestamp,
     };
@@ -322,9 +329,17 @@ export class Meter {
       if (this.#closer.signal.aborted) return this.#giveUp(pending, 'close() timed out before these events were delivered');
       let answer: HttpAnswer | undefined;
       let failure = '';
+      let body: string;
+      try {
+        body = JSON.stringify({ events: pending });
+      } catch {
+        // Something JSON cannot hold (a cycle, a bigint in a field): reported alone, the rest sent.
+        pending = this.#unserialisable(pending);
+        continue;
+      }
       try {
         this.#stats.requests++;
-        answer = await request(this.#transport, 'POST', '/api/events', JSON.stringify({ events: pending }));
+        answer = await request(this.#transport, 'POST', '/api/events', body);
       } catch (error) {
         failure = (error as Error).cause instanceof Error ? `${(error as Error).message}: ${((error as Error).cause as Error).message}` : (error as Error).message;
       }
@@ -360,7 +375,8 @@ export class Meter {
       return pending.slice(half);
     }
     const indexed = error.details.filter((detail) => detail.index !== undefined && detail.index >= 0 && detail.index < pending.length);
-    if (answer.status !== 400 || indexed.length === 0) {
+    // 400 names invalid events, 403 the events a tenant-scoped key may not send.
+    if ((answer.status !== 400 && answer.status !== 403) || indexed.length === 0) {
       this.#reject(pending, error);
       return [];
     }
@@ -370,6 +386,19 @@ export class Meter {
       this.#reject([pending[index]!], new FlagMeterError(error.status, error.code, problems.join('; '), error.details.filter((detail) => detail.index === index)));
     }
     return pending.filter((_event, index) => !messages.has(index));
+  }
+
+  /** Reports the events JSON cannot hold; returns the others. */
+  #unserialisable(events: TrackedEvent[]): TrackedEvent[] {
+    return events.filter((event) => {
+      try {
+        JSON.stringify(event);
+        return true;
+      } catch (error) {
+        this.#reject([event], new FlagMeterError(0, 'invalid_event', `cannot be sent as JSON: ${(error as Error).message}`));
+        return false;
+      }
+    });
   }
 
   #reject(events: TrackedEvent[], error: FlagMeterError): void {
