@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { type Authenticator, type Principal } from '../../shared/domain/auth.ts';
+import type { Authenticator, Principal } from '../../shared/domain/auth.ts';
 import { MAX_BATCH_EVENTS, parseEventFast, timestampProblem, usageEvent } from '../../shared/domain/events.ts';
 import { createHttpApp } from '../../shared/platform/http/app.ts';
 import { ApiError, type ErrorDetail, apiErrorOf, sendError, zodDetails } from '../../shared/platform/http/errors.ts';
