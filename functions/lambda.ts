@@ -41,7 +41,12 @@ export async function lambdaHandler(
     }
   }
   const app = build(runtime as never);
-  const handler = awsLambdaFastify(app);
+  const handle = awsLambdaFastify(app);
   await app.ready();
-  return handler;
+  // Timers stop while the instance is frozen between invocations, the API keys' reload among them.
+  const handler = async (event: unknown, context: unknown) => {
+    await runtime.keys.catchUp();
+    return (handle as (event: unknown, context: unknown) => Promise<unknown>)(event, context);
+  };
+  return handler as unknown as ReturnType<typeof awsLambdaFastify>;
 }

@@ -56,6 +56,8 @@ export class KeyStore {
    */
   private changes: { number: number; apply: (keys: Map<string, StoredKey>) => void }[] = [];
   private changeCount = 0;
+  /** When the set in use was read (Date.now()); 0 before the first load. */
+  private loadedAt = 0;
 
   constructor(
     private readonly db: Db,
@@ -92,7 +94,22 @@ export class KeyStore {
     for (const change of this.changes) change.apply(next);
     this.keys = next;
     this.loaded = true;
+    this.loadedAt = Date.now();
     this.generation++;
+  }
+
+  /**
+   * After a pause in which no load ran — an AWS Lambda instance is frozen between invocations, and
+   * its timers with it — loads now, before the invocation authenticates anyone: a key revoked (or
+   * made) meanwhile is known. Waits at most `maxWaitMs`; the last set stays if the database is slower.
+   */
+  async catchUp(maxWaitMs = 1_000): Promise<void> {
+    if (Date.now() - this.loadedAt <= this.refreshMs) return;
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, maxWaitMs)));
+    const load = this.refresh().catch((error: Error) => this.logger.warn({ err: error.message }, 'api key refresh failed'));
+    await Promise.race([load, waited]);
+    clearTimeout(timer);
   }
 
   private change(apply: (keys: Map<string, StoredKey>) => void): void {
