@@ -15,12 +15,13 @@ export async function migrate(db: Db, dir: string = MIGRATIONS_DIR): Promise<str
   return db.transaction(
     async (tx) => {
       // A migration's DDL may take longer than DATABASE_STATEMENT_TIMEOUT on a big table: cancelled,
-      // it would roll back and be retried for ever. Waiting for a table lock is bounded instead, so
-      // that traffic does not queue behind it: the attempt fails and is retried.
+      // it would roll back and be retried for ever.
       await tx.query('SET LOCAL statement_timeout = 0');
-      await tx.query(`SET LOCAL lock_timeout = '10s'`);
-      // Two processes migrating at once (replicas starting together) take turns.
+      // Two processes migrating at once (replicas starting together) take turns, however long.
       await tx.query('SELECT pg_advisory_xact_lock($1)', [LOCK_KEY]);
+      // A DDL statement waiting for its table lock holds up every later query on that table: it waits
+      // at most 10 s, then the attempt fails and is retried, so traffic waits at most that long at a time.
+      await tx.query(`SET LOCAL lock_timeout = '10s'`);
       await tx.query(
         'CREATE TABLE IF NOT EXISTS flagmeter_migrations (tag text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
       );

@@ -2,9 +2,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, servicesAvailable, type TestDatabase } from '../../tests/helpers/services.ts';
-import { connectPostgres, type Db } from './db.ts';
-import { migrate } from './migrate.ts';
+import { createTestDatabase, servicesAvailable, type TestDatabase } from './helpers/services.ts';
+import { connectPostgres, type Db } from '../shared/platform/db.ts';
+import { migrate } from '../shared/platform/migrate.ts';
 
 describe.skipIf(!servicesAvailable)('migrations (real PostgreSQL)', () => {
   let database: TestDatabase;
