@@ -498,7 +498,37 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     // When the period begins (brought forward here: the database clock cannot be moved), both are sent once.
     await stack.runtime.db.query('UPDATE alerts SET next_attempt_at = now() WHERE tenant = $1', [tenant]);
     await waitFor(() => slack.postsTo(hook).length === 2, { what: 'delivery once due' });
-    expect((await listed()).map(([, , status]) => status)).toEqual(['delivered', 'delivered']);
+    // Marked delivered after Slack's answer arrives: a moment after the posts.
+    await waitFor(async () => (await listed()).every(([, , status]) => status === 'delivered'), { what: 'both marked delivered' });
+    expect(slack.postsTo(hook)).toHaveLength(2);
+  });
+
+  it('never sends an alert re-armed before its delivery: a quota raised before the next period begins', async () => {
+    const { tenant, hook } = await tenantWithHook('ahead-rearmed', 1000);
+    const next = periodOf('UTC', periodOf('UTC', Date.now()).end.getTime());
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(next.start.getTime() + 60_000);
+    try {
+      await post({ tenant, feature: 'f', tokens: 850 });
+    } finally {
+      vi.useRealTimers();
+    }
+    await waitFor(async () => (await alertsOf(tenant)).length === 1, { what: "the next period's 80% alert" });
+    // Raised before that period begins: 850 is no longer 80%.
+    expect((await putTenant(tenant, { monthlyQuota: 2000 })).statusCode).toBe(200);
+    const [rearmed] = await alertsOf(tenant);
+    expect(rearmed).toMatchObject({
+      threshold: 80,
+      status: 'failed',
+      lastError: expect.stringMatching(/^not sent: re-armed before delivery/),
+    });
+    expect(rearmed!.rearmedAt).not.toBeNull();
+    // Due now; another tenant's alert due after it is sent, so the delivery loop has passed it by.
+    await stack.runtime.db.query('UPDATE alerts SET next_attempt_at = now() WHERE tenant = $1', [tenant]);
+    const later = await tenantWithHook('ahead-rearmed-later', 100);
+    await post({ tenant: later.tenant, feature: 'f', tokens: 90 });
+    await waitFor(() => slack.postsTo(later.hook).length === 1, { what: 'the later alert' });
+    expect(slack.requests.filter((request) => request.path === hook)).toHaveLength(0);
   });
 
   it('validates the tenant body and names each bad field', async () => {

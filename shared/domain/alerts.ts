@@ -69,8 +69,13 @@ export async function createCrossingAlerts(tx: Queryable, usages: readonly Perio
  */
 export async function reevaluateAlerts(tx: Queryable, usage: PeriodUsage): Promise<{ rearmed: number; created: number }> {
   const crossed = crossedThresholds(usage.used, usage.quota, usage.thresholds);
+  // One not yet delivered (a retry pending, or a period not begun) is not sent any more: usage is no
+  // longer over its threshold. It is marked failed, saying why.
   const rearmed = await tx.query(
-    `UPDATE alerts SET rearmed_at = now()
+    `UPDATE alerts SET rearmed_at = now(),
+       status = CASE WHEN status = 'pending' THEN 'failed' ELSE status END,
+       last_error = CASE WHEN status = 'pending' THEN 'not sent: re-armed before delivery (usage fell back under the threshold)'
+                         ELSE last_error END
      WHERE tenant = $1 AND period_start = $2::date AND rearmed_at IS NULL
        AND NOT (threshold = ANY (SELECT value::int FROM jsonb_array_elements_text($3::jsonb)))
      RETURNING id`,
