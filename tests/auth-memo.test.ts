@@ -4,6 +4,7 @@ import { Authenticator, KeyStore } from '../shared/domain/auth.ts';
 import type { Db } from '../shared/platform/db.ts';
 import { createApiKey, revokeApiKey } from '../shared/domain/keys.ts';
 import { createLogger } from '../shared/platform/logger.ts';
+import { waitFor } from './helpers/processes.ts';
 import { createTestDatabase, servicesAvailable, type TestDatabase } from './helpers/services.ts';
 
 const logger = createLogger('test', { LOG_LEVEL: 'error', NODE_ENV: 'test' });
@@ -105,5 +106,47 @@ describe.skipIf(!servicesAvailable)('authentication memo (header → principal b
     older.release();
     await older.load;
     expect(() => auth.authenticate(requestWith(made.key))).toThrow(/invalid or revoked/);
+  });
+  it('keeps reloading while one load hangs on a dead connection: a key revoked meanwhile stops within a few reloads', async () => {
+    let hang: Promise<void> | undefined;
+    let release!: () => void;
+    let hung = false;
+    const db: Db = {
+      ...database.db,
+      query: async <T>(text: string, params?: readonly unknown[]) => {
+        const wait = hang;
+        hang = undefined;
+        if (wait) {
+          hung = true;
+          await wait;
+        }
+        return database.db.query<T>(text, params);
+      },
+    };
+    const store = new KeyStore(db, logger, 100);
+    stores.push(store);
+    await store.start();
+    const auth = new Authenticator(store, 'admin-token-for-the-memo-test');
+    const { id, key } = await createApiKey({ db: database.db }, 'hung', null);
+    await waitFor(() => auth.authenticate(requestWith(key)).kind === 'key', { what: 'the key to be loaded' });
+    hang = new Promise((resolve) => (release = resolve));
+    await waitFor(() => hung, { what: 'a load to hang' });
+    try {
+      await revokeApiKey({ db: database.db }, id);
+      // Before, the next load waited for the hung one to end (up to the statement timeout, 32 s).
+      await waitFor(
+        () => {
+          try {
+            auth.authenticate(requestWith(key));
+            return false;
+          } catch {
+            return true;
+          }
+        },
+        { timeoutMs: 3_000, what: 'the revoked key to be refused while one load hangs' },
+      );
+    } finally {
+      release();
+    }
   });
 });

@@ -36,8 +36,8 @@ interface StoredKey {
 
 /**
  * Active key hashes, held in memory so that ingest authenticates without a database round trip and
- * keeps working while PostgreSQL is away (with the last set it read); reloaded `refreshMs` after the
- * previous load ended, so a revoked key stops working on every instance within about that time.
+ * keeps working while PostgreSQL is away (with the last set it read); reloaded every `refreshMs`, so
+ * a revoked key stops working on every instance within about that time.
  */
 export class KeyStore {
   private keys = new Map<string, StoredKey>();
@@ -45,7 +45,6 @@ export class KeyStore {
   /** Bumped whenever the set of keys may have changed: what was authenticated before is checked again. */
   generation = 0;
   private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
   /** Loads started, and the latest one whose answer was used: an older answer never replaces a newer. */
   private loadsStarted = 0;
   private loadUsed = 0;
@@ -58,6 +57,8 @@ export class KeyStore {
   private changeCount = 0;
   /** When the set in use was read (Date.now()); 0 before the first load. */
   private loadedAt = 0;
+  private started = false;
+  private loading = 0;
 
   constructor(
     private readonly db: Db,
@@ -66,18 +67,18 @@ export class KeyStore {
   ) {}
 
   async start(): Promise<void> {
+    this.started = true;
     await this.refresh().catch((error: Error) => this.logger.warn({ err: error.message }, 'api keys not loaded yet'));
-    // The next load is timed from the end of the last, so loads never overlap however slow one is.
-    const next = (): void => {
-      if (this.stopped) return;
-      this.timer = setTimeout(() => {
-        this.refresh()
-          .catch((error: Error) => this.logger.warn({ err: error.message }, 'api key refresh failed'))
-          .finally(next);
-      }, this.refreshMs);
-      this.timer.unref();
-    };
-    next();
+    // A load every refreshMs, even while an earlier one hangs on a dead connection (answers are used
+    // newest first, so overlapping is safe), but no more than two at once while the database is away.
+    this.timer = setInterval(() => {
+      if (this.loading >= 2) return;
+      this.loading++;
+      this.refresh()
+        .catch((error: Error) => this.logger.warn({ err: error.message }, 'api key refresh failed'))
+        .finally(() => this.loading--);
+    }, this.refreshMs);
+    this.timer.unref();
   }
 
   async refresh(): Promise<void> {
@@ -104,7 +105,8 @@ export class KeyStore {
    * made) meanwhile is known. Waits at most `maxWaitMs`; the last set stays if the database is slower.
    */
   async catchUp(maxWaitMs = 1_000): Promise<void> {
-    if (Date.now() - this.loadedAt <= this.refreshMs) return;
+    // A runtime made without keys (health, the aggregator) never loads them.
+    if (!this.started || Date.now() - this.loadedAt <= this.refreshMs) return;
     let timer: NodeJS.Timeout | undefined;
     const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, maxWaitMs)));
     const load = this.refresh().catch((error: Error) => this.logger.warn({ err: error.message }, 'api key refresh failed'));
@@ -135,8 +137,7 @@ export class KeyStore {
   }
 
   stop(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
+    clearInterval(this.timer);
   }
 }
 
