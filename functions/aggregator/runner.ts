@@ -92,10 +92,20 @@ export class AggregatorRunner {
   private async refuseFewerPartitions(): Promise<void> {
     const { db, queue } = this.options;
     if (queue.kind === 'memory') {
-      await db.query('DELETE FROM partition_checkpoints WHERE partition >= $1', [queue.partitions]);
+      await retryUntilDone(
+        'dropping checkpoints of partitions no longer used',
+        this.options.logger,
+        () => db.query('DELETE FROM partition_checkpoints WHERE partition >= $1', [queue.partitions]),
+        { cancelled: () => this.stopping },
+      );
       return;
     }
-    const [row] = await db.query<{ partitions: number | null }>('SELECT max(partition) + 1 AS partitions FROM partition_checkpoints');
+    const [row] = await retryUntilDone(
+      'reading the partition checkpoints',
+      this.options.logger,
+      () => db.query<{ partitions: number | null }>('SELECT max(partition) + 1 AS partitions FROM partition_checkpoints'),
+      { cancelled: () => this.stopping },
+    );
     if (row?.partitions && row.partitions > queue.partitions) {
       throw new ConfigError(
         `QUEUE_PARTITIONS: ${queue.partitions}, but the database holds checkpoints of ${row.partitions} partitions; ` +
