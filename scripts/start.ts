@@ -2,7 +2,7 @@
  * `npm start`: the whole of FlagMeter in one process — every function on its route, the aggregator,
  * and the site — on embedded PostgreSQL and an in-process queue unless DATABASE_URL / VALKEY_URL are set.
  */
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startAggregator } from '../functions/aggregator/service.ts';
 import { registerAllFunctions } from '../functions/api.ts';
@@ -31,35 +31,67 @@ chmodSync(config.DATA_DIR, 0o700);
 
 /**
  * One `npm start` per embedded database: PGlite takes no lock of its own, and two processes writing
- * one data folder corrupt it. The lock file holds the owner's pid; one left by a process that is
- * gone is taken over.
+ * one data folder corrupt it. The lock file holds the owner's pid and appears whole (linked from a
+ * file already written); one left by a process that is gone is moved aside and taken over.
  */
 function lockDataDir(): void {
   const path = join(config.DATA_DIR, 'npm-start.pid');
-  for (;;) {
+  const mine = `${path}.${process.pid}`;
+  const ownerOf = (file: string): number | undefined => {
     try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeFileSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      process.once('exit', () => rmSync(path, { force: true }));
-      return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      return Number.parseInt(readFileSync(file, 'utf8'), 10);
+    } catch {
+      return undefined;
     }
-    const owner = Number.parseInt(readFileSync(path, 'utf8'), 10);
-    let alive = false;
+  };
+  /** A live npm start: the process exists and, where /proc tells, runs Node (a reused pid does not). */
+  const isLiveStart = (pid: number): boolean => {
+    if (!(pid > 0) || pid === process.pid) return false;
     try {
-      alive = owner > 0 && owner !== process.pid && process.kill(owner, 0);
+      process.kill(pid, 0);
     } catch (error) {
-      alive = (error as NodeJS.ErrnoException).code === 'EPERM';
+      if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
     }
-    if (alive) {
-      process.stderr.write(
-        `${JSON.stringify({ level: 'fatal', msg: `DATA_DIR: ${config.DATA_DIR} holds the embedded database of another npm start (pid ${owner}); stop that one, or give this one its own DATA_DIR` })}\n`,
-      );
-      process.exit(78);
+    const cmdline = `/proc/${pid}/cmdline`;
+    return !existsSync(cmdline) || /node/i.test(readFileSync(cmdline, 'utf8'));
+  };
+  writeFileSync(mine, `${process.pid}\n`, { mode: 0o600 });
+  try {
+    for (;;) {
+      try {
+        linkSync(mine, path);
+        process.once('exit', () => ownerOf(path) === process.pid && rmSync(path, { force: true }));
+        return;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      }
+      const owner = ownerOf(path);
+      if (owner === undefined) continue;
+      if (isLiveStart(owner)) {
+        process.stderr.write(
+          `${JSON.stringify({ level: 'fatal', msg: `DATA_DIR: ${config.DATA_DIR} holds the embedded database of another npm start (pid ${owner}); stop that one, or give this one its own DATA_DIR` })}\n`,
+        );
+        process.exit(78);
+      }
+      // Stale. Moved aside first, so that of two starts taking it over only one removes it; a lock
+      // that turns out to be another start's fresh one is put back.
+      const aside = `${path}.${process.pid}.stale`;
+      try {
+        renameSync(path, aside);
+      } catch {
+        continue;
+      }
+      if (ownerOf(aside) !== owner) {
+        try {
+          linkSync(aside, path);
+        } catch {
+          // A third start linked its own meanwhile: the loop judges that one.
+        }
+      }
+      rmSync(aside, { force: true });
     }
-    rmSync(path, { force: true });
+  } finally {
+    rmSync(mine, { force: true });
   }
 }
 if (!config.DATABASE_URL) lockDataDir();
