@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Queryable } from '../../../shared/platform/db.ts';
+import { postgresText } from '../../../shared/domain/events.ts';
 import { localDay } from '../../../shared/domain/periods.ts';
 import { type TenantView, listTenants } from '../../../shared/domain/tenants.ts';
 import { type Forecast, forecast, readForecastWindows } from '../../../shared/domain/usage.ts';
@@ -11,12 +12,7 @@ export type Sort = (typeof SORTS)[number];
 // A bad query string falls back to the default view instead of an error page. The search goes to
 // PostgreSQL, whose text cannot hold NUL: a search with one is dropped like an overlong one.
 const overviewQuery = z.object({
-  q: z
-    .string()
-    .trim()
-    .max(128)
-    .refine((text) => !text.includes('\u0000'))
-    .catch(''),
+  q: postgresText(z.string().trim().max(128)).catch(''),
   sort: z.enum(SORTS).catch('percent'),
   page: z.coerce.number().int().min(1).max(1_000_000).catch(1),
 });
