@@ -1,6 +1,6 @@
-import { createCrossingAlerts } from '../../shared/domain/alerts.ts';
+import { alertsDue, createCrossingAlerts } from '../../shared/domain/alerts.ts';
 import type { Db, Queryable } from '../../shared/platform/db.ts';
-import { localMidnight, periodStartDay } from '../../shared/domain/periods.ts';
+import { periodStartDay } from '../../shared/domain/periods.ts';
 import { INT8_MAX } from '../../shared/domain/usage.ts';
 import { changesPayload, nameHash, USAGE_CHANNEL } from '../../shared/domain/usage-changes.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
@@ -290,7 +290,7 @@ export async function applyBatch(deps: AggregatorDeps, event: AggregatorEvent): 
           before: total.before,
           quota: tenant.quota,
           thresholds: tenant.thresholds,
-          ...(total.period_start > currentStart ? { dueAt: new Date(localMidnight(tenant.timeZone, total.period_start)) } : {}),
+          ...alertsDue(tenant.timeZone, total.period_start, currentStart),
         },
       ];
     });

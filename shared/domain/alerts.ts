@@ -2,11 +2,20 @@ import { and, desc, eq, lt, ne } from 'drizzle-orm';
 import type { Queryable } from '../platform/db.ts';
 import { orm } from '../platform/orm.ts';
 import { alerts } from '../schema.ts';
+import { localMidnight } from './periods.ts';
 import { percentOf } from './usage.ts';
 
 /** Thresholds (percent of quota) that `used` has reached; exact integer comparison. */
 export function crossedThresholds(used: bigint, quota: bigint, thresholds: readonly number[]): number[] {
   return thresholds.filter((threshold) => used * 100n >= BigInt(threshold) * quota);
+}
+
+/**
+ * When alerts of the period starting `periodStartDay` may be delivered, given the current period's
+ * start: at once (nothing) for the current one, at its start for one not begun yet.
+ */
+export function alertsDue(timeZone: string, periodStartDay: string, currentStartDay: string): Pick<PeriodUsage, 'dueAt'> {
+  return periodStartDay > currentStartDay ? { dueAt: new Date(localMidnight(timeZone, periodStartDay)) } : {};
 }
 
 export interface PeriodUsage {

@@ -1,6 +1,6 @@
-import { reevaluateAlerts } from './alerts.ts';
+import { alertsDue, reevaluateAlerts } from './alerts.ts';
 import type { Queryable } from '../platform/db.ts';
-import { localMidnight, periodOf } from './periods.ts';
+import { periodOf } from './periods.ts';
 import { percentOf } from './usage.ts';
 import { changesPayload, nameHash, USAGE_CHANNEL } from './usage-changes.ts';
 
@@ -226,7 +226,7 @@ export async function upsertTenant(
         used: period.tokens,
         quota: row!.monthly_quota,
         thresholds: row!.thresholds,
-        ...(period.period_start > startDay ? { dueAt: new Date(localMidnight(row!.time_zone, period.period_start)) } : {}),
+        ...alertsDue(row!.time_zone, period.period_start, startDay),
       });
       rearmed += outcome.rearmed;
       created += outcome.created;
