@@ -41,7 +41,6 @@ interface StoredKey {
  */
 export class KeyStore {
   private keys = new Map<string, StoredKey>();
-  private loaded = false;
   /** Bumped whenever the set of keys may have changed: what was authenticated before is checked again. */
   generation = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -94,7 +93,6 @@ export class KeyStore {
     this.changes = this.changes.filter((change) => change.number > changesBefore);
     for (const change of this.changes) change.apply(next);
     this.keys = next;
-    this.loaded = true;
     this.loadedAt = Date.now();
     this.generation++;
   }
@@ -132,7 +130,7 @@ export class KeyStore {
   }
 
   findByHash(hash: string): StoredKey | undefined {
-    if (!this.loaded) throw new ApiError('service_unavailable', 'API keys cannot be checked yet; retry shortly', undefined, 1);
+    if (this.loadedAt === 0) throw new ApiError('service_unavailable', 'API keys cannot be checked yet; retry shortly', undefined, 1);
     return this.keys.get(hash);
   }
 
