@@ -96,6 +96,21 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     expect(response.statusCode).toBe(201);
     return { tenant, hook: `/hook/${tenant}` };
   };
+  /**
+   * Sends `tokens` as an ingest host whose clock runs ahead of PostgreSQL's would: stamped a minute
+   * into the next UTC period, which has not begun by the database clock when the aggregator counts it.
+   */
+  const postAhead = async (tenant: string, tokens: number) => {
+    const next = periodOf('UTC', periodOf('UTC', Date.now()).end.getTime());
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(next.start.getTime() + 60_000);
+    try {
+      await post({ tenant, feature: 'f', tokens });
+    } finally {
+      vi.useRealTimers();
+    }
+    return next;
+  };
   const fieldsOf = (post: FakeSlack['posts'][number]) => post.body.blocks.flatMap((block) => block.fields?.map((f) => f.text) ?? []);
 
   beforeAll(async () => {
@@ -470,17 +485,8 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
 
   it('alerts a crossing by events counted ahead into the next period when it happens, due when that period begins', async () => {
     const { tenant, hook } = await tenantWithHook('ahead', 1000);
-    const next = periodOf('UTC', periodOf('UTC', Date.now()).end.getTime());
+    const next = await postAhead(tenant, 850);
     const month = next.startDay.slice(0, 7);
-    // An ingest host whose clock runs ahead of PostgreSQL's: it stamps the event a minute into the
-    // next period, which has not begun by the database clock when the aggregator counts it.
-    vi.useFakeTimers({ toFake: ['Date'] });
-    vi.setSystemTime(next.start.getTime() + 60_000);
-    try {
-      await post({ tenant, feature: 'f', tokens: 850 });
-    } finally {
-      vi.useRealTimers();
-    }
     const listed = async () => (await alertsOf(tenant)).map((alert) => [alert.threshold, alert.period, alert.status]).sort();
     // Before, this crossing was dropped (not the current period) and, once the period began, every
     // later commit found 80% reached already: the alert was never made.
@@ -505,14 +511,7 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
 
   it('never sends an alert re-armed before its delivery: a quota raised before the next period begins', async () => {
     const { tenant, hook } = await tenantWithHook('ahead-rearmed', 1000);
-    const next = periodOf('UTC', periodOf('UTC', Date.now()).end.getTime());
-    vi.useFakeTimers({ toFake: ['Date'] });
-    vi.setSystemTime(next.start.getTime() + 60_000);
-    try {
-      await post({ tenant, feature: 'f', tokens: 850 });
-    } finally {
-      vi.useRealTimers();
-    }
+    await postAhead(tenant, 850);
     await waitFor(async () => (await alertsOf(tenant)).length === 1, { what: "the next period's 80% alert" });
     // Raised before that period begins: 850 is no longer 80%.
     expect((await putTenant(tenant, { monthlyQuota: 2000 })).statusCode).toBe(200);

@@ -33,22 +33,19 @@ describe.skipIf(!servicesAvailable)('fault: the Valkey connection goes silent', 
     proxied.port = String(proxy.port);
     through = open(proxied.toString());
     direct = open(VALKEY_URL);
-    await waitFor(
-      () =>
-        through.ping().then(
-          () => true,
-          () => false,
-        ),
-      { what: 'the proxied connection' },
-    );
-    await waitFor(
-      () =>
-        direct.ping().then(
-          () => true,
-          () => false,
-        ),
-      { what: 'the direct connection' },
-    );
+    for (const [queue, what] of [
+      [through, 'the proxied connection'],
+      [direct, 'the direct connection'],
+    ] as const) {
+      await waitFor(
+        () =>
+          queue.ping().then(
+            () => true,
+            () => false,
+          ),
+        { what },
+      );
+    }
   });
   afterAll(async () => {
     await through?.close();
