@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { build } from 'esbuild';
 import { afterAll, describe, expect, test } from 'vitest';
-import { englishZodMessagesOnly, REQUIRE_BANNER, withoutUnusedExporters } from '../scripts/lib/bundle-plugins.ts';
+import { builtinHttpByRequire, englishZodMessagesOnly, REQUIRE_BANNER, withoutUnusedExporters } from '../scripts/lib/bundle-plugins.ts';
 import { freePort, ROOT } from './helpers/processes.ts';
 
 describe("the build's plugins", () => {
@@ -12,7 +12,7 @@ describe("the build's plugins", () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   /** Bundles `contents` as the function bundles are made (ESM, node, the plugin) and imports it. */
-  const bundle = async (name: string, contents: string): Promise<{ module: Record<string, unknown>; inputs: string[] }> => {
+  const bundle = async (name: string, contents: string): Promise<{ module: Record<string, unknown>; inputs: string[]; text: string }> => {
     const result = await build({
       stdin: { contents, resolveDir: ROOT, loader: 'ts', sourcefile: `${name}.ts` },
       bundle: true,
@@ -20,14 +20,19 @@ describe("the build's plugins", () => {
       target: 'node24',
       format: 'esm',
       banner: { js: REQUIRE_BANNER },
-      plugins: [withoutUnusedExporters, englishZodMessagesOnly],
+      plugins: [withoutUnusedExporters, englishZodMessagesOnly, builtinHttpByRequire],
       metafile: true,
       write: false,
       logLevel: 'silent',
     });
     const file = join(dir, `${name}.mjs`);
-    writeFileSync(file, result.outputFiles[0]!.text);
-    return { module: (await import(pathToFileURL(file).href)) as Record<string, unknown>, inputs: Object.keys(result.metafile.inputs) };
+    const text = result.outputFiles[0]!.text;
+    writeFileSync(file, text);
+    return {
+      module: (await import(pathToFileURL(file).href)) as Record<string, unknown>,
+      inputs: Object.keys(result.metafile.inputs),
+      text,
+    };
   };
 
   test('an exporter reached anyway fails loudly, naming its package and export', async () => {
@@ -76,5 +81,34 @@ describe("the build's plugins", () => {
     expect((module.message as () => string)()).toBe('Invalid input: expected number, received string');
     expect(module.locales).toEqual(['en']);
     expect(inputs.filter((input) => input.startsWith('node_modules/zod/v4/locales/'))).toEqual(['node_modules/zod/v4/locales/en.js']);
+  });
+
+  test('node:http and node:https are taken through require, named and default imports alike, and still serve', async () => {
+    const { module, text } = await bundle(
+      'http',
+      [
+        "import { createServer } from 'node:http';",
+        "import http from 'http';",
+        "import https from 'node:https';",
+        'export const parts = { createServer, request: http.request, httpsAgent: https.Agent };',
+      ].join('\n'),
+    );
+    // An ESM import of either would build its facade, and http's loads Node's undici (~45 ms a start).
+    expect(text).not.toMatch(/from\s*["'](node:)?https?["']/);
+    const { createServer, request, httpsAgent } = module.parts as {
+      createServer: typeof import('node:http').createServer;
+      request: unknown;
+      httpsAgent: unknown;
+    };
+    expect(typeof request).toBe('function');
+    expect(typeof httpsAgent).toBe('function');
+    const server = createServer((_request, response) => response.end('served'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as { port: number };
+      expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe('served');
+    } finally {
+      server.close();
+    }
   });
 });
