@@ -239,6 +239,8 @@ export class ValkeyQueue implements EventQueue {
   private pending: PendingEnqueue[] = [];
   private pendingEvents = 0;
   private flushScheduled = false;
+  /** Script calls sent and not yet answered (above 1 only when a full call could not wait). */
+  private callInFlight = 0;
 
   constructor(private readonly options: ValkeyQueueOptions) {
     this.partitions = options.partitions;
@@ -259,8 +261,11 @@ export class ValkeyQueue implements EventQueue {
   }
 
   /**
-   * Requests that arrive in the same event-loop turn share one script call: one write and one round
-   * trip to Valkey instead of one per request. The script is atomic, so each request's events are
+   * Requests share script calls: one write and one round trip to Valkey for many requests instead of
+   * one each. At most one call is in flight (group commit): requests that arrive while it is out wait
+   * for its answer and then go together in the next one, so under load each call carries every
+   * request of a round trip, and an idle queue sends at the end of the request's own event-loop turn.
+   * A request waits at most one earlier call. The script is atomic, so each request's events are
    * still all appended or none is, and duplicates are judged in arrival order as before.
    */
   enqueue(events: readonly QueuedEvent[], receivedAt: number): Promise<EnqueueResult> {
@@ -268,11 +273,14 @@ export class ValkeyQueue implements EventQueue {
       this.pending.push({ events, receivedAt, resolve, reject });
       this.pendingEvents += events.length;
       if (this.pendingEvents >= MAX_EVENTS_PER_CALL) this.flush();
-      else if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
+      else if (!this.callInFlight) this.scheduleFlush();
     });
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flush());
   }
 
   private flush(): void {
@@ -283,8 +291,14 @@ export class ValkeyQueue implements EventQueue {
     this.pendingEvents = 0;
     const events = requests.length === 1 ? requests[0]!.events : requests.flatMap((request) => request.events);
     const receivedAt = requests.reduce((earliest, request) => Math.min(earliest, request.receivedAt), Number.POSITIVE_INFINITY);
+    this.callInFlight++;
+    const settled = () => {
+      this.callInFlight--;
+      if (this.callInFlight === 0 && this.pending.length > 0) this.scheduleFlush();
+    };
     this.enqueueNow(events, receivedAt).then(
       (flags) => {
+        settled();
         let offset = 0;
         for (const request of requests) {
           const count = request.events.length;
@@ -300,6 +314,7 @@ export class ValkeyQueue implements EventQueue {
         }
       },
       (error: Error) => {
+        settled();
         for (const request of requests) request.reject(error);
       },
     );
