@@ -247,7 +247,29 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     await page.waitForURL(/period=/);
     expect(numberIn(await page.locator('#usage-summary [data-field="tokens"]').textContent())).toBe(api.tokens);
     await page.goto(`${server.url}/dashboard/tenants/acme?period=2999-01`);
-    await expect(page.getByRole('alert').textContent()).resolves.toContain('period must not be after the current period');
+    await expect(page.getByRole('alert').textContent()).resolves.toContain('period must not be after the next period');
+
+    // The next period, not begun yet, already holding an event stamped minutes ahead (and so possibly
+    // an alert, whose link leads here): its page shows it, with no link further on.
+    const nextDay = addCalendar(currentDay, { months: 1 });
+    await db.query(
+      "INSERT INTO usage_hourly (tenant, feature, hour, tokens, events) VALUES ('acme', 'gpt-4o', $1::date + time '00:00', 77, 1)",
+      [nextDay],
+    );
+    await db.query("INSERT INTO usage_daily (tenant, feature, day, tokens, events) VALUES ('acme', 'gpt-4o', $1::date, 77, 1)", [nextDay]);
+    await db.query("INSERT INTO usage_periods (tenant, period_start, tokens, events) VALUES ('acme', $1::date, 77, 1)", [nextDay]);
+    try {
+      const answer = await page.goto(`${server.url}/dashboard/tenants/acme?period=${nextDay.slice(0, 7)}`);
+      expect(answer?.status()).toBe(200);
+      await expect(page.locator('#period-current').textContent()).resolves.toContain(nextDay.slice(0, 7));
+      expect(numberIn(await page.locator('#usage-summary [data-field="tokens"]').textContent())).toBe(77);
+      await expect(page.locator('#period-next').count()).resolves.toBe(0);
+      await expect(page.locator('#period-now').count()).resolves.toBe(1);
+    } finally {
+      await db.query("DELETE FROM usage_hourly WHERE tenant = 'acme' AND hour >= $1::date", [nextDay]);
+      await db.query("DELETE FROM usage_daily WHERE tenant = 'acme' AND day >= $1::date", [nextDay]);
+      await db.query("DELETE FROM usage_periods WHERE tenant = 'acme' AND period_start >= $1::date", [nextDay]);
+    }
   });
 
   test('the feature filter narrows both charts and the CSV link downloads what the page shows', async () => {

@@ -145,7 +145,7 @@ describe('chart geometry', () => {
 });
 
 describe('tenant page query and forecast sentence', () => {
-  test('a period is a month no later than the current one; a feature must be a feature name', () => {
+  test('a period is a month no later than the next one; a feature must be a feature name', () => {
     const params = (query: string) => new URLSearchParams(query);
     expect(parseTenantPageQuery(params(''), '2026-11-01')).toEqual({ startDay: '2026-11-01', feature: undefined });
     expect(parseTenantPageQuery(params('period=2026-10&feature=gpt-4o'), '2026-11-01')).toEqual({
@@ -153,10 +153,13 @@ describe('tenant page query and forecast sentence', () => {
       feature: 'gpt-4o',
     });
     expect(parseTenantPageQuery(params('period=2026-13'), '2026-11-01')).toMatchObject({ field: 'period' });
-    expect(parseTenantPageQuery(params('period=2026-12'), '2026-11-01')).toEqual({
+    // The next period may already hold events (timestamps a few minutes ahead) and their alerts.
+    expect(parseTenantPageQuery(params('period=2026-12'), '2026-11-01')).toEqual({ startDay: '2026-12-01', feature: undefined });
+    expect(parseTenantPageQuery(params('period=2027-01'), '2026-11-01')).toEqual({
       field: 'period',
-      message: 'must not be after the current period (2026-11)',
+      message: 'must not be after the next period (2026-12)',
     });
+    expect(parseTenantPageQuery(params('period=2027-01'), '2026-12-01')).toEqual({ startDay: '2027-01-01', feature: undefined });
     expect(parseTenantPageQuery(params('feature=no%20spaces'), '2026-11-01')).toMatchObject({ field: 'feature' });
     // Year 0 is out of PostgreSQL's date range (it answered 500), and Date.UTC reads 0001 as 1901.
     for (const period of ['0000-01', '0001-01', '1999-12']) {

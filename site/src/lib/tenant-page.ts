@@ -18,7 +18,7 @@ export interface TenantPage {
   tenant: TenantView;
   /** The chosen period's usage, the same read /api/usage/:tenant answers from. */
   usage: TenantUsage;
-  /** 'YYYY-MM' of the chosen period, and of the ones before and after it (none after the current one). */
+  /** 'YYYY-MM' of the chosen period, and of the ones before and after it (none after the current one or beyond). */
   period: { month: string; current: boolean; previous: string; next: string | undefined };
   feature: string | undefined;
   /** The range the charts and the CSV cover: the period from its start to its end or now. */
@@ -51,8 +51,10 @@ export function parseTenantPageQuery(
     if (!MONTH.test(period)) return { field: 'period', message: 'must be a month written YYYY-MM, e.g. 2026-03' };
     if (period < FIRST_MONTH) return { field: 'period', message: `must not be before ${FIRST_MONTH}` };
     startDay = `${period}-01`;
-    if (startDay > currentStartDay)
-      return { field: 'period', message: `must not be after the current period (${currentStartDay.slice(0, 7)})` };
+    // The next period may already hold events (timestamps up to FUTURE_WINDOW_MS ahead, near a
+    // month's end) and so alerts, which link here; none after it can.
+    const nextStartDay = addCalendar(currentStartDay, { months: 1 });
+    if (startDay > nextStartDay) return { field: 'period', message: `must not be after the next period (${nextStartDay.slice(0, 7)})` };
   }
   const feature = params.get('feature') || undefined;
   if (feature !== undefined && !featureName.safeParse(feature).success)
@@ -83,7 +85,8 @@ export async function loadTenantPage(
   const isCurrent = query.startDay === current.periodStartDay;
   const usage = isCurrent ? current : (await readTenantUsage(db, name, query.startDay))!;
   const from = usage.periodStart.getTime();
-  const to = Math.min(now, usage.periodEnd.getTime() - 1);
+  // Up to now, within the period (the next period, not begun yet, shows its first hour and day).
+  const to = Math.max(from, Math.min(now, usage.periodEnd.getTime() - 1));
   const feature = query.feature;
   const [hours, days] = await Promise.all([
     readSeries(db, {
@@ -116,7 +119,7 @@ export async function loadTenantPage(
       month,
       current: isCurrent,
       previous: addCalendar(query.startDay, { months: -1 }).slice(0, 7),
-      next: isCurrent ? undefined : addCalendar(query.startDay, { months: 1 }).slice(0, 7),
+      next: query.startDay < current.periodStartDay ? addCalendar(query.startDay, { months: 1 }).slice(0, 7) : undefined,
     },
     feature,
     range: { from, to },
@@ -157,7 +160,7 @@ export async function loadTenantDays(
   const query = parseTenantPageQuery(params, current.periodStartDay);
   if ('field' in query) return query;
   const from = localMidnight(current.timeZone, query.startDay);
-  const to = Math.min(now, localMidnight(current.timeZone, addCalendar(query.startDay, { months: 1 })) - 1);
+  const to = Math.max(from, Math.min(now, localMidnight(current.timeZone, addCalendar(query.startDay, { months: 1 })) - 1));
   const days = await readSeries(db, {
     tenant: name,
     timeZone: current.timeZone,
