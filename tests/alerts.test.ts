@@ -151,7 +151,9 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
       `*Period*\n${periodOf('UTC', Date.now()).startDay.slice(0, 7)} (UTC)`,
     ]);
     const button = first!.body.blocks.find((block) => block.type === 'actions')!.elements![0]!;
-    expect(button.url).toBe(`https://flagmeter.example.com/dashboard/tenants/${tenant}`);
+    expect(button.url).toBe(
+      `https://flagmeter.example.com/dashboard/tenants/${tenant}?period=${periodOf('UTC', Date.now()).startDay.slice(0, 7)}`,
+    );
     const alerts = await waitFor(
       async () => {
         const found = await alertsOf(tenant);

@@ -52,13 +52,14 @@ function hostOf(url: string | null | undefined): string {
 }
 const number = (value: bigint): string => value.toLocaleString('en-US');
 
-/** The Slack message: blocks with tenant, percent, used/quota, period and a link to the tenant's page. */
+/** The Slack message: blocks with tenant, percent, used/quota, period and a link to the tenant's page for that period. */
 export function slackMessage(
   alert: Pick<ClaimedAlert, 'tenant' | 'period_start' | 'threshold' | 'used_tokens' | 'quota' | 'time_zone'>,
   publicUrl: string,
 ): object {
   const percent = percentOf(alert.used_tokens, alert.quota);
-  const link = `${publicUrl.replace(/\/$/, '')}/dashboard/tenants/${encodeURIComponent(alert.tenant)}`;
+  // The alert's own period: the link still shows the month that alerted once the next has begun.
+  const link = `${publicUrl.replace(/\/$/, '')}/dashboard/tenants/${encodeURIComponent(alert.tenant)}?period=${alert.period_start.slice(0, 7)}`;
   const headline = `${alert.tenant} reached ${alert.threshold}% of its monthly quota`;
   const usage = `${number(alert.used_tokens)} / ${number(alert.quota)} tokens`;
   return {
