@@ -139,6 +139,14 @@ export class KeyStore {
   }
 }
 
+/** The shape of every API key generateApiKey makes: KEY_PREFIX and 24 random bytes in base64url. */
+const API_KEY_SHAPE = new RegExp(`^Bearer\\s+${KEY_PREFIX}[A-Za-z0-9_-]{32}\\s*$`, 'i');
+
+/** A presented credential that cannot be an API key: a guess at the admin token. */
+function isAdminGuess(header: string | undefined): boolean {
+  return header !== undefined && !API_KEY_SHAPE.test(header);
+}
+
 /** Distinct credentials remembered between key refreshes; past it the memo starts over (a flood of valid keys only costs hashing). */
 const MEMO_LIMIT = 1_024;
 
@@ -152,14 +160,45 @@ export class Authenticator {
    */
   private memo = new Map<string, Principal>();
   private memoGeneration = -1;
-  /** Refused credentials on admin routes, per client address: guessing the token is slowed like the dashboard login. */
+  /**
+   * Refused guesses at the admin token, per client address: guessing it is slowed like the dashboard
+   * login, on admin routes and on key routes (which take the admin token too) alike.
+   */
   private readonly adminGuesses = new FailureThrottle();
+  private readonly trustProxy: boolean;
 
   constructor(
     readonly keys: KeyStore,
     adminToken: string | undefined,
+    options: { trustProxy?: boolean } = {},
   ) {
     this.adminHash = adminToken ? createHash('sha256').update(adminToken).digest() : undefined;
+    this.trustProxy = options.trustProxy ?? false;
+  }
+
+  /**
+   * The address refused credentials are counted against. Behind a trusted proxy (TRUST_PROXY=true)
+   * it is the last X-Forwarded-For entry, the one the proxy appended (earlier ones are client-made);
+   * otherwise the connection's own address, whatever the headers say.
+   */
+  clientOf(request: FastifyRequest): string {
+    if (this.trustProxy) {
+      const forwarded = request.headers['x-forwarded-for'];
+      const last = (Array.isArray(forwarded) ? forwarded.at(-1) : forwarded)?.split(',').at(-1)?.trim();
+      if (last) return last;
+    }
+    return request.ip;
+  }
+
+  private throttled(client: string): ApiError | undefined {
+    const waitMs = this.adminGuesses.retryAfterMs(client);
+    if (waitMs <= 0) return undefined;
+    return new ApiError(
+      'too_many_requests',
+      'too many refused credentials from this address; retry after Retry-After',
+      undefined,
+      Math.ceil(waitMs / 1000),
+    );
   }
 
   isAdminToken(secret: string): boolean {
@@ -196,31 +235,50 @@ export class Authenticator {
     return { kind: 'key', id: key.id, tenant: key.tenant };
   }
 
-  /** onRequest hook: authenticates before the body is read, so a bad key is 401 whatever it sent. */
+  /**
+   * onRequest hook: authenticates before the body is read, so a bad key is 401 whatever it sent.
+   * API keys are never throttled (they are 192-bit random; a misconfigured client resending a revoked
+   * one must not lock anyone out). The admin token, which these routes take too, is guessed under
+   * the same throttle as on admin routes, per address: a refused credential not shaped like an API
+   * key counts as a guess, and while an address is throttled its admin token and its guesses alike
+   * are 429, so a throttled guesser learns nothing.
+   */
   readonly requireKey: onRequestHookHandler = (request: FastifyRequest, _reply: FastifyReply, done) => {
-    request.principal = this.authenticate(request);
+    let principal: Principal;
+    try {
+      principal = this.authenticate(request);
+    } catch (error) {
+      if (error instanceof ApiError && error.code === 'unauthorized' && isAdminGuess(request.headers.authorization)) {
+        const client = this.clientOf(request);
+        const throttled = this.throttled(client);
+        if (throttled) throw throttled;
+        this.adminGuesses.recordFailure(client, Date.now(), { global: false });
+      }
+      throw error;
+    }
+    if (principal.kind === 'admin') {
+      const throttled = this.throttled(this.clientOf(request));
+      if (throttled) throw throttled;
+    }
+    request.principal = principal;
     done();
   };
 
   /** onRequest hook for admin routes: API keys, scoped or not, are 403. */
   readonly requireAdmin: onRequestHookHandler = (request: FastifyRequest, _reply: FastifyReply, done) => {
+    const client = this.clientOf(request);
     // Checked before the credential: a throttled guess must learn nothing, right or wrong.
-    const waitMs = this.adminGuesses.retryAfterMs(request.ip);
-    if (waitMs > 0) {
-      throw new ApiError(
-        'too_many_requests',
-        'too many refused credentials from this address; retry after Retry-After',
-        undefined,
-        Math.ceil(waitMs / 1000),
-      );
-    }
+    const throttled = this.throttled(client);
+    if (throttled) throw throttled;
     try {
       request.principal = this.authenticate(request);
     } catch (error) {
-      if (error instanceof ApiError && error.code === 'unauthorized') this.adminGuesses.recordFailure(request.ip);
+      // No credential at all (a probe, a misconfigured client) is no guess.
+      if (error instanceof ApiError && error.code === 'unauthorized' && request.headers.authorization)
+        this.adminGuesses.recordFailure(client);
       throw error;
     }
-    if (request.principal.kind === 'admin') this.adminGuesses.recordSuccess(request.ip);
+    if (request.principal.kind === 'admin') this.adminGuesses.recordSuccess(client);
     if (request.principal.kind !== 'admin') {
       throw new ApiError('forbidden', 'this endpoint needs the admin token; API keys may not use it');
     }

@@ -79,13 +79,14 @@ export class FailureThrottle {
     return { admitted: true, delayMs: this.delayFor(client, now), release: () => this.pending.delete(client) };
   }
 
-  recordFailure(client: string, now = Date.now()): void {
+  /** One refused attempt from `client`; `global: false` leaves the all-clients budget alone. */
+  recordFailure(client: string, now = Date.now(), options: { global?: boolean } = {}): void {
     const minute = Math.floor(now / MINUTE_MS);
     if (minute !== this.globalMinute) {
       this.globalMinute = minute;
       this.globalFailures = 0;
     }
-    this.globalFailures++;
+    if (options.global !== false) this.globalFailures++;
     const entry = this.failures.get(client);
     const count = entry && now - entry.last <= this.options.windowMs ? entry.count + 1 : 1;
     this.failures.delete(client);

@@ -80,6 +80,9 @@ const configSchema = z.object({
   PUBLIC_URL: z.url().default('http://127.0.0.1:3000'),
   METRICS_PORT: port(9464),
   METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+  // Behind Traefik every request comes from the proxy: then refused credentials are counted per
+  // client by the last X-Forwarded-For entry (the one the proxy appended), not per proxy address.
+  TRUST_PROXY: boolean(false),
   // Off: no metrics endpoint and every instrument a no-op (for measuring what telemetry costs).
   TELEMETRY_ENABLED: boolean(true),
   LOKI_URL: optionalUrl,

@@ -76,7 +76,7 @@ export async function createRuntime(service: string, options: RuntimeOptions = {
     logger,
     db,
     keys,
-    auth: new Authenticator(keys, config.ADMIN_TOKEN),
+    auth: new Authenticator(keys, config.ADMIN_TOKEN, { trustProxy: config.TRUST_PROXY }),
     async close() {
       keys.stop();
       await queue?.close();
