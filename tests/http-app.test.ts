@@ -30,4 +30,25 @@ describe('createHttpApp', () => {
     await expect(app.ready()).rejects.toThrow(/Fastify route schemas are not used here: declare the route with defineRoute/);
     await app.close().catch(() => undefined);
   });
+
+  test('a path that is not valid percent-encoding is a 400 in the one error shape, not the router’s own', async () => {
+    const app = createHttpApp(logger);
+    app.get('/things/:name', async () => ({ ok: true }));
+    try {
+      for (const path of ['/things/%E0%A4%A', '/things/%ZZ', '/things/%']) {
+        const answer = await app.inject({ method: 'GET', url: path });
+        expect(answer.statusCode, path).toBe(400);
+        expect(answer.json(), path).toEqual({
+          error: {
+            code: 'invalid_request',
+            message: 'the URL path is not valid percent-encoding',
+            requestId: expect.any(String),
+            details: [{ field: '(path)', message: 'has a % not followed by two hex digits of valid UTF-8' }],
+          },
+        });
+      }
+    } finally {
+      await app.close();
+    }
+  });
 });

@@ -5,7 +5,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import type { Bindings, ChildLoggerOptions, LevelWithSilentOrString, LogFn } from 'pino';
 import type { Logger } from '../logger.ts';
 import { installHttpMetrics } from '../telemetry/http.ts';
-import { type ErrorCode, installErrorHandling } from './errors.ts';
+import { ApiError, apiErrorOf, type ErrorCode, installErrorHandling, sendError } from './errors.ts';
 import { stringifyExact } from './json.ts';
 
 export const BODY_LIMIT_BYTES = 1024 * 1024;
@@ -132,6 +132,18 @@ export function createHttpApp(logger: Logger): FastifyInstance {
     // long one is a 400 naming the field rather than the router's own 414.
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 16_384 },
     schemaController: { compilersFactory: { buildValidator: noRouteSchemas, buildSerializer: noRouteSchemas } },
+    // What the router refuses before any route or error handler runs (a path that is not valid
+    // percent-encoding) answers in the same error shape as everything else, not Fastify's own.
+    frameworkErrors: (error, request, reply) =>
+      sendError(
+        reply,
+        request,
+        error.code === 'FST_ERR_BAD_URL'
+          ? new ApiError('invalid_request', 'the URL path is not valid percent-encoding', [
+              { field: '(path)', message: 'has a % not followed by two hex digits of valid UTF-8' },
+            ])
+          : apiErrorOf(error, request),
+      ),
   }) as unknown as FastifyInstance;
   app.setReplySerializer((payload) => stringifyExact(payload));
   // Only JSON is accepted; anything else (text/plain included) is 415.
