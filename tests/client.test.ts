@@ -125,6 +125,93 @@ describe('model usage helpers and backoff', () => {
   });
 });
 
+/** A real HTTP server answering each request with the next scripted answer (the last one repeats), recording bodies. */
+async function startStub(answers: { status: number; body: string }[]) {
+  const bodies: string[] = [];
+  const server = createServer((incoming, outgoing) => {
+    let text = '';
+    incoming.setEncoding('utf8');
+    incoming.on('data', (chunk) => (text += chunk));
+    incoming.on('end', () => {
+      bodies.push(text);
+      const answer = answers[Math.min(bodies.length - 1, answers.length - 1)]!;
+      outgoing.writeHead(answer.status, answer.body ? { 'content-type': 'application/json' } : {});
+      outgoing.end(answer.body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    bodies,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+describe('client against answers that are not the usual ones', () => {
+  const accepted = JSON.stringify({ accepted: 1, duplicates: 0, ids: ['x'], duplicateIndexes: [] });
+  const fast = { initialDelayMs: 1, maxDelayMs: 5, giveUpAfterMs: 60_000 };
+
+  it('resends a batch answered 202 with no body (a proxy in between) with the same ids, and never crashes', async () => {
+    const stub = await startStub([
+      { status: 202, body: '' },
+      { status: 202, body: 'not json' },
+      { status: 202, body: accepted },
+    ]);
+    const errors: MeterError[] = [];
+    const meter = createMeter({ url: stub.url, apiKey: 'fm_test', onError: (error) => errors.push(error), retry: fast });
+    try {
+      await meter.track({ tenant: 'acme', feature: 'f', tokens: 5 });
+      await meter.flush();
+      expect(errors).toEqual([]);
+      expect(meter.stats()).toMatchObject({ accepted: 1, retries: 2, rejected: 0, gaveUp: 0 });
+      const ids = stub.bodies.map((body) => (JSON.parse(body) as { events: { id: string }[] }).events[0]!.id);
+      expect(ids).toHaveLength(3);
+      expect(new Set(ids).size).toBe(1);
+    } finally {
+      await meter.close();
+      await stub.close();
+    }
+  });
+
+  it('retries a 401 for a moment (a key created a moment ago), then delivers', async () => {
+    const unauthorized = JSON.stringify({ error: { code: 'unauthorized', message: 'invalid or revoked API key' } });
+    const stub = await startStub([
+      { status: 401, body: unauthorized },
+      { status: 401, body: unauthorized },
+      { status: 202, body: accepted },
+    ]);
+    const errors: MeterError[] = [];
+    const meter = createMeter({ url: stub.url, apiKey: 'fm_new', onError: (error) => errors.push(error), retry: fast });
+    try {
+      await meter.track({ tenant: 'acme', feature: 'f', tokens: 5 });
+      await meter.flush();
+      expect(errors).toEqual([]);
+      expect(meter.stats()).toMatchObject({ accepted: 1, rejected: 0 });
+    } finally {
+      await meter.close();
+      await stub.close();
+    }
+  });
+
+  it('check() reads only the usage function\'s own "unknown tenant" as a tenant with no usage; any other 404 throws', async () => {
+    const unknown = await startStub([
+      { status: 404, body: JSON.stringify({ error: { code: 'not_found', message: 'unknown tenant "acme"' } }) },
+    ]);
+    const elsewhere = await startStub([{ status: 404, body: '<html>Not Found</html>' }]);
+    const noRoute = await startStub([
+      { status: 404, body: JSON.stringify({ error: { code: 'not_found', message: 'no route GET /api/usage/acme' } }) },
+    ]);
+    try {
+      const check = (url: string) => createMeter({ url, apiKey: 'fm_test' }).check('acme');
+      await expect(check(unknown.url)).resolves.toEqual({ tenant: 'acme', known: false, over: false, remaining: null, percent: 0 });
+      await expect(check(elsewhere.url)).rejects.toMatchObject({ status: 404, code: 'http_error' });
+      await expect(check(noRoute.url)).rejects.toMatchObject({ status: 404, code: 'not_found', message: 'no route GET /api/usage/acme' });
+    } finally {
+      await Promise.all([unknown.close(), elsewhere.close(), noRoute.close()]);
+    }
+  });
+});
+
 describe.skipIf(!servicesAvailable)('client against the real server', () => {
   let database: TestDatabase;
   let keySpace: ReturnType<typeof createKeySpace>;

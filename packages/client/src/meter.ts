@@ -82,6 +82,14 @@ interface Batch {
 }
 
 const MAX_BATCH = 1_000;
+/** How long a 401 is retried from a batch's first attempt: a new key reaches every ingest instance within ~2 s. */
+const NEW_KEY_GRACE_MS = 10_000;
+
+/** The usage function's own 404 for a tenant with no counted event yet, not any other 404. */
+function isUnknownTenant(answer: HttpAnswer): boolean {
+  const error = errorOf(answer);
+  return error.code === 'not_found' && error.message.startsWith('unknown tenant');
+}
 
 function toWire(event: PendingEvent): TrackedEvent {
   let timestamp = event.timestamp;
@@ -241,8 +249,10 @@ export class Meter {
   /** For enforcement: is the tenant over its quota, and how much is left. */
   async check(tenant: string): Promise<QuotaCheck> {
     const answer = await this.#read(`/api/usage/${encodeURIComponent(tenant)}`);
-    // A tenant exists from its first counted event; before that it has used nothing.
-    if (answer.status === 404) return { tenant, known: false, over: false, remaining: null, percent: 0 };
+    // A tenant exists from its first counted event; before that it has used nothing. Only the usage
+    // function's own "unknown tenant" means that: any other 404 (a wrong base URL, a proxy's page)
+    // throws, so that enforcement never fails open in silence.
+    if (answer.status === 404 && isUnknownTenant(answer)) return { tenant, known: false, over: false, remaining: null, percent: 0 };
     if (answer.status !== 200) throw errorOf(answer);
     const usage = answer.body as UsageReport;
     return { tenant, known: true, over: usage.over, remaining: usage.remaining, percent: usage.percent };
@@ -344,12 +354,21 @@ export class Meter {
         failure = (error as Error).cause instanceof Error ? `${(error as Error).message}: ${((error as Error).cause as Error).message}` : (error as Error).message;
       }
       if (answer?.status === 202) {
-        const result = answer.body as IngestResult;
-        this.#stats.accepted += result.accepted;
-        this.#stats.duplicates += result.duplicates;
-        return;
+        const result = answer.body as Partial<IngestResult> | undefined;
+        if (typeof result?.accepted === 'number' && typeof result.duplicates === 'number') {
+          this.#stats.accepted += result.accepted;
+          this.#stats.duplicates += result.duplicates;
+          return;
+        }
+        // Not FlagMeter's answer (a proxy's, or one cut short): resent like a lost answer, which the
+        // same ids make safe, so the counts are known rather than guessed.
+        failure = 'a 202 answer without its {accepted, duplicates} body';
+        answer = undefined;
       }
-      if (answer && !isRetryableStatus(answer.status)) {
+      // A key created a moment ago may not be known yet to every ingest instance (each reloads keys
+      // every 2 s): a 401 is retried for a short while before the batch is reported.
+      const newKeyGrace = answer?.status === 401 && Date.now() - startedAt < NEW_KEY_GRACE_MS;
+      if (answer && !newKeyGrace && !isRetryableStatus(answer.status)) {
         pending = await this.#refused(pending, answer);
         attempt = 0;
         continue;
