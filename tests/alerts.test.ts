@@ -262,6 +262,39 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     expect(slack.postsTo(healthy.hook)[0]!.at).toBeLessThan(slack.postsTo(failing.hook)[0]!.at);
   });
 
+  it('backs off even when Retry-After says 0, a past date or a fraction (it re-posted at once, ~100 times a second)', async () => {
+    const { tenant, hook } = await tenantWithHook('retry-zero', 100);
+    const answers = ['0', 'Thu, 01 Jan 1970 00:00:00 GMT', '1.5', '-1'].map((value) => ({
+      status: 429,
+      headers: { 'retry-after': value },
+    }));
+    slack.script(hook, answers);
+    await post({ tenant, feature: 'f', tokens: 80 });
+    await waitFor(() => slack.postsTo(hook).length === 1, { timeoutMs: 30_000, what: 'delivery after the 429s' });
+    const attempts = slack.requests.filter((request) => request.path === hook);
+    expect(attempts.map((request) => request.status)).toEqual([429, 429, 429, 429, 200]);
+    // ALERT_RETRY_BASE is 200 ms here: each wait is at least 0.8 × 200 ms × 2^(attempt − 1).
+    const gaps = attempts.slice(1).map((request, i) => request.at - attempts[i]!.at);
+    gaps.forEach((gap, i) => expect(gap, `wait after attempt ${i + 1}`).toBeGreaterThanOrEqual(0.8 * 200 * 2 ** i - 20));
+  });
+
+  it("delivers the alert of a tenant whose name is 128 characters (the header block is cut to Slack's 150)", async () => {
+    const tenant = uniqueName('long').padEnd(128, 'x');
+    const hook = '/hook/long-name';
+    expect((await putTenant(tenant, { monthlyQuota: 100, slackWebhookUrl: `${slack.url}${hook}` })).statusCode).toBe(201);
+    await post({ tenant, feature: 'f', tokens: 100 });
+    await waitFor(() => slack.postsTo(hook).length === 2, { what: 'the 80% and 100% alerts' });
+    expect(slack.requests.filter((request) => request.path === hook).map((request) => request.status)).toEqual([200, 200]);
+    for (const threshold of [80, 100]) {
+      const sent = slack.postsTo(hook).find((post) => post.body.text.includes(`reached ${threshold}%`))!;
+      const header = sent.body.blocks.find((block) => block.type === 'header')!.text!.text;
+      expect(header.length).toBeLessThanOrEqual(150);
+      expect(header.endsWith('…')).toBe(true);
+      // The whole headline is still in the message text.
+      expect(sent.body.text).toContain(`${tenant} reached ${threshold}% of its monthly quota`);
+    }
+  });
+
   it('stores a webhook answer holding a NUL, retries after it and delivers once (an answer PostgreSQL cannot hold stuck the alert)', async () => {
     const { tenant, hook } = await tenantWithHook('nul-answer', 100);
     slack.script(hook, [{ status: 429, headers: { 'retry-after': '2' }, body: 'slow\u0000down\n' }]);

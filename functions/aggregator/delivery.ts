@@ -36,6 +36,8 @@ interface ClaimedAlert {
 }
 
 const MAX_BACKOFF_MS = 10 * 60_000;
+/** Slack's limit on a header block's text (docs.slack.dev, header block). */
+const SLACK_HEADER_MAX = 150;
 // Due alerts looked at per claim: enough to reach past a slow host's backlog to other hosts' alerts.
 const CLAIM_SCAN = 500;
 // Alerts with no webhook settled per statement.
@@ -61,11 +63,16 @@ export function slackMessage(
   // The alert's own period: the link still shows the month that alerted once the next has begun.
   const link = `${publicUrl.replace(/\/$/, '')}/dashboard/tenants/${encodeURIComponent(alert.tenant)}?period=${alert.period_start.slice(0, 7)}`;
   const headline = `${alert.tenant} reached ${alert.threshold}% of its monthly quota`;
+  // Slack refuses a header block over 150 characters (a tenant name may be 128): the whole headline
+  // stays in `text` and the Tenant field.
+  const icon = alert.threshold >= 100 ? '🚨' : '⚠️';
+  const header =
+    `${icon} ${headline}`.length <= SLACK_HEADER_MAX ? `${icon} ${headline}` : `${`${icon} ${headline}`.slice(0, SLACK_HEADER_MAX - 1)}…`;
   const usage = `${number(alert.used_tokens)} / ${number(alert.quota)} tokens`;
   return {
     text: `${headline}: ${percent}% used (${usage})`,
     blocks: [
-      { type: 'header', text: { type: 'plain_text', text: `${alert.threshold >= 100 ? '🚨' : '⚠️'} ${headline}` } },
+      { type: 'header', text: { type: 'plain_text', text: header } },
       {
         type: 'section',
         fields: [
@@ -279,7 +286,9 @@ export class AlertDelivery {
       error = storableText((failure as Error).message);
     }
     const backoff = Math.min(MAX_BACKOFF_MS, this.options.retryBaseMs * 2 ** (alert.attempts - 1));
-    const wait = delayMs ?? Math.round(backoff * (0.8 + Math.random() * 0.4));
+    // Retry-After is a floor, never a shortcut: "0" or a past date must not skip the backoff (it
+    // re-posted ~100 times a second for as long as the webhook kept answering so).
+    const wait = Math.max(delayMs ?? 0, Math.round(backoff * (0.8 + Math.random() * 0.4)));
     if (Date.now() + wait - new Date(alert.created_at).getTime() > this.options.giveUpMs) {
       await this.mark(
         `UPDATE alerts SET status = 'failed', last_error = $2 WHERE id = $1`,

@@ -197,10 +197,16 @@ export function postWebhook(raw: string, payload: unknown, policy: WebhookPolicy
   });
 }
 
-/** Retry-After as seconds or an HTTP date, in ms from now; undefined when absent or unreadable. */
+/**
+ * Retry-After as whole seconds or an HTTP date, in ms from now; undefined when absent or unreadable.
+ * Anything else ("1.5", "-1") is unreadable, not a date: Date.parse reads "1.5" as a day in 2001.
+ */
 export function retryAfterMs(header: string | undefined, now = Date.now()): number | undefined {
-  if (!header) return undefined;
-  if (/^\d+$/.test(header.trim())) return Number(header.trim()) * 1000;
-  const at = Date.parse(header);
+  const text = header?.trim();
+  if (!text) return undefined;
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  // An HTTP date names its weekday or month: letters, which no number has.
+  if (!/[A-Za-z]/.test(text)) return undefined;
+  const at = Date.parse(text);
   return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }

@@ -36,7 +36,10 @@ export async function startFakeSlack(): Promise<FakeSlack> {
     request.on('data', (chunk: Buffer) => (text += chunk.toString()));
     request.on('end', () => {
       const path = request.url ?? '/';
-      const next = scripts.get(path)?.shift() ?? { status: 200 };
+      // Slack's documented limit: a header block's text is at most 150 characters (else invalid_blocks).
+      const blocks = (JSON.parse(text) as Partial<ReceivedPost['body']>).blocks ?? [];
+      const refused = blocks.some((block) => block.type === 'header' && (block.text?.text.length ?? 0) > 150);
+      const next = refused ? { status: 400, body: 'invalid_blocks' } : (scripts.get(path)?.shift() ?? { status: 200 });
       const answer = () => {
         requests.push({ path, status: next.status, at: Date.now() });
         if (next.status === 200) posts.push({ path, body: JSON.parse(text) as ReceivedPost['body'], at: Date.now() });
