@@ -341,6 +341,24 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     ).toEqual([100, 80]);
   });
 
+  it('does not alert again when a threshold is taken off the list and put back while usage stays over it', async () => {
+    const { tenant, hook } = await tenantWithHook('toggle', 100);
+    await post({ tenant, feature: 'f', tokens: 120 });
+    await waitFor(() => slack.postsTo(hook).length === 2, { what: 'the 80% and 100% alerts' });
+    expect((await putTenant(tenant, { thresholds: [80] })).statusCode).toBe(200);
+    expect((await putTenant(tenant, { thresholds: [80, 100] })).statusCode).toBe(200);
+    // A quota change that keeps usage over both changes nothing either.
+    expect((await putTenant(tenant, { monthlyQuota: 110 })).statusCode).toBe(200);
+    const alerts = await alertsOf(tenant);
+    expect(alerts.map((alert) => [alert.threshold, alert.rearmedAt]).sort()).toEqual([
+      [100, null],
+      [80, null],
+    ]);
+    await post({ tenant, feature: 'f', tokens: 1 });
+    await waitFor(() => usageIs(tenant, 121n), { what: 'a later event to be counted' });
+    expect(slack.postsTo(hook)).toHaveLength(2);
+  });
+
   it('refuses webhook URLs that are http, internal or off the allow list, and never requests them', async () => {
     const strict = await createRuntime('strict', { config: loadConfig({ ...stack.env, WEBHOOK_ALLOW_INSECURE: 'false' }) });
     const strictApp = buildApi(strict);
