@@ -357,6 +357,13 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     await post({ tenant, feature: 'f', tokens: 1 });
     await waitFor(() => usageIs(tenant, 121n), { what: 'a later event to be counted' });
     expect(slack.postsTo(hook)).toHaveLength(2);
+
+    // Off the list, then a quota that takes usage under it, then back on: its next crossing alerts.
+    expect((await putTenant(tenant, { thresholds: [80] })).statusCode).toBe(200);
+    expect((await putTenant(tenant, { monthlyQuota: 1000 })).statusCode).toBe(200);
+    expect((await putTenant(tenant, { thresholds: [80, 100] })).statusCode).toBe(200);
+    await post({ tenant, feature: 'f', tokens: 900 });
+    await waitFor(() => slack.postsTo(hook).length === 4, { what: 'the 80% and 100% alerts of the new crossings' });
   });
 
   it('refuses webhook URLs that are http, internal or off the allow list, and never requests them', async () => {

@@ -72,14 +72,14 @@ export async function createCrossingAlerts(tx: Queryable, usages: readonly Perio
 }
 
 /**
- * After a quota or threshold change: re-arms live alerts of configured thresholds usage is now under,
- * and fires thresholds usage is now over. The alert of a threshold taken off the list stays as it is,
- * so taking it off and putting it back does not alert again while usage never fell under it (SPEC:
- * only a quota change that takes usage back under a threshold re-arms it). Runs in the transaction
- * that changed the tenant, which holds the tenant row lock the aggregator also takes.
+ * After a quota or threshold change: re-arms the live alerts whose threshold usage is now under
+ * (configured or not: one taken off the list and put back later must alert on its next crossing),
+ * and fires configured thresholds usage is now over. Taking a threshold off the list alone re-arms
+ * nothing, so putting it back does not alert again while usage never fell under it (SPEC: only a
+ * quota change that takes usage back under a threshold re-arms it). Runs in the transaction that
+ * changed the tenant, which holds the tenant row lock the aggregator also takes.
  */
 export async function reevaluateAlerts(tx: Queryable, usage: PeriodUsage): Promise<{ rearmed: number; created: number }> {
-  const crossed = crossedThresholds(usage.used, usage.quota, usage.thresholds);
   // One not yet delivered (a retry pending, or a period not begun) is not sent any more: usage is no
   // longer over its threshold. It is marked failed, saying why.
   const rearmed = await tx.query(
@@ -88,10 +88,9 @@ export async function reevaluateAlerts(tx: Queryable, usage: PeriodUsage): Promi
        last_error = CASE WHEN status = 'pending' THEN 'not sent: re-armed before delivery (usage fell back under the threshold)'
                          ELSE last_error END
      WHERE tenant = $1 AND period_start = $2::date AND rearmed_at IS NULL
-       AND threshold = ANY (SELECT value::int FROM jsonb_array_elements_text($4::jsonb))
-       AND NOT (threshold = ANY (SELECT value::int FROM jsonb_array_elements_text($3::jsonb)))
+       AND $3::numeric * 100 < $4::numeric * threshold
      RETURNING id`,
-    [usage.tenant, usage.periodStart, JSON.stringify(crossed), JSON.stringify(usage.thresholds)],
+    [usage.tenant, usage.periodStart, usage.used.toString(), usage.quota.toString()],
   );
   const created = await createCrossingAlerts(tx, [usage]);
   return { rearmed: rearmed.length, created: created.length };
