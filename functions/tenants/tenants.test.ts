@@ -78,6 +78,12 @@ describe.skipIf(!servicesAvailable)('tenants function (its own app, real Postgre
     const key = await admin('POST', '/api/keys', { name: 'ci\u0000key' });
     expect(key.statusCode, key.body).toBe(400);
     expect(key.json().error.details).toEqual([{ field: 'name', message: 'must not contain NUL (U+0000)' }]);
+    // A lone surrogate is not text PostgreSQL can hold either: it was stored as U+FFFD in silence.
+    const surrogate = await admin('POST', '/api/keys', { name: 'k\ud800' });
+    expect(surrogate.statusCode, surrogate.body).toBe(400);
+    expect(surrogate.json().error.details).toEqual([
+      { field: 'name', message: 'must be valid Unicode (a lone surrogate such as \\ud800 would be stored as U+FFFD)' },
+    ]);
     // The URL parser would drop or escape the control character and pass the URL; the raw string
     // is what is stored, and PostgreSQL refused it with a 500.
     const tenant = uniqueName('nul-hook');

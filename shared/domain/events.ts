@@ -14,7 +14,9 @@ const ID_PATTERN = /^[!-~]{1,128}$/;
  * NUL (U+0000), so one is a 400 naming the field, never the database's error as a 500.
  */
 export function postgresText(schema: z.ZodString) {
-  return schema.refine((value) => !value.includes('\u0000'), 'must not contain NUL (U+0000)');
+  return schema
+    .refine((value) => !value.includes('\u0000'), 'must not contain NUL (U+0000)')
+    .refine((value) => value.isWellFormed(), 'must be valid Unicode (a lone surrogate such as \\ud800 would be stored as U+FFFD)');
 }
 
 export const tenantName = z.string().regex(TENANT_PATTERN, 'must be 1-128 characters of A-Z a-z 0-9 . _ : @ -');
