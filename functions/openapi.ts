@@ -136,11 +136,15 @@ function responseOf(response: ResponseSpec, route: RouteSpec): JsonSchema {
   };
 }
 
-/** What the HTTP layer may answer on any operation before the route runs; admin routes also throttle guesses. */
+/**
+ * What the HTTP layer may answer on any operation before the route runs: a body is parsed (413, 415)
+ * on every method but GET; an authenticated route throttles admin token guesses (429) and needs its
+ * API keys loaded and, past them, the database (503).
+ */
 const httpLayer = (operation: RouteSpec): Record<number, ResponseSpec> => ({
   ...errorResponses(408, 431),
-  ...(operation.body ? errorResponses(413) : {}),
-  ...(operation.auth === 'admin' ? errorResponses(429) : {}),
+  ...(operation.body || operation.method !== 'GET' ? errorResponses(413, 415) : {}),
+  ...(operation.auth !== 'none' ? errorResponses(429, 503) : {}),
 });
 
 const SECURITY: Record<Auth, JsonSchema[]> = { none: [], key: [{ apiKey: [] }], admin: [{ adminToken: [] }] };

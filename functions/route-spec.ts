@@ -53,7 +53,7 @@ const ERROR_DESCRIPTIONS: Record<number, string> = {
   415: 'Body is not application/json',
   429: 'Too many refused credentials from this address; retry after `Retry-After`',
   431: 'Request line and headers over 16 KB; answered by the HTTP server',
-  503: 'Queue unreachable or its backlog over the cap; nothing was accepted, retry after `Retry-After`',
+  503: 'A dependency is unavailable: the queue (unreachable, or its backlog over the cap: nothing was accepted), the database, or the API keys not loaded yet after a start; retry after `Retry-After`',
 };
 
 /** The error answers of a route, each with the one error body every function writes. */

@@ -140,6 +140,18 @@ describe('OpenAPI document', () => {
     expect([...documented.keys()].filter((key) => !routed.includes(key))).toEqual([]);
   });
 
+  it('documents what the auth and HTTP layers answer before a route runs: 429 and 503 where a credential is checked, 413 and 415 where a body is parsed', () => {
+    for (const { key, method, operation } of operations()) {
+      const statuses = Object.keys(operation.responses as Json);
+      const authenticated = (operation.security as unknown[]).length > 0;
+      // Admin token guesses are throttled on key routes too; keys not loaded yet, or no database, is 503.
+      if (authenticated) expect(statuses, key).toEqual(expect.arrayContaining(['429', '503']));
+      // Fastify parses a body on every method but GET (a DELETE with a text/plain or 2 MB body).
+      if (method !== 'get') expect(statuses, key).toEqual(expect.arrayContaining(['413', '415']));
+      expect(statuses, key).toEqual(expect.arrayContaining(['408', '431']));
+    }
+  });
+
   it('writes 64-bit sums as int64 integers and event fields with the limits the ingest function enforces', () => {
     const { schemas } = document.components;
     expect(schemas.UsageResponse.properties.tokens).toMatchObject({ type: 'integer', format: 'int64' });
