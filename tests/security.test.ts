@@ -297,6 +297,18 @@ describe.skipIf(!servicesAvailable)('security', () => {
     expect((await send('GET', `/api/tenants/${tenant}`, admin)).statusCode).toBe(404);
   });
 
+  it('tells a webhook host that does not exist (400) from a DNS lookup that failed for now (503, retry)', async () => {
+    const policy = { allowedHosts: ['hooks.slack.com'], allowInsecure: false };
+    const url = 'https://hooks.slack.com/services/T/B/x';
+    const failing = (code: string) => () => Promise.reject(Object.assign(new Error(`getaddrinfo ${code}`), { code }));
+    expect(await checkWebhookUrl(url, policy, failing('ENOTFOUND'))).toBe('host hooks.slack.com does not resolve');
+    for (const code of ['EAI_AGAIN', 'ETIMEOUT', 'ESERVFAIL']) {
+      await expect(checkWebhookUrl(url, policy, failing(code)), code).rejects.toMatchObject({ code: 'service_unavailable', status: 503 });
+    }
+    expect(await checkWebhookUrl(url, policy, async () => [{ address: '34.225.1.2', family: 4 }])).toBeUndefined();
+    expect(await checkWebhookUrl(url, policy, async () => [{ address: '10.0.0.5', family: 4 }])).toMatch(/loopback, private or link-local/);
+  });
+
   it('never echoes secrets or stack traces in error bodies, even when a dependency fails', async () => {
     const secret = `fm_${'s'.repeat(40)}`;
     const bodies = [

@@ -3,6 +3,7 @@ import { promises as dns } from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
 import { BlockList, isIP } from 'node:net';
+import { ApiError } from '../platform/http/errors.ts';
 
 export interface WebhookPolicy {
   allowedHosts: readonly string[];
@@ -110,19 +111,32 @@ export function webhookUrlProblem(raw: string, policy: WebhookPolicy): string | 
   return undefined;
 }
 
-/** The URL check plus DNS: every address the host resolves to must be public. */
-export async function checkWebhookUrl(raw: string, policy: WebhookPolicy): Promise<string | undefined> {
+/** DNS answers that say the name does not exist, as opposed to a lookup that failed for now. */
+const NO_SUCH_HOST = new Set(['ENOTFOUND', 'ENODATA', 'EAI_NONAME', 'EAI_NODATA']);
+
+/**
+ * The URL check plus DNS: every address the host resolves to must be public. A host that does not
+ * exist is the caller's mistake (a problem to report); a lookup that failed for now (a resolver
+ * timeout, EAI_AGAIN) is not, and is a 503 to retry rather than a 400 blaming the URL.
+ */
+export async function checkWebhookUrl(
+  raw: string,
+  policy: WebhookPolicy,
+  lookup: (host: string) => Promise<LookupAddress[]> = (host) => dns.lookup(host, { all: true }),
+): Promise<string | undefined> {
   const problem = webhookUrlProblem(raw, policy);
   if (problem || policy.allowInsecure) return problem;
   const host = new URL(raw).hostname.replace(/^\[|\]$/g, '');
   if (isIP(host)) return undefined;
+  let addresses: LookupAddress[];
   try {
-    const addresses = await dns.lookup(host, { all: true });
-    if (addresses.some((entry) => isInternalAddress(entry.address))) {
-      return 'must not resolve to a loopback, private or link-local address';
-    }
-  } catch {
-    return `host ${host} does not resolve`;
+    addresses = await lookup(host);
+  } catch (error) {
+    if (NO_SUCH_HOST.has(String((error as NodeJS.ErrnoException).code))) return `host ${host} does not resolve`;
+    throw new ApiError('service_unavailable', `the webhook host ${host} could not be looked up just now; retry shortly`, undefined, 2);
+  }
+  if (addresses.some((entry) => isInternalAddress(entry.address))) {
+    return 'must not resolve to a loopback, private or link-local address';
   }
   return undefined;
 }
