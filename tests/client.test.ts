@@ -193,6 +193,37 @@ describe('client against answers that are not the usual ones', () => {
     }
   });
 
+  it('takes a provider response id as the event id only when it is long enough to be unique (Ollama reuses short ones)', async () => {
+    const stub = await startStub([
+      { status: 202, body: JSON.stringify({ accepted: 3, duplicates: 0, ids: ['a', 'b', 'c'], duplicateIndexes: [] }) },
+    ]);
+    const meter = createMeter({ url: stub.url, apiKey: 'fm_test', batchSize: 3 });
+    try {
+      const openai = 'chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG';
+      await meter.trackResponse(
+        { id: 'chatcmpl-42', model: 'llama3', usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 } },
+        { tenant: 'acme' },
+      );
+      await meter.trackResponse(
+        { id: 'chatcmpl-42', model: 'llama3', usage: { prompt_tokens: 20, completion_tokens: 5, total_tokens: 25 } },
+        { tenant: 'acme' },
+      );
+      await meter.trackResponse(
+        { id: openai, model: 'gpt-4o', usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } },
+        { tenant: 'acme' },
+      );
+      await meter.flush();
+      const ids = stub.bodies.flatMap((body) => (JSON.parse(body) as { events: { id: string }[] }).events.map((event) => event.id));
+      expect(ids).toHaveLength(3);
+      expect(ids[0]).not.toBe('chatcmpl-42');
+      expect(ids[1]).not.toBe(ids[0]);
+      expect(ids[2]).toBe(openai);
+    } finally {
+      await meter.close();
+      await stub.close();
+    }
+  });
+
   it('check() reads only the usage function\'s own "unknown tenant" as a tenant with no usage; any other 404 throws', async () => {
     const unknown = await startStub([
       { status: 404, body: JSON.stringify({ error: { code: 'not_found', message: 'unknown tenant "acme"' } }) },

@@ -84,6 +84,8 @@ interface Batch {
 const MAX_BATCH = 1_000;
 /** How long a 401 is retried from a batch's first attempt: a new key reaches every ingest instance within ~2 s. */
 const NEW_KEY_GRACE_MS = 10_000;
+/** Shorter provider response ids are not taken as event ids (OpenAI's and Anthropic's are 28+ characters). */
+const MIN_RESPONSE_ID_LENGTH = 16;
 
 /** The usage function's own 404 for a tenant with no counted event yet, not any other 404. */
 function isUnknownTenant(answer: HttpAnswer): boolean {
@@ -205,7 +207,11 @@ export class Meter {
       });
       return Promise.resolve(undefined);
     }
-    return this.track({ tenant: context.tenant, feature, tokens, ...(id ? { id } : {}) });
+    // The provider's response id makes re-tracking the same response count once, but only an id long
+    // enough to be unique: some OpenAI-compatible servers (Ollama: "chatcmpl-" and a number under
+    // 1,000) reuse theirs, and a reused id would drop later calls as duplicates in silence.
+    const unique = id !== undefined && id.length >= MIN_RESPONSE_ID_LENGTH;
+    return this.track({ tenant: context.tenant, feature, tokens, ...(unique ? { id } : {}) });
   }
 
   /** Resolves once every event tracked before the call is delivered or reported through onError. */
