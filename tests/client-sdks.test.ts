@@ -6,12 +6,16 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { createOpenAI } from '@ai-sdk/openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { generateText, streamText } from 'ai';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMeter, type Meter, type MeterError, type TrackedEvent } from '../packages/client/src/index.ts';
+
+/** An id as long as the providers' own (OpenAI's chatcmpl- ids carry 29 random characters, Anthropic's msg_ 24). */
+const providerId = (prefix: string, counter: number): string => `${prefix}${randomBytes(18).toString('base64url')}${counter}`;
 
 const CHAT_USAGE = {
   prompt_tokens: 1117,
@@ -206,7 +210,7 @@ function providerStandIn(): Promise<Stand & { lastId(): string }> {
     const stream = body.stream === true;
     counter++;
     if (incoming.url === '/v1/chat/completions') {
-      lastId = `chatcmpl-stand${counter}`;
+      lastId = providerId('chatcmpl-', counter);
       const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true;
       if (stream)
         return sse(
@@ -216,11 +220,11 @@ function providerStandIn(): Promise<Stand & { lastId(): string }> {
         );
       outgoing.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(chatCompletion(lastId)));
     } else if (incoming.url === '/v1/responses') {
-      lastId = `resp_stand${counter}`;
+      lastId = providerId('resp_', counter);
       if (stream) return sse(outgoing, responsesEvents(lastId));
       outgoing.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(responsesResponse(lastId, 'completed')));
     } else if (incoming.url === '/v1/messages') {
-      lastId = `msg_stand${counter}`;
+      lastId = providerId('msg_', counter);
       if (stream) return sse(outgoing, anthropicEvents(lastId));
       outgoing
         .writeHead(200, { 'content-type': 'application/json', 'request-id': 'req_stand' })
