@@ -129,6 +129,23 @@ describe.skipIf(!servicesAvailable)('the tenant list at 100,000 tenants', () => 
     },
   );
 
+  test('a page after a name (keyset paging) is the next names, read from the name index alone, however deep', async () => {
+    const after = (await database.db.query<{ name: string }>(`${REFERENCE} ORDER BY name LIMIT 1 OFFSET 90000`))[0]!.name;
+    const expected = await database.db.query<{ name: string }>(`SELECT name FROM tenants WHERE name > $1 ORDER BY name LIMIT 100`, [after]);
+    const page = await listTenants(database.db, { sort: 'name', limit: 100, after });
+    expect(page.tenants.map((tenant) => tenant.tenant)).toEqual(expected.map((row) => row.name));
+    expect(page.next).toBe(expected.at(-1)!.name);
+    const { page: statement } = tenantPageQueries({ sort: 'name', limit: 100, after });
+    const [explained] = await database.db.query<{ 'QUERY PLAN': [{ Plan: PlanNode }] }>(
+      `EXPLAIN (ANALYZE, FORMAT JSON) ${statement.text}`,
+      statement.params,
+    );
+    const all = nodes(explained!['QUERY PLAN'][0].Plan);
+    expect(all.filter((node) => node['Node Type'] === 'Seq Scan').map((node) => node['Relation Name'])).toEqual([]);
+    // 90,000 tenants in, it still reads the page's own rows only (OFFSET 90000 would read them all).
+    expect(Math.max(...all.map((node) => node['Actual Rows']))).toBeLessThanOrEqual(100);
+  });
+
   test('a summary row whose period has ended is rolled into the current period before a page is read', async () => {
     await database.db.query(
       `UPDATE tenant_usage_summary SET period_start = (period_start - interval '1 month')::date, tokens = 5000000,

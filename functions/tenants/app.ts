@@ -36,7 +36,13 @@ export function registerTenants(app: FastifyInstance, deps: TenantsDeps): void {
   });
 
   registerRoute(app, routes.listTenants, deps, async ({ query }) =>
-    listTenants(deps.db, { sort: query.sort, limit: query.limit, offset: query.offset, ...(query.q ? { search: query.q } : {}) }),
+    listTenants(deps.db, {
+      sort: query.sort,
+      limit: query.limit,
+      offset: query.offset,
+      ...(query.q ? { search: query.q } : {}),
+      ...(query.after ? { after: query.after } : {}),
+    }),
   );
 
   registerRoute(app, routes.getTenant, deps, async ({ params: { tenant } }) => {

@@ -10,12 +10,23 @@ export const apiKeyListResponse = z.object({ keys: z.array(apiKeyView) });
 
 export const tenantParams = z.object({ tenant: tenantName });
 
-export const listTenantsQuery = z.strictObject({
-  q: postgresText(z.string().max(128)).optional(),
-  sort: z.enum(['name', 'usage', 'percent']).default('name'),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-  offset: z.coerce.number().int().min(0).max(10_000_000).default(0),
-});
+export const listTenantsQuery = z
+  .strictObject({
+    q: postgresText(z.string().max(128)).optional(),
+    sort: z.enum(['name', 'usage', 'percent']).default('name'),
+    limit: z.coerce.number().int().min(1).max(1000).default(100),
+    offset: z.coerce.number().int().min(0).max(10_000_000).default(0),
+    after: tenantName.optional().meta({
+      description:
+        "the previous page's `next`: the tenants after this name, in name order (no tenant skipped or repeated as tenants come and go)",
+    }),
+  })
+  .superRefine((query, ctx) => {
+    if (query.after !== undefined && query.sort !== 'name')
+      ctx.addIssue({ code: 'custom', path: ['after'], message: 'pages only the name order (sort=name)' });
+    if (query.after !== undefined && query.offset !== 0)
+      ctx.addIssue({ code: 'custom', path: ['after'], message: 'replaces offset; send one or the other' });
+  });
 
 const bigintNumber = z.bigint().meta({ description: 'a 64-bit integer written exactly as a JSON number' });
 
@@ -37,7 +48,13 @@ export const tenantResponse = z.object({
   updatedAt: z.string(),
 });
 
-export const tenantListResponse = z.object({ tenants: z.array(tenantResponse), total: z.number().int() });
+export const tenantListResponse = z.object({
+  tenants: z.array(tenantResponse),
+  total: z.number().int(),
+  next: z.string().nullable().meta({
+    description: 'in name order, after a full page: the `after` of the next page (null on the last page, and for the other orders)',
+  }),
+});
 
 export const alertResponse = z.object({
   id: z.string(),

@@ -63,6 +63,35 @@ describe.skipIf(!servicesAvailable)('tenants function (its own app, real Postgre
     expect(await summaryMatches('America/New_York')).toEqual({ zone: 'America/New_York', start: true, end: true });
   });
 
+  it('pages the name order by `after`: a tenant created meanwhile before the page boundary repeats and skips nobody', async () => {
+    const prefix = uniqueName('page');
+    for (const n of [1, 2, 3, 4, 5, 6])
+      expect((await admin('PUT', `/api/tenants/${prefix}-b${n}`, { monthlyQuota: 100 })).statusCode).toBe(201);
+    const page = async (query: string) => {
+      const answer = await admin('GET', `/api/tenants?q=${prefix}&limit=3${query}`);
+      expect(answer.statusCode, answer.body).toBe(200);
+      const body = answer.json() as { tenants: { tenant: string }[]; next: string | null; total: number };
+      return { names: body.tenants.map((tenant) => tenant.tenant.slice(prefix.length + 1)), next: body.next, total: body.total };
+    };
+    const first = await page('');
+    expect(first).toEqual({ names: ['b1', 'b2', 'b3'], next: `${prefix}-b3`, total: 6 });
+    expect((await admin('PUT', `/api/tenants/${prefix}-a0`, { monthlyQuota: 100 })).statusCode).toBe(201);
+    // By offset the new tenant shifts the rest: b3 again. By `after` the next page is the next names.
+    expect((await page('&offset=3')).names).toEqual(['b3', 'b4', 'b5']);
+    const second = await page(`&after=${first.next}`);
+    expect(second).toEqual({ names: ['b4', 'b5', 'b6'], next: `${prefix}-b6`, total: 7 });
+    expect(await page(`&after=${second.next}`)).toEqual({ names: [], next: null, total: 7 });
+    // `after` pages the name order only, and replaces offset.
+    for (const [query, message] of [
+      [`&sort=usage&after=${first.next}`, 'pages only the name order (sort=name)'],
+      [`&offset=3&after=${first.next}`, 'replaces offset; send one or the other'],
+    ] as const) {
+      const refused = await admin('GET', `/api/tenants?limit=3${query}`);
+      expect(refused.statusCode, refused.body).toBe(400);
+      expect(refused.json().error.details).toEqual([{ field: 'after', message }]);
+    }
+  });
+
   it('answers 400 naming the bad field, 404 for an unknown tenant, 403 for an API key', async () => {
     const bad = await admin('PUT', `/api/tenants/${uniqueName('bad')}`, { monthlyQuota: -1 });
     expect(bad.statusCode).toBe(400);
