@@ -90,8 +90,9 @@ export async function startAggregator(runtime: Runtime, hooks: AggregatorHooks =
     runner,
     delivery,
     async stop() {
-      await runner.stop();
-      await delivery.stop();
+      // Together: delivery claims nothing more from the moment shutdown begins (the runner may take
+      // seconds to finish its round and give its leases back), and finishes the sends it has out.
+      await Promise.all([runner.stop(), delivery.stop()]);
       metrics.close();
     },
   };
