@@ -392,7 +392,13 @@ describe.skipIf(!servicesAvailable)('client against the real server', () => {
     await meter.flush();
 
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatchObject({ kind: 'rejected', status: 400, code: 'invalid_event' });
+    // With the server's request id, to find the refusal in its logs.
+    expect(errors[0]).toMatchObject({
+      kind: 'rejected',
+      status: 400,
+      code: 'invalid_event',
+      requestId: expect.stringMatching(/^[0-9a-f]{8}-/),
+    });
     expect(errors[0]!.events).toEqual([expect.objectContaining({ tenant, feature: 'not a feature!', tokens: 5 })]);
     expect(errors[0]!.message).toMatch(/^feature must be 1-128 characters/);
     expect(meter.stats()).toMatchObject({ accepted: 9, rejected: 1, requests: 2 });

@@ -1,18 +1,21 @@
 import type { ErrorBody, ErrorDetail } from './types.ts';
 
-/** A non-2xx answer, with the server's error code, message and per-field details. */
+/** A non-2xx answer, with the server's error code, message, per-field details and request id. */
 export class FlagMeterError extends Error {
   override name = 'FlagMeterError';
   readonly status: number;
   readonly code: string;
   readonly details: ErrorDetail[];
+  /** The server's id of the request (its logs carry it), when it answered with one. */
+  readonly requestId: string | undefined;
 
   // Fields assigned by hand, not parameter properties: the source must stay runnable by type stripping.
-  constructor(status: number, code: string, message: string, details: ErrorDetail[] = []) {
+  constructor(status: number, code: string, message: string, details: ErrorDetail[] = [], requestId?: string) {
     super(message);
     this.status = status;
     this.code = code;
     this.details = details;
+    this.requestId = requestId;
   }
 }
 
@@ -97,7 +100,13 @@ export function parseJson(text: string, exact: boolean): unknown {
 
 export function errorOf(answer: HttpAnswer): FlagMeterError {
   const error = (answer.body as Partial<ErrorBody> | undefined)?.error;
-  return new FlagMeterError(answer.status, error?.code ?? 'http_error', error?.message ?? `HTTP ${answer.status}`, error?.details ?? []);
+  return new FlagMeterError(
+    answer.status,
+    error?.code ?? 'http_error',
+    error?.message ?? `HTTP ${answer.status}`,
+    error?.details ?? [],
+    typeof error?.requestId === 'string' ? error.requestId : undefined,
+  );
 }
 
 /** One request; a network failure or timeout rejects, every HTTP answer resolves. */

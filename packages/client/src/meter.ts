@@ -48,6 +48,8 @@ export interface MeterError {
   events: TrackedEvent[];
   status?: number;
   code?: string;
+  /** The server's id of the request that refused them (`rejected`), to find it in the server's logs. */
+  requestId?: string;
 }
 
 export interface MeterStats {
@@ -408,7 +410,16 @@ export class Meter {
     const messages = new Map<number, string[]>();
     for (const detail of indexed) messages.set(detail.index!, [...(messages.get(detail.index!) ?? []), `${detail.field} ${detail.message}`]);
     for (const [index, problems] of messages) {
-      this.#reject([pending[index]!], new FlagMeterError(error.status, error.code, problems.join('; '), error.details.filter((detail) => detail.index === index)));
+      this.#reject(
+        [pending[index]!],
+        new FlagMeterError(
+          error.status,
+          error.code,
+          problems.join('; '),
+          error.details.filter((detail) => detail.index === index),
+          error.requestId,
+        ),
+      );
     }
     return pending.filter((_event, index) => !messages.has(index));
   }
@@ -428,7 +439,14 @@ export class Meter {
 
   #reject(events: TrackedEvent[], error: FlagMeterError): void {
     this.#stats.rejected += events.length;
-    this.#report({ kind: 'rejected', message: error.message, events, status: error.status, code: error.code });
+    this.#report({
+      kind: 'rejected',
+      message: error.message,
+      events,
+      status: error.status,
+      code: error.code,
+      ...(error.requestId === undefined ? {} : { requestId: error.requestId }),
+    });
   }
 
   #giveUp(events: TrackedEvent[], message: string): void {
