@@ -63,6 +63,13 @@ describe.skipIf(!servicesAvailable)('usage API: forecast and CSV', () => {
     },
   );
 
+  it('forecasts nothing for a tenant with no usage in its window: 0 at the period end, never reached', async () => {
+    const idle = uniqueName('forecast-idle');
+    await upsertTenant(stack.runtime.db, idle, { monthlyQuota: 1000n }, 1n);
+    const body = usageResponse.parse(parseExact((await get(`/api/usage/${idle}`)).body));
+    expect(body).toMatchObject({ tokens: 0n, features: [], forecast: { tokensAtPeriodEnd: 0n, quotaReachedAt: null } });
+  });
+
   it('gives the date the quota is reached within the period, and asOf once it has been', async () => {
     const near = uniqueName('forecast-near');
     const { total } = await seedDays(stack, near, 'Europe/Berlin', 0n + 1_000_000n);

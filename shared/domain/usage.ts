@@ -8,8 +8,11 @@ import { changedBuckets, tenantBucket } from './usage-changes.ts';
  * sums at it too, so a saturated tenant still reads as 200, never as an out-of-range error.
  */
 export const INT8_MAX = '9223372036854775807';
-/** A SQL sum of bigint rollups (numeric) capped at INT8_MAX, as bigint. */
-const cappedSum = (column: string): string => `least(sum(${column}), ${INT8_MAX})::bigint`;
+/**
+ * A SQL sum of bigint rollups (numeric) capped at INT8_MAX, as bigint; NULL over no rows, as sum()
+ * is (LEAST ignores a NULL argument, so `least(sum(x), max)` read an empty sum as INT8_MAX).
+ */
+const cappedSum = (column: string): string => `(CASE WHEN sum(${column}) > ${INT8_MAX} THEN ${INT8_MAX} ELSE sum(${column}) END)::bigint`;
 
 export interface TenantUsage {
   tenant: string;
