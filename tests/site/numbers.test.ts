@@ -38,6 +38,7 @@ describe.skipIf(!servicesAvailable)('numbers the dashboard shows', () => {
         ],
       },
       { tenant: 'thirds', quota: 3, events: [['gpt-4o', 1, 1]] },
+      { tenant: 'ops:team@acme.example', quota: 1000, events: [['gpt-4o', 42, 1]] },
     ]);
     cookie = await loginCookie(server.url);
   });
@@ -60,6 +61,19 @@ describe.skipIf(!servicesAvailable)('numbers the dashboard shows', () => {
       expect(digits('remaining')).toBe(api.remaining);
       expect(fieldNumber(html, 'percent')).toBe(api.percent);
     }
+  });
+
+  test('a tenant named like an e-mail address (: and @) opens from the overview link, and its CSV too', async () => {
+    const { html } = await page('/dashboard?q=ops');
+    const href = /href="(\/dashboard\/tenants\/ops[^"]*)"/.exec(rowOf(html, 'ops:team@acme.example'))![1]!;
+    expect(href).toBe('/dashboard/tenants/ops%3Ateam%40acme.example');
+    const tenant = await page(href);
+    expect(tenant.status).toBe(200);
+    expect(fieldNumber(tenant.html, 'tokens')).toBe(42);
+    const csvHref = /href="(\/dashboard\/tenants\/[^"]*usage\.csv[^"]*)"/.exec(tenant.html)![1]!.replace(/&amp;/g, '&');
+    const csv = await page(csvHref);
+    expect(csv.status).toBe(200);
+    expect(csv.html.trimEnd().split('\n').at(-1)).toMatch(/,42\r?$/);
   });
 
   test('the overview row and its refresh fragment agree with GET /api/usage', async () => {
@@ -92,7 +106,7 @@ describe.skipIf(!servicesAvailable)('numbers the dashboard shows', () => {
       timings.push(result.ms);
       html = result.html;
     }
-    expect(html).toContain('1,002 tenants');
+    expect(html).toContain('1,003 tenants');
     expect(html.match(/data-tenant="/g)).toHaveLength(50);
     // bulk-1000 uses 97,000 of 100,000: the most used by percent after the two seeded tenants.
     expect(rowOf(html, 'bulk-1000')).toContain('97%');

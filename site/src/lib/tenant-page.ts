@@ -138,6 +138,21 @@ export async function loadTenantPage(
   };
 }
 
+/**
+ * The tenant name of a `/dashboard/tenants/:tenant` path. Links write names with encodeURIComponent,
+ * and Astro decodes the path with decodeURI, which leaves `%3A` and `%40` as they are: a tenant named
+ * `a:b@c.d` (an e-mail-like name) was looked up as `a%3Ab%40c.d` and answered 404. Tenant names hold
+ * no `%`, so decoding what is left is safe; a malformed escape stays as it is (and matches no tenant).
+ */
+export function tenantOfPath(param: string | undefined): string {
+  if (!param) return '';
+  try {
+    return decodeURIComponent(param);
+  } catch {
+    return param;
+  }
+}
+
 /** The tenant page URL for a period and feature; the current period and all features are left out. */
 export function tenantHref(name: string, change: { period?: string | undefined; feature?: string | undefined }, suffix = ''): string {
   const params = new URLSearchParams();

@@ -1,7 +1,7 @@
 import type { APIRoute } from 'astro';
 import { seriesCsv } from '../../../../../../shared/domain/usage.ts';
 import { siteDeps } from '../../../../lib/deps.ts';
-import { loadTenantDays } from '../../../../lib/tenant-page.ts';
+import { loadTenantDays, tenantOfPath } from '../../../../lib/tenant-page.ts';
 
 const text = (status: number, body: string): Response =>
   new Response(`${body}\n`, { status, headers: { 'content-type': 'text/plain; charset=utf-8' } });
@@ -13,7 +13,7 @@ const text = (status: number, body: string): Response =>
  */
 export const GET: APIRoute = async ({ params, url }) => {
   const { db } = await siteDeps();
-  const name = params.tenant ?? '';
+  const name = tenantOfPath(params.tenant);
   const result = await loadTenantDays(db, name, url.searchParams);
   if (!result) return text(404, `unknown tenant "${name}"`);
   if ('field' in result) return text(400, `${result.field} ${result.message}`);
