@@ -39,7 +39,10 @@ export async function isKnownTimeZone(db: Queryable, timeZone: string): Promise<
 }
 
 /** Checks what zod cannot (both zone databases, webhook policy and DNS) and builds the patch. */
-export async function tenantPatchFrom(body: PutTenantBody, deps: { config: WebhookConfig; db: Queryable }): Promise<TenantPatch> {
+export async function tenantPatchFrom(
+  body: PutTenantBody,
+  deps: { config: WebhookConfig; db: Queryable; lookup?: Parameters<typeof checkWebhookUrl>[2] },
+): Promise<TenantPatch> {
   const details: ErrorDetail[] = [];
   if (body.timeZone !== undefined && !(await isKnownTimeZone(deps.db, body.timeZone))) {
     details.push({
@@ -48,9 +51,18 @@ export async function tenantPatchFrom(body: PutTenantBody, deps: { config: Webho
     });
   }
   if (body.slackWebhookUrl) {
-    const problem = await checkWebhookUrl(body.slackWebhookUrl, {
-      allowedHosts: deps.config.WEBHOOK_ALLOWED_HOSTS,
-      allowInsecure: deps.config.WEBHOOK_ALLOW_INSECURE,
+    const policy = { allowedHosts: deps.config.WEBHOOK_ALLOWED_HOSTS, allowInsecure: deps.config.WEBHOOK_ALLOW_INSECURE };
+    const problem = await checkWebhookUrl(body.slackWebhookUrl, policy, deps.lookup).catch((error: unknown) => {
+      // A lookup that failed for now (503): said of the field, so a form can show it beside it.
+      if (error instanceof ApiError && error.code === 'service_unavailable') {
+        throw new ApiError(
+          'service_unavailable',
+          error.message,
+          [{ field: 'slackWebhookUrl', message: 'could not be looked up just now; retry shortly' }],
+          error.retryAfterSeconds,
+        );
+      }
+      throw error;
     });
     if (problem) details.push({ field: 'slackWebhookUrl', message: problem });
   }

@@ -8,6 +8,9 @@ import { clientKey, safeNext, UNTRUSTED_FORWARDED } from './client.ts';
 import { loadSiteConfig } from './config.ts';
 import { csrfToken, issueSession, validCredential, validCsrfToken, verifySession } from './session.ts';
 import { FailureThrottle } from '../../../shared/domain/throttle.ts';
+import { loadConfig } from '../../../shared/platform/config.ts';
+import type { Db } from '../../../shared/platform/db.ts';
+import { applyTenantForm } from './tenant-form.ts';
 
 const KEY = Buffer.alloc(32, 7);
 
@@ -261,5 +264,24 @@ describe('small helpers', () => {
     const a = loadSiteConfig({ ADMIN_TOKEN: 'a'.repeat(16) }, {});
     const b = loadSiteConfig({ ADMIN_TOKEN: 'b'.repeat(16) }, {});
     expect(a.sessionKey.equals(b.sessionKey)).toBe(false);
+  });
+});
+
+describe('tenant settings form', () => {
+  test('a webhook host whose DNS lookup failed for now is shown beside its field, keeping what was typed (not a 500 page)', async () => {
+    const form = new FormData();
+    form.set('monthlyQuota', '1000');
+    form.set('thresholds', '80, 100');
+    form.set('slackWebhookUrl', 'https://hooks.slack.com/services/T/B/x');
+    const config = loadConfig({ WEBHOOK_ALLOWED_HOSTS: 'hooks.slack.com' });
+    // The form touches no database before the lookup fails.
+    const db = {} as Db;
+    const lookup = () => Promise.reject(Object.assign(new Error('getaddrinfo EAI_AGAIN hooks.slack.com'), { code: 'EAI_AGAIN' }));
+    const result = await applyTenantForm({ db, config, lookup }, 'acme', form);
+    expect(result).toEqual({
+      ok: false,
+      errors: { slackWebhookUrl: 'could not be looked up just now; retry shortly' },
+      values: { monthlyQuota: '1000', thresholds: '80, 100', timeZone: '', slackWebhookUrl: 'https://hooks.slack.com/services/T/B/x' },
+    });
   });
 });

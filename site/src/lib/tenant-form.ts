@@ -36,7 +36,11 @@ function bodyFrom(values: Record<TenantField, string>, clearWebhook: boolean): {
  * Applies the tenant settings form through the same schema, checks and upsert as
  * PUT /api/tenants/:tenant; failures come back per field so the page shows each beside its input.
  */
-export async function applyTenantForm(deps: Pick<SiteDeps, 'db' | 'config'>, tenant: string, form: FormData): Promise<TenantFormResult> {
+export async function applyTenantForm(
+  deps: Pick<SiteDeps, 'db' | 'config'> & { lookup?: Parameters<typeof tenantPatchFrom>[1]['lookup'] },
+  tenant: string,
+  form: FormData,
+): Promise<TenantFormResult> {
   const values = Object.fromEntries(TENANT_FIELDS.map((field) => [field, String(form.get(field) ?? '').trim()])) as Record<
     TenantField,
     string
@@ -55,7 +59,10 @@ export async function applyTenantForm(deps: Pick<SiteDeps, 'db' | 'config'>, ten
     await upsertTenant(deps.db, tenant, patch, deps.config.DEFAULT_MONTHLY_QUOTA);
     return { ok: true };
   } catch (error) {
-    if (!(error instanceof ApiError) || error.status >= 500) throw error;
+    // A check that could not be made just now (the webhook host's DNS lookup) is shown beside its
+    // field like a refusal, keeping what was typed; anything else above 4xx is the server's fault.
+    const retryable = error instanceof ApiError && error.code === 'service_unavailable' && error.details !== undefined;
+    if (!(error instanceof ApiError) || (error.status >= 500 && !retryable)) throw error;
     for (const detail of error.details ?? [{ field: 'form', message: error.message }]) errors[fieldOf(detail.field)] ??= detail.message;
     return { ok: false, errors, values };
   }
