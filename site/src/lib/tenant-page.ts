@@ -19,7 +19,7 @@ export interface TenantPage {
   /** The chosen period's usage, the same read /api/usage/:tenant answers from. */
   usage: TenantUsage;
   /** 'YYYY-MM' of the chosen period, and of the ones before and after it (none after the current one or beyond). */
-  period: { month: string; current: boolean; previous: string; next: string | undefined };
+  period: { month: string; current: boolean; previous: string | undefined; next: string | undefined };
   feature: string | undefined;
   /** The range the charts and the CSV cover: the period from its start to its end or now. */
   range: { from: number; to: number };
@@ -118,7 +118,7 @@ export async function loadTenantPage(
     period: {
       month,
       current: isCurrent,
-      previous: addCalendar(query.startDay, { months: -1 }).slice(0, 7),
+      previous: query.startDay > `${FIRST_MONTH}-01` ? addCalendar(query.startDay, { months: -1 }).slice(0, 7) : undefined,
       next: query.startDay < current.periodStartDay ? addCalendar(query.startDay, { months: 1 }).slice(0, 7) : undefined,
     },
     feature,
