@@ -137,6 +137,15 @@ describe.skipIf(!servicesAvailable)('site: sessions, login throttle and headers'
       });
       expect(response.status, `${path} ${type}`).toBe(status);
     }
+    // A browser's form carries its token in the body: one over 64 KB is a 400 saying so, not a 403 about the token.
+    const oversized = await fetch(`${server.url}/dashboard/keys`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie: session, origin: server.url, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ _csrf: keysCsrf, intent: 'create', name: 'n'.repeat(70_000), tenant: '' }),
+    });
+    expect(oversized.status).toBe(400);
+    expect(await oversized.text()).toContain('over 64 KB');
     expect(await (await fetch(`${server.url}/dashboard/keys`, { headers: { cookie: session } })).text()).not.toContain('json-key');
     expect(keysBefore).not.toContain('json-key');
     // The forms themselves still work with the token in the body.

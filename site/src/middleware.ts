@@ -67,10 +67,12 @@ export const onRequest: MiddlewareHandler = async (context, next) => {
   }
   if (!SAFE_METHODS.has(context.request.method)) {
     const form = await submittedForm(context);
+    // Before the CSRF check: the token of a browser's form is in the body, so an unreadable body
+    // (over 64 KB, say) would otherwise read as a missing token and get a misleading 403.
+    if (form === 'unreadable') return plain(400, 'the form could not be read (malformed, or over 64 KB)');
     const token = context.request.headers.get('x-csrf-token') || (form instanceof FormData ? form.get(CSRF_FIELD) : undefined);
     if (!validCsrfToken(site.sessionKey, boundTo, token)) return plain(403, 'missing or invalid CSRF token; reload the page and try again');
     if (form === 'not a form') return plain(415, 'send a form (application/x-www-form-urlencoded or multipart/form-data)');
-    if (form === 'unreadable') return plain(400, 'the form could not be read (malformed, or over 64 KB)');
   }
 
   const response = await next();
