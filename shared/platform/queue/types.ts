@@ -56,6 +56,8 @@ export interface EventQueue {
   /** Round-trip time in ms; throws when unreachable. */
   ping(): Promise<number>;
   close(): Promise<void>;
+  /** The in-process queue only: later entry ids sort after `id` (a checkpoint an earlier run left). */
+  advancePast?(id: string): void;
 }
 
 /** FNV-1a: a stable tenant → partition map, the same in every process. */
