@@ -51,9 +51,13 @@ export function registerTenants(app: FastifyInstance, deps: TenantsDeps): void {
     return view;
   });
 
-  registerRoute(app, routes.listTenantAlerts, deps, async ({ params: { tenant } }) => {
+  registerRoute(app, routes.listTenantAlerts, deps, async ({ params: { tenant }, query }) => {
     if (!(await getTenant(deps.db, tenant))) throw new ApiError('not_found', `unknown tenant "${tenant}"`);
-    return { alerts: await listAlerts(deps.db, tenant) };
+    const alerts = await listAlerts(deps.db, tenant, {
+      limit: query.limit,
+      ...(query.before === undefined ? {} : { before: BigInt(query.before) }),
+    });
+    return { alerts, next: alerts.length === query.limit ? alerts.at(-1)!.id : null };
   });
 }
 

@@ -6,6 +6,7 @@ import {
   createdKeyResponse,
   createKeyBody,
   keyIdParams,
+  listAlertsQuery,
   listTenantsQuery,
   putTenantBody,
   tenantListResponse,
@@ -93,9 +94,11 @@ export const listTenantAlerts = defineRoute({
   path: '/api/tenants/:tenant/alerts',
   operationId: 'listTenantAlerts',
   summary: "A tenant's alert history and delivery state",
+  description: 'Newest first, `limit` a page (100 by default); pass `next` as `before` for the page after.',
   tag: 'admin',
   auth: 'admin',
   params: tenantParams,
+  query: listAlertsQuery,
   responses: { 200: { description: 'Newest first', schema: alertListResponse }, ...errorResponses(400, 401, 403, 404) },
 });
 

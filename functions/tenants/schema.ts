@@ -70,4 +70,16 @@ export const alertResponse = z.object({
   lastError: z.string().nullable(),
   rearmedAt: z.string().nullable(),
 });
-export const alertListResponse = z.object({ alerts: z.array(alertResponse) });
+export const alertListResponse = z.object({
+  alerts: z.array(alertResponse),
+  next: z.string().nullable().meta({ description: 'after a full page: the `before` of the next (older) page; null on the last page' }),
+});
+
+export const listAlertsQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  before: z
+    .string()
+    .regex(/^[1-9]\d{0,18}$/, 'must be an alert id (a positive integer)')
+    .optional()
+    .meta({ description: "the previous page's `next`: the alerts older than that one" }),
+});

@@ -33,7 +33,7 @@ describe.skipIf(!servicesAvailable)('tenants function (its own app, real Postgre
     expect(updated.statusCode).toBe(200);
     expect(parseExact(updated.body)).toMatchObject({ tenant, monthlyQuota: 700n });
     expect((await admin('GET', `/api/tenants/${tenant}`)).json()).toMatchObject({ tenant });
-    expect((await admin('GET', `/api/tenants/${tenant}/alerts`)).json()).toEqual({ alerts: [] });
+    expect((await admin('GET', `/api/tenants/${tenant}/alerts`)).json()).toEqual({ alerts: [], next: null });
     expect((await admin('GET', `/api/tenants?q=${tenant}`)).json()).toMatchObject({ total: 1, tenants: [{ tenant }] });
 
     const created = await admin('POST', '/api/keys', { name: 'ci', tenant });
@@ -90,6 +90,39 @@ describe.skipIf(!servicesAvailable)('tenants function (its own app, real Postgre
       expect(refused.statusCode, refused.body).toBe(400);
       expect(refused.json().error.details).toEqual([{ field: 'after', message }]);
     }
+  });
+
+  it('pages a long alert history newest first by `before`, every alert once (it was cut at 100 with no way further)', async () => {
+    const tenant = uniqueName('history');
+    expect((await admin('PUT', `/api/tenants/${tenant}`, { monthlyQuota: 100 })).statusCode).toBe(201);
+    // 105 alerts over 105 months, as the aggregator writes them (one live crossing per period and threshold).
+    await stack.runtime.db.query(
+      `INSERT INTO alerts (tenant, period_start, threshold, used_tokens, quota)
+       SELECT $1, date '2015-01-01' + make_interval(months => i), 80, 85, 100 FROM generate_series(0, 104) i`,
+      [tenant],
+    );
+    const seen: string[] = [];
+    let before: string | null | undefined;
+    let pages = 0;
+    do {
+      const answer = await admin('GET', `/api/tenants/${tenant}/alerts?limit=40${before ? `&before=${before}` : ''}`);
+      expect(answer.statusCode, answer.body).toBe(200);
+      const body = answer.json() as { alerts: { id: string; period: string }[]; next: string | null };
+      seen.push(...body.alerts.map((alert) => alert.period));
+      before = body.next;
+      pages++;
+    } while (before);
+    expect(pages).toBe(3);
+    expect(seen).toHaveLength(105);
+    expect(new Set(seen).size).toBe(105);
+    // Newest first: the last inserted (the latest period) leads.
+    expect(seen[0]).toBe('2023-09');
+    expect(seen.at(-1)).toBe('2015-01');
+    // The default page is 100; a bad cursor is a 400 naming it.
+    expect(((await admin('GET', `/api/tenants/${tenant}/alerts`)).json() as { alerts: unknown[] }).alerts).toHaveLength(100);
+    const bad = await admin('GET', `/api/tenants/${tenant}/alerts?before=abc`);
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.details).toEqual([{ field: 'before', message: 'must be an alert id (a positive integer)' }]);
   });
 
   it('answers 400 naming the bad field, 404 for an unknown tenant, 403 for an API key', async () => {

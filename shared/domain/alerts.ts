@@ -130,13 +130,17 @@ function alertView(row: AlertRow): AlertView {
   };
 }
 
-export async function listAlerts(db: Queryable, tenant: string, limit = 100): Promise<AlertView[]> {
+/**
+ * A tenant's alerts, newest first (ids grow with creation), `limit` at a time; `before` (an alert id,
+ * the previous page's last) pages further back at the same cost however deep.
+ */
+export async function listAlerts(db: Queryable, tenant: string, options: { limit?: number; before?: bigint } = {}): Promise<AlertView[]> {
   const rows = await orm(db)
     .select()
     .from(alerts)
-    .where(eq(alerts.tenant, tenant))
-    .orderBy(desc(alerts.createdAt), desc(alerts.id))
-    .limit(limit);
+    .where(options.before === undefined ? eq(alerts.tenant, tenant) : and(eq(alerts.tenant, tenant), lt(alerts.id, options.before)))
+    .orderBy(desc(alerts.id))
+    .limit(options.limit ?? 100);
   return rows.map(alertView);
 }
 

@@ -78,7 +78,11 @@ export async function loadTenantPage(
   now = Date.now(),
 ): Promise<TenantPage | TenantPageError | undefined> {
   if (!tenantName.safeParse(name).success) return undefined;
-  const [tenant, current, alerts] = await Promise.all([getTenant(db, name), readTenantUsage(db, name), listAlerts(db, name, 50)]);
+  const [tenant, current, alerts] = await Promise.all([
+    getTenant(db, name),
+    readTenantUsage(db, name),
+    listAlerts(db, name, { limit: 50 }),
+  ]);
   if (!tenant || !current) return undefined;
   const query = parseTenantPageQuery(params, current.periodStartDay);
   if ('field' in query) return query;
