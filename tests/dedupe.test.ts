@@ -1,12 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'iovalkey';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKeySpace, servicesAvailable, VALKEY_URL } from './helpers/services.ts';
-import { createLogger } from '../shared/platform/logger.ts';
+import { createKeySpace, openValkeyQueue, servicesAvailable, VALKEY_URL } from './helpers/services.ts';
 import { type QueuedEvent, partitionOf } from '../shared/platform/queue/types.ts';
-import { dedupeBase, dedupeKeys, ValkeyQueue } from '../shared/platform/queue/valkey.ts';
+import { dedupeBase, dedupeKeys, type ValkeyQueue } from '../shared/platform/queue/valkey.ts';
 
-const logger = createLogger('test', { LOG_LEVEL: 'error', NODE_ENV: 'test' });
 const event = (tenant: string, id?: string, tokens = 1): QueuedEvent => ({
   tenant,
   feature: 'f',
@@ -28,27 +26,8 @@ describe.skipIf(!servicesAvailable)('ValkeyQueue dedupe (digests in expiring set
   };
   const open = async (windowMs: number): Promise<ValkeyQueue> => {
     made.push({ windowMs, from: await serverNow() });
-    const queue = new ValkeyQueue({
-      url: VALKEY_URL,
-      prefix: keySpace.prefix,
-      partitions: 4,
-      dedupeWindowMs: windowMs,
-      maxBacklog: 10_000_000,
-      commandTimeoutMs: 10_000,
-      logger,
-    });
+    const queue = await openValkeyQueue(keySpace.prefix, { partitions: 4, dedupeWindowMs: windowMs });
     queues.push(queue);
-    // The queue has no offline queue: wait for its connection instead of failing the first call.
-    const deadline = Date.now() + 10_000;
-    while (
-      !(await queue.ping().then(
-        () => true,
-        () => false,
-      ))
-    ) {
-      if (Date.now() > deadline) throw new Error('valkey never connected');
-      await new Promise((done) => setTimeout(done, 10));
-    }
     return queue;
   };
   /** A window whose current bucket (half a window) has at least `marginMs` left, so a test never straddles one by chance. */

@@ -1,10 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { createKeySpace, servicesAvailable, VALKEY_URL } from './helpers/services.ts';
-import { createLogger } from '../shared/platform/logger.ts';
+import { createKeySpace, openValkeyQueue, servicesAvailable } from './helpers/services.ts';
 import type { EnqueueResult, QueuedEvent } from '../shared/platform/queue/types.ts';
-import { ValkeyQueue } from '../shared/platform/queue/valkey.ts';
+import type { ValkeyQueue } from '../shared/platform/queue/valkey.ts';
 
-const logger = createLogger('test', { LOG_LEVEL: 'error', NODE_ENV: 'test' });
 const PARTITIONS = 4;
 const nextTurn = () => new Promise<void>((done) => setImmediate(done));
 
@@ -55,27 +53,15 @@ describe.skipIf(!servicesAvailable)('ValkeyQueue group commit (one script call i
   const queues: ValkeyQueue[] = [];
 
   const open = async (): Promise<ValkeyQueue> => {
-    const queue = new ValkeyQueue({
-      url: VALKEY_URL,
-      prefix: keySpace.prefix,
-      partitions: PARTITIONS,
-      dedupeWindowMs: 60_000,
-      maxBacklog: 10_000_000,
-      commandTimeoutMs: 10_000,
-      logger,
-    });
+    const queue = await openValkeyQueue(keySpace.prefix, { partitions: PARTITIONS, dedupeWindowMs: 60_000 });
     queues.push(queue);
-    const deadline = Date.now() + 10_000;
-    while (
-      !(await queue.ping().then(
-        () => true,
-        () => false,
-      ))
-    ) {
-      if (Date.now() > deadline) throw new Error('valkey never connected');
-      await new Promise((done) => setTimeout(done, 10));
-    }
     return queue;
+  };
+
+  /** A tenant of the test's own and its events, told apart by their tokens. */
+  const tenantEvents = (label: string) => {
+    const tenant = `${label}-${keySpace.prefix}`;
+    return { tenant, event: (tokens: number): QueuedEvent => ({ tenant, feature: 'f', tokens, timestamp: Date.now() }) };
   };
 
   const streamTokens = async (queue: ValkeyQueue, tenant: string): Promise<number[]> => {
@@ -99,8 +85,7 @@ describe.skipIf(!servicesAvailable)('ValkeyQueue group commit (one script call i
   it('sends the requests that arrive while a call is out together in the next call, and answers each', async () => {
     const queue = await open();
     const watch = watchCalls(queue);
-    const tenant = `gc-${keySpace.prefix}`;
-    const event = (tokens: number): QueuedEvent => ({ tenant, feature: 'f', tokens, timestamp: Date.now() });
+    const { tenant, event } = tenantEvents('gc');
 
     watch.hold();
     const first = queue.enqueue([event(1)], Date.now());
@@ -123,8 +108,7 @@ describe.skipIf(!servicesAvailable)('ValkeyQueue group commit (one script call i
   it('a failed call fails its own requests only: those that waited for it go in the next call', async () => {
     const queue = await open();
     const watch = watchCalls(queue);
-    const tenant = `gf-${keySpace.prefix}`;
-    const event = (tokens: number): QueuedEvent => ({ tenant, feature: 'f', tokens, timestamp: Date.now() });
+    const { tenant, event } = tenantEvents('gf');
 
     watch.hold();
     watch.failNext();

@@ -3,6 +3,8 @@ import { Redis } from 'iovalkey';
 import postgres from 'postgres';
 import { connectPostgres, type Db } from '../../shared/platform/db.ts';
 import { migrate } from '../../shared/platform/migrate.ts';
+import { createLogger } from '../../shared/platform/logger.ts';
+import { ValkeyQueue } from '../../shared/platform/queue/valkey.ts';
 
 /** Where the real services are; CI sets FLAGMETER_REQUIRE_SERVICES=1 so that absence fails, never skips. */
 export const ADMIN_DATABASE_URL =
@@ -80,3 +82,30 @@ export function createKeySpace(): { prefix: string; clear(): Promise<void> } {
 }
 
 export const uniqueName = (label: string): string => `${label}-${randomBytes(4).toString('hex')}`;
+
+/**
+ * A ValkeyQueue on the test server under `prefix`, once it answers: the queue has no offline queue,
+ * so a call made before its connection stands would fail rather than wait.
+ */
+export async function openValkeyQueue(prefix: string, options: { partitions: number; dedupeWindowMs: number }): Promise<ValkeyQueue> {
+  const queue = new ValkeyQueue({
+    url: VALKEY_URL,
+    prefix,
+    partitions: options.partitions,
+    dedupeWindowMs: options.dedupeWindowMs,
+    maxBacklog: 10_000_000,
+    commandTimeoutMs: 10_000,
+    logger: createLogger('test', { LOG_LEVEL: 'error', NODE_ENV: 'test' }),
+  });
+  const deadline = Date.now() + 10_000;
+  while (
+    !(await queue.ping().then(
+      () => true,
+      () => false,
+    ))
+  ) {
+    if (Date.now() > deadline) throw new Error('valkey never connected');
+    await new Promise((done) => setTimeout(done, 10));
+  }
+  return queue;
+}
