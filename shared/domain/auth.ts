@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify
 import type { Db } from '../platform/db.ts';
 import { ApiError } from '../platform/http/errors.ts';
 import type { Logger } from '../platform/logger.ts';
-import { FailureThrottle } from './throttle.ts';
+import { FailureThrottle, lastForwardedFor } from './throttle.ts';
 
 export type Principal = { kind: 'admin' } | { kind: 'key'; id: string; tenant: string | null };
 
@@ -182,12 +182,7 @@ export class Authenticator {
    * otherwise the connection's own address, whatever the headers say.
    */
   clientOf(request: FastifyRequest): string {
-    if (this.trustProxy) {
-      const forwarded = request.headers['x-forwarded-for'];
-      const last = (Array.isArray(forwarded) ? forwarded.at(-1) : forwarded)?.split(',').at(-1)?.trim();
-      if (last) return last;
-    }
-    return request.ip;
+    return (this.trustProxy && lastForwardedFor(request.headers['x-forwarded-for'])) || request.ip;
   }
 
   private throttled(client: string): ApiError | undefined {

@@ -102,3 +102,12 @@ export class FailureThrottle {
     this.failures.delete(client);
   }
 }
+
+/**
+ * The client address a trusted proxy appended to X-Forwarded-For: its last entry (earlier ones are
+ * client-written). Refused credentials are counted against it behind Traefik (TRUST_PROXY=true).
+ */
+export function lastForwardedFor(header: string | readonly string[] | null | undefined): string | undefined {
+  const value = typeof header === 'string' ? header : header?.at(-1);
+  return value?.split(',').at(-1)?.trim() || undefined;
+}

@@ -1,3 +1,4 @@
+import { lastForwardedFor } from '../../../shared/domain/throttle.ts';
 import type { SiteConfig } from './config.ts';
 
 /** The one throttle key of every request that carries X-Forwarded-For when no proxy is trusted. */
@@ -13,7 +14,7 @@ export const UNTRUSTED_FORWARDED = 'untrusted X-Forwarded-For';
 export function clientKey(request: Request, clientAddress: string, site: Pick<SiteConfig, 'trustProxy'>): string {
   const forwarded = request.headers.get('x-forwarded-for');
   if (site.trustProxy) {
-    const last = forwarded?.split(',').at(-1)?.trim();
+    const last = lastForwardedFor(forwarded);
     if (last) return last;
   } else if (forwarded !== null) {
     return UNTRUSTED_FORWARDED;
