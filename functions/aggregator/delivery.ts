@@ -65,9 +65,8 @@ export function slackMessage(
   const headline = `${alert.tenant} reached ${alert.threshold}% of its monthly quota`;
   // Slack refuses a header block over 150 characters (a tenant name may be 128): the whole headline
   // stays in `text` and the Tenant field.
-  const icon = alert.threshold >= 100 ? '🚨' : '⚠️';
-  const header =
-    `${icon} ${headline}`.length <= SLACK_HEADER_MAX ? `${icon} ${headline}` : `${`${icon} ${headline}`.slice(0, SLACK_HEADER_MAX - 1)}…`;
+  const full = `${alert.threshold >= 100 ? '🚨' : '⚠️'} ${headline}`;
+  const header = full.length <= SLACK_HEADER_MAX ? full : `${full.slice(0, SLACK_HEADER_MAX - 1)}…`;
   const usage = `${number(alert.used_tokens)} / ${number(alert.quota)} tokens`;
   return {
     text: `${headline}: ${percent}% used (${usage})`,

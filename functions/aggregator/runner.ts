@@ -102,7 +102,7 @@ export class AggregatorRunner {
         { cancelled: () => this.stopping },
       );
       // New entries must sort after what an earlier run checkpointed, whatever the clock says now.
-      for (const row of kept ?? []) queue.advancePast?.(row.last_id);
+      for (const row of kept) queue.advancePast?.(row.last_id);
       return;
     }
     const [row] = await retryUntilDone(
