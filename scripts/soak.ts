@@ -345,7 +345,7 @@ async function main(): Promise<void> {
     await db.close().catch(() => undefined);
     await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`).catch(() => undefined);
     await admin.end({ timeout: 2 });
-    const keys = Array.from({ length: PARTITIONS }, (_, p) => [`${prefix}:s:${p}`, `${prefix}:b:${p}`]).flat();
+    const keys = Array.from({ length: PARTITIONS }, (_, p) => [`${prefix}:s:${p}`, `${prefix}:b:${p}`, `${prefix}:g:${p}`]).flat();
     await redis.del(...keys).catch(() => undefined);
     redis.disconnect();
     if (bundleDir) rmSync(bundleDir, { recursive: true, force: true });

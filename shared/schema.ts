@@ -80,6 +80,8 @@ export const usagePeriods = pgTable(
 export const partitionCheckpoints = pgTable('partition_checkpoints', {
   partition: integer('partition').primaryKey(),
   lastId: text('last_id').notNull().default('0-0'),
+  /** The epoch of the stream `last_id` belongs to (null until the first commit of an epoch-carrying entry). */
+  streamEpoch: text('stream_epoch'),
   owner: text('owner'),
   fence: bigint('fence', { mode: 'bigint' }).notNull().default(sql`0`),
   leaseUntil: timestamp('lease_until', { withTimezone: true }),

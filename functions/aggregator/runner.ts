@@ -3,7 +3,14 @@ import { ConfigError } from '../../shared/platform/config.ts';
 import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
 import type { EventQueue, QueueEntry } from '../../shared/platform/queue/types.ts';
-import { type AggregatorEvent, type AggregatorResult, CheckpointMovedError, type PartitionBatch, StaleOwnerError } from './apply.ts';
+import {
+  type AggregatorEvent,
+  type AggregatorResult,
+  CheckpointMovedError,
+  type PartitionBatch,
+  StaleOwnerError,
+  streamEpoch,
+} from './apply.ts';
 import { quarterOf } from './rollup.ts';
 
 export interface RunnerOptions {
@@ -29,6 +36,8 @@ export interface RunnerOptions {
 interface Owned {
   fence: string;
   lastId: string;
+  /** The stream epoch `lastId` belongs to; null until a commit has seen one. */
+  epoch: string | null;
   trimmedId?: string;
 }
 
@@ -45,6 +54,8 @@ export const ROUND_EVENTS = 20_000;
 const MAX_EVENTS_PER_ENTRY = 1_000;
 const MAX_BACKOFF_MS = 5_000;
 const TRIM_INTERVAL_MS = 1_000;
+/** How often a lane asks for the epochs of partitions its reads found empty. */
+const EPOCH_CHECK_INTERVAL_MS = 1_000;
 
 /**
  * Feeds the aggregator from the queue. It owns partitions through leases in PostgreSQL; each
@@ -56,6 +67,7 @@ export class AggregatorRunner {
   private stopping = false;
   private loop: Promise<void> | undefined;
   private readonly lastTrimAt: number[] = [];
+  private readonly lastEpochCheckAt: number[] = [];
   /** Per lane: the entry size the next read is sized for. */
   private readonly eventsPerEntry: number[] = [];
 
@@ -180,8 +192,8 @@ export class AggregatorRunner {
    * A partition whose fence moved belongs to another replica now and is let go.
    */
   private async reloadPositions(partitions: number[]): Promise<void> {
-    const rows = await this.options.db.query<{ partition: number; fence: bigint; last_id: string }>(
-      'SELECT partition, fence, last_id FROM partition_checkpoints WHERE partition = ANY (SELECT value::int FROM jsonb_array_elements_text($1::jsonb))',
+    const rows = await this.options.db.query<{ partition: number; fence: bigint; last_id: string; stream_epoch: string | null }>(
+      'SELECT partition, fence, last_id, stream_epoch FROM partition_checkpoints WHERE partition = ANY (SELECT value::int FROM jsonb_array_elements_text($1::jsonb))',
       [JSON.stringify(partitions)],
     );
     for (const row of rows) {
@@ -192,6 +204,7 @@ export class AggregatorRunner {
         this.options.logger.warn({ partition: row.partition }, 'lease lost');
       } else {
         owned.lastId = row.last_id;
+        owned.epoch = row.stream_epoch;
       }
     }
   }
@@ -225,21 +238,78 @@ export class AggregatorRunner {
       perEntry,
       read.flatMap((found) => found.entries),
     );
-    const batches = read.flatMap((found) => {
+    const batches: PartitionBatch[] = [];
+    for (const found of read) {
       const position = readUnder.get(found.partition);
       // Lost, or lost and taken again, during the read: the next round reads from the new position.
-      if (!position || this.owned.get(found.partition) !== position.owned) return [];
-      return [{ partition: found.partition, fence: position.owned.fence, afterId: position.afterId, entries: found.entries }];
-    });
+      if (!position || this.owned.get(found.partition) !== position.owned) continue;
+      const epoch = streamEpoch(found.entries);
+      if (epoch !== null && position.owned.epoch !== null && epoch !== position.owned.epoch) {
+        await this.restartStream(found.partition, position.owned, epoch);
+        continue;
+      }
+      batches.push({ partition: found.partition, fence: position.owned.fence, afterId: position.afterId, entries: found.entries });
+    }
     for (const event of splitByKeys(batches, this.options.roundKeys ?? ROUND_KEYS)) {
       const result = await apply(event);
       for (const [partition, lastId] of Object.entries(result.lastIds)) {
         const owned = this.owned.get(Number(partition));
         if (owned) owned.lastId = lastId;
       }
+      for (const batch of event.batches) {
+        const owned = this.owned.get(batch.partition);
+        if (owned) owned.epoch = streamEpoch(batch.entries) ?? owned.epoch;
+      }
       this.options.onApplied?.(result);
     }
+    const found = new Set(read.map((entries) => entries.partition));
+    await this.checkEpochs(
+      lane,
+      positions.filter((position) => !found.has(position.partition)),
+    );
     await this.trimApplied(lane, partitions, batches.length === 0);
+  }
+
+  /**
+   * A stream whose ids start over below the checkpoint has nothing after it to read: its entries
+   * would wait for ever, answered 202 and counted zero times. Partitions whose reads come back empty
+   * are asked for their epoch now and then to find such a stream.
+   */
+  private async checkEpochs(lane: number, idle: readonly { partition: number; owned: Owned }[]): Promise<void> {
+    const { queue } = this.options;
+    const known = idle.filter((position) => position.owned.epoch !== null && this.owned.get(position.partition) === position.owned);
+    if (!queue.epochs || known.length === 0) return;
+    const now = Date.now();
+    if (now - (this.lastEpochCheckAt[lane] ?? 0) < EPOCH_CHECK_INTERVAL_MS) return;
+    this.lastEpochCheckAt[lane] = now;
+    const epochs = await queue.epochs(known.map((position) => position.partition));
+    for (const [i, { partition, owned }] of known.entries()) {
+      const epoch = epochs[i];
+      if (epoch && epoch !== owned.epoch && this.owned.get(partition) === owned) await this.restartStream(partition, owned, epoch);
+    }
+  }
+
+  /**
+   * The partition's stream was made anew (its Valkey lost its data, or was replaced): none of its
+   * entries was applied, and their ids are no guide, since the new stream's clock may be behind the
+   * old checkpoint. The checkpoint moves to the start of the new stream, under the same fence and
+   * compare-and-set as a commit, and reading starts over from there.
+   */
+  private async restartStream(partition: number, owned: Owned, epoch: string): Promise<void> {
+    const moved = await this.options.db.query<{ partition: number }>(
+      `UPDATE partition_checkpoints SET last_id = '0-0', stream_epoch = $2, updated_at = now()
+       WHERE partition = $1 AND fence = $3 AND last_id = $4 AND stream_epoch = $5
+       RETURNING partition`,
+      [partition, epoch, owned.fence, owned.lastId, owned.epoch],
+    );
+    if (moved.length === 0) throw new CheckpointMovedError([partition]);
+    this.options.logger.warn(
+      { partition, previousCheckpoint: owned.lastId, previousEpoch: owned.epoch, epoch },
+      'the partition stream was made anew (Valkey lost its data or was replaced); reading it from its start',
+    );
+    owned.lastId = '0-0';
+    owned.epoch = epoch;
+    owned.trimmedId = undefined;
   }
 
   /**
@@ -254,7 +324,7 @@ export class AggregatorRunner {
     for (const partition of partitions) {
       const owned = this.owned.get(partition);
       if (!owned || owned.trimmedId === owned.lastId) continue;
-      await this.options.queue.trim(partition, owned.lastId).then(
+      await this.options.queue.trim(partition, owned.lastId, owned.epoch).then(
         () => (owned.trimmedId = owned.lastId),
         (error: Error) => this.options.logger.warn({ err: error.message, partition }, 'stream trim failed'),
       );
@@ -317,19 +387,19 @@ export class AggregatorRunner {
     const { db, ownerId, leaseMs, queue } = this.options;
     const free = `(owner IS NULL OR lease_until IS NULL OR lease_until < now()
                    OR (owner = $1 AND partition NOT IN (SELECT value::int FROM jsonb_array_elements_text($3::jsonb))))`;
-    const taken = await db.query<{ partition: number; fence: bigint; last_id: string }>(
+    const taken = await db.query<{ partition: number; fence: bigint; last_id: string; stream_epoch: string | null }>(
       `UPDATE partition_checkpoints SET owner = $1, fence = fence + 1,
          lease_until = now() + $2::int * interval '1 millisecond', updated_at = now()
        WHERE partition IN (SELECT partition FROM partition_checkpoints WHERE ${free} AND partition < $5
                            ORDER BY partition LIMIT $4 FOR UPDATE SKIP LOCKED)
          AND ${free}
-       RETURNING partition, fence, last_id`,
+       RETURNING partition, fence, last_id, stream_epoch`,
       [ownerId, leaseMs, JSON.stringify(this.ownedPartitions), count, queue.partitions],
     );
     for (const row of taken) {
-      this.owned.set(row.partition, { fence: row.fence.toString(), lastId: row.last_id });
+      this.owned.set(row.partition, { fence: row.fence.toString(), lastId: row.last_id, epoch: row.stream_epoch });
       // A crash between commit and trim leaves applied entries behind; drop them now.
-      await queue.trim(row.partition, row.last_id).catch(() => undefined);
+      await queue.trim(row.partition, row.last_id, row.stream_epoch).catch(() => undefined);
     }
     if (taken.length > 0) this.options.logger.info({ partitions: taken.map((row) => row.partition) }, 'partitions acquired');
   }

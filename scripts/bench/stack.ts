@@ -91,7 +91,7 @@ export class BenchKeySpace {
   }
 
   async clear(): Promise<void> {
-    const keys = Array.from({ length: 256 }, (_, p) => [`${this.prefix}:s:${p}`, `${this.prefix}:b:${p}`])
+    const keys = Array.from({ length: 256 }, (_, p) => [`${this.prefix}:s:${p}`, `${this.prefix}:b:${p}`, `${this.prefix}:g:${p}`])
       .flat()
       .concat(await this.dedupeKeys());
     for (let i = 0; i < keys.length; i += 1_000) await this.redis.del(...keys.slice(i, i + 1_000));

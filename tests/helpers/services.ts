@@ -72,7 +72,7 @@ export function createKeySpace(): { prefix: string; clear(): Promise<void> } {
       const redis = new Redis(VALKEY_URL, { maxRetriesPerRequest: 1 });
       redis.on('error', () => {});
       try {
-        const keys = Array.from({ length: 256 }, (_, p) => [`${prefix}:s:${p}`, `${prefix}:b:${p}`]).flat();
+        const keys = Array.from({ length: 256 }, (_, p) => [`${prefix}:s:${p}`, `${prefix}:b:${p}`, `${prefix}:g:${p}`]).flat();
         await redis.del(...keys);
       } finally {
         redis.disconnect();

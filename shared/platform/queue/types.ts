@@ -21,6 +21,11 @@ export interface QueueEntry {
   id: string;
   events: Omit<QueuedEvent, 'id'>[];
   receivedAt: number;
+  /**
+   * The life of the stream the entry was appended to (Valkey only): a stream made anew (its server's
+   * data lost, or the server replaced) has another, and its ids say nothing about the old checkpoint.
+   */
+  epoch?: string;
 }
 
 export interface PartitionPosition {
@@ -49,8 +54,13 @@ export interface EventQueue {
   enqueue(events: readonly QueuedEvent[], receivedAt: number): Promise<EnqueueResult>;
   /** Entries after each position, waiting up to `blockMs` when there are none; each `lane` blocks on its own connection. */
   read(positions: readonly PartitionPosition[], count: number, blockMs: number, lane?: number): Promise<PartitionEntries[]>;
-  /** Drops entries up to and including `lastAppliedId` (they are committed to the database). */
-  trim(partition: number, lastAppliedId: string): Promise<void>;
+  /**
+   * Drops entries up to and including `lastAppliedId` (they are committed to the database). Where
+   * entries carry epochs, only while the stream is still the one of `epoch`, and never without one.
+   */
+  trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<void>;
+  /** Valkey only: each partition's stream epoch now, null where the stream has never been written. */
+  epochs?(partitions: readonly number[]): Promise<(string | null)[]>;
   /** Events waiting per partition. */
   backlog(): Promise<number[]>;
   /** Round-trip time in ms; throws when unreachable. */

@@ -83,7 +83,7 @@ end
 
 /**
  * Dedupe and append in one atomic step. KEYS: every partition's backlog counter, then the streams this
- * call touches. ARGV: dedupe key base, window, cap, #partitions, #streams, receivedAt, the touched
+ * call touches, then those streams' epoch keys. ARGV: dedupe key base, window, cap, #partitions, #streams, receivedAt, the touched
  * partition numbers, per touched stream its id-less events (lines) and their count, then #events with
  * an id and per such event: stream slot, digest member, digest address, line. The dedupe sets are named
  * from the base inside the script (their names depend on the server's clock): one Valkey, no cluster.
@@ -128,7 +128,16 @@ local accepted = 0
 for j = 1, p do
   if sizes[j] > 0 then
     local partition = tonumber(ARGV[6 + j])
-    redis.call('XADD', KEYS[n + j], '*', 'e', table.concat(lists[j], '\\n'), 'n', sizes[j], 'r', ARGV[6])
+    local stream = KEYS[n + j]
+    local epoch = redis.call('GET', KEYS[n + p + j])
+    -- A stream made anew starts a new epoch: its ids restart from this server's clock, which may be
+    -- behind the checkpoint of the stream it replaces. The aggregator reads such a stream from its start.
+    if not epoch or redis.call('EXISTS', stream) == 0 then
+      local t = redis.call('TIME')
+      epoch = t[1] .. '.' .. t[2]
+      redis.call('SET', KEYS[n + p + j], epoch)
+    end
+    redis.call('XADD', stream, '*', 'e', table.concat(lists[j], '\\n'), 'n', sizes[j], 'r', ARGV[6], 'g', epoch)
     redis.call('INCRBY', KEYS[partition + 1], sizes[j])
     accepted = accepted + sizes[j]
   end
@@ -136,8 +145,13 @@ end
 return {accepted, table.concat(flags)}
 `;
 
-/** Drops a partition's entries up to and including ARGV[1] and takes their events off its backlog counter. */
+/**
+ * Drops a partition's entries up to and including ARGV[1] and takes their events off its backlog
+ * counter, if the stream is still the one of epoch ARGV[2]: in a stream made anew, ids up to an old
+ * checkpoint belong to entries not applied yet.
+ */
 const TRIM_SCRIPT = `
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
 local entries = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
 if #entries == 0 then return 0 end
 local sum = 0
@@ -188,7 +202,7 @@ interface PendingEnqueue {
 
 type ScriptClient = Valkey & {
   fmEnqueue(numKeys: number, ...args: (string | number)[]): Promise<[number, string]>;
-  fmTrim(stream: string, backlog: string, lastId: string): Promise<number>;
+  fmTrim(stream: string, backlog: string, epochKey: string, lastId: string, epoch: string): Promise<number>;
 };
 
 export interface ValkeyQueueOptions {
@@ -223,7 +237,7 @@ function createClient(url: string, logger: Logger, options: RedisOptions): Scrip
     }
   });
   client.defineCommand('fmEnqueue', { lua: ENQUEUE_SCRIPT });
-  client.defineCommand('fmTrim', { lua: TRIM_SCRIPT, numberOfKeys: 2 });
+  client.defineCommand('fmTrim', { lua: TRIM_SCRIPT, numberOfKeys: 3 });
   return client;
 }
 
@@ -235,6 +249,7 @@ export class ValkeyQueue implements EventQueue {
   private readonly readers: ScriptClient[] = [];
   private readonly backlogKeys: string[];
   private readonly streamKeys: string[];
+  private readonly epochKeys: string[];
   private readonly dedupeBase: string;
   private pending: PendingEnqueue[] = [];
   private pendingEvents = 0;
@@ -246,6 +261,7 @@ export class ValkeyQueue implements EventQueue {
     this.partitions = options.partitions;
     this.backlogKeys = Array.from({ length: options.partitions }, (_, p) => `${options.prefix}:b:${p}`);
     this.streamKeys = Array.from({ length: options.partitions }, (_, p) => `${options.prefix}:s:${p}`);
+    this.epochKeys = Array.from({ length: options.partitions }, (_, p) => `${options.prefix}:g:${p}`);
     this.dedupeBase = dedupeBase(options.prefix);
     // No offline queue: while Valkey is away, ingest fails fast with 503 instead of piling up requests.
     this.client = createClient(options.url, options.logger, {
@@ -355,9 +371,10 @@ export class ValkeyQueue implements EventQueue {
     let reply: [number, string];
     try {
       reply = await this.client.fmEnqueue(
-        this.partitions + touched.length,
+        this.partitions + 2 * touched.length,
         ...this.backlogKeys,
         ...touched.map((p) => this.streamKeys[p]!),
+        ...touched.map((p) => this.epochKeys[p]!),
         this.dedupeBase,
         this.options.dedupeWindowMs,
         this.options.maxBacklog,
@@ -401,17 +418,25 @@ export class ValkeyQueue implements EventQueue {
       entries: rawEntries.map(([id, fields]) => {
         let text = '';
         let receivedAt = 0;
+        let epoch: string | undefined;
         for (let k = 0; k < fields.length; k += 2) {
           if (fields[k] === 'e') text = fields[k + 1]!;
           else if (fields[k] === 'r') receivedAt = Number(fields[k + 1]);
+          else if (fields[k] === 'g') epoch = fields[k + 1]!;
         }
-        return { id, events: decodeEvents(text), receivedAt };
+        return { id, events: decodeEvents(text), receivedAt, epoch };
       }),
     }));
   }
 
-  async trim(partition: number, lastAppliedId: string): Promise<void> {
-    await this.client.fmTrim(this.streamKeys[partition]!, this.backlogKeys[partition]!, lastAppliedId);
+  async trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<void> {
+    if (!epoch) return;
+    await this.client.fmTrim(this.streamKeys[partition]!, this.backlogKeys[partition]!, this.epochKeys[partition]!, lastAppliedId, epoch);
+  }
+
+  async epochs(partitions: readonly number[]): Promise<(string | null)[]> {
+    if (partitions.length === 0) return [];
+    return this.client.mget(...partitions.map((partition) => this.epochKeys[partition]!));
   }
 
   async backlog(): Promise<number[]> {
