@@ -28,7 +28,7 @@ export const apiKeys = pgTable(
     createdAt: createdAt(),
     revokedAt: timestamp('revoked_at', { withTimezone: true }),
   },
-  (table) => [uniqueIndex('api_keys_key_hash_idx').on(table.keyHash)],
+  (table) => [uniqueIndex('api_keys_key_hash_idx').on(table.keyHash), index('api_keys_created_at_idx').on(table.createdAt, table.id)],
 );
 
 /**

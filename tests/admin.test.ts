@@ -1,6 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { alertListResponse, apiKeyView, createdKeyResponse, tenantListResponse, tenantResponse } from '../functions/tenants/schema.ts';
+import {
+  alertListResponse,
+  apiKeyListResponse,
+  apiKeyView,
+  createdKeyResponse,
+  tenantListResponse,
+  tenantResponse,
+} from '../functions/tenants/schema.ts';
 import { errorBody } from '../shared/platform/http/errors.ts';
 import { parseExact } from './helpers/json.ts';
 import { ADMIN_TOKEN, buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
@@ -39,6 +46,39 @@ describe.skipIf(!servicesAvailable)('admin API: keys and tenants', () => {
     expect(revoked.statusCode).toBe(200);
     expect(apiKeyView.parse(revoked.json()).revokedAt).not.toBeNull();
     expect((await usage()).statusCode).toBe(401);
+  });
+
+  it('pages through the keys newest first: every key once, keys created meanwhile shift no page, and a bad cursor is a 400 naming the field', async () => {
+    const made: string[] = [];
+    for (let i = 0; i < 5; i++) made.unshift(createdKeyResponse.parse((await call('POST', '/api/keys', { name: `page ${i}` })).json()).id);
+    const page = async (query: string) => {
+      const answer = await call('GET', `/api/keys${query}`);
+      expect(answer.statusCode).toBe(200);
+      return apiKeyListResponse.parse(answer.json());
+    };
+    const all = await page('?limit=1000');
+    expect(all.next).toBeNull();
+    expect(all.keys.slice(0, 5).map((key) => key.id)).toEqual(made);
+    const walked: string[] = [];
+    let next: string | null = null;
+    do {
+      const found = await page(`?limit=2${next === null ? '' : `&before=${next}`}`);
+      walked.push(...found.keys.map((key) => key.id));
+      // A key created while paging is newer than every cursor: later pages are unchanged by it.
+      if (next === null) await call('POST', '/api/keys', { name: 'created while paging' });
+      next = found.next;
+      expect(found.keys.length).toBe(next === null ? all.keys.length % 2 || 2 : 2);
+    } while (next !== null);
+    expect(walked).toEqual(all.keys.map((key) => key.id));
+
+    for (const query of ['?before=key_doesnotexist', '?before=nokey', '?limit=0', '?limit=1001', '?page=2']) {
+      const bad = await call('GET', `/api/keys${query}`);
+      expect(bad.statusCode, query).toBe(400);
+      expect(errorBody.parse(bad.json()).error.details!.map((d) => d.field).length, query).toBeGreaterThan(0);
+    }
+    expect(errorBody.parse((await call('GET', '/api/keys?before=key_doesnotexist')).json()).error.details).toEqual([
+      { field: 'before', message: "must be the id of a key (the previous page's next)" },
+    ]);
   });
 
   it('answers 404 for revoking an unknown key and 400 naming the field for a bad key body', async () => {

@@ -25,7 +25,7 @@ export function registerTenants(app: FastifyInstance, deps: TenantsDeps): void {
     reply.code(201);
     return createApiKey(deps, body.name, body.tenant ?? null);
   });
-  registerRoute(app, routes.listApiKeys, deps, async () => ({ keys: await listApiKeys(deps) }));
+  registerRoute(app, routes.listApiKeys, deps, ({ query }) => listApiKeys(deps, query));
   registerRoute(app, routes.revokeApiKey, deps, async ({ params }) => revokeApiKey(deps, params.id));
 
   registerRoute(app, routes.putTenant, deps, async ({ params: { tenant }, body }, _request, reply) => {

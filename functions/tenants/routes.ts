@@ -7,6 +7,7 @@ import {
   createKeyBody,
   keyIdParams,
   listAlertsQuery,
+  listKeysQuery,
   listTenantsQuery,
   putTenantBody,
   tenantListResponse,
@@ -33,9 +34,11 @@ export const listApiKeys = defineRoute({
   path: '/api/keys',
   operationId: 'listApiKeys',
   summary: 'List API keys (never their secrets)',
+  description: 'Newest first, `limit` a page (100 by default); pass `next` as `before` for the page after.',
   tag: 'admin',
   auth: 'admin',
-  responses: { 200: { description: 'Newest first', schema: apiKeyListResponse }, ...errorResponses(401, 403) },
+  query: listKeysQuery,
+  responses: { 200: { description: 'Newest first', schema: apiKeyListResponse }, ...errorResponses(400, 401, 403) },
 });
 
 export const revokeApiKey = defineRoute({

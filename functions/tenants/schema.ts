@@ -1,12 +1,20 @@
 import { z } from 'zod';
 import { postgresText, tenantName } from '../../shared/domain/events.ts';
 
-import { apiKeyView } from '../../shared/domain/keys.ts';
+import { apiKeyView, keyId } from '../../shared/domain/keys.ts';
 
 export { apiKeyView, createdKeyResponse, createKeyBody, keyIdParams } from '../../shared/domain/keys.ts';
 export { putTenantBody } from '../../shared/domain/tenant-settings.ts';
 
-export const apiKeyListResponse = z.object({ keys: z.array(apiKeyView) });
+export const apiKeyListResponse = z.object({
+  keys: z.array(apiKeyView),
+  next: z.string().nullable().meta({ description: 'when more keys follow: the `before` of the next (older) page; null on the last page' }),
+});
+
+export const listKeysQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  before: keyId.optional().meta({ description: "the previous page's `next`: the keys created before that one" }),
+});
 
 export const tenantParams = z.object({ tenant: tenantName });
 

@@ -13,7 +13,9 @@ export const createKeyBody = z.strictObject({
   tenant: tenantName.nullable().optional(),
 });
 
-export const keyIdParams = z.object({ id: z.string().regex(/^key_[A-Za-z0-9_-]{1,64}$/, 'must be a key id such as key_…') });
+export const keyId = z.string().regex(/^key_[A-Za-z0-9_-]{1,64}$/, 'must be a key id such as key_…');
+
+export const keyIdParams = z.object({ id: keyId });
 
 export const apiKeyView = z.object({
   id: z.string(),
@@ -74,9 +76,35 @@ export async function createApiKey(
   return { id: row!.id, name: row!.name, tenant: row!.tenant, key, createdAt: row!.createdAt.toISOString() };
 }
 
-export async function listApiKeys(deps: KeyAdminDeps): Promise<ApiKeyView[]> {
-  const rows = await orm(deps.db).select().from(apiKeys).orderBy(desc(apiKeys.createdAt), apiKeys.id);
-  return rows.map(toView);
+/**
+ * Keys newest first, `limit` at a time; `before` (a key id: the previous page's `next`) starts after
+ * that key. The order is (creation time, id) and the cursor a key, so keys created meanwhile never
+ * shift a page, and a page deep down costs what the first does.
+ */
+export async function listApiKeys(
+  deps: KeyAdminDeps,
+  query: { limit?: number; before?: string } = {},
+): Promise<{ keys: ApiKeyView[]; next: string | null }> {
+  const limit = query.limit ?? 100;
+  if (query.before !== undefined) {
+    const [known] = await orm(deps.db).select({ id: apiKeys.id }).from(apiKeys).where(eq(apiKeys.id, query.before));
+    if (!known)
+      throw new ApiError('invalid_request', 'before is not a key', [
+        { field: 'before', message: "must be the id of a key (the previous page's next)" },
+      ]);
+  }
+  const rows = await orm(deps.db)
+    .select()
+    .from(apiKeys)
+    .where(
+      query.before === undefined
+        ? undefined
+        : sql`(${apiKeys.createdAt}, ${apiKeys.id}) < (SELECT k.created_at, k.id FROM api_keys k WHERE k.id = ${query.before})`,
+    )
+    .orderBy(desc(apiKeys.createdAt), desc(apiKeys.id))
+    .limit(limit + 1);
+  const page = rows.slice(0, limit);
+  return { keys: page.map(toView), next: rows.length > limit ? page.at(-1)!.id : null };
 }
 
 /** Revokes a key; every instance stops accepting it on its next key refresh (within 2 s). */

@@ -452,6 +452,27 @@ describe.skipIf(!servicesAvailable)('dashboard in real Chromium', () => {
     });
   });
 
+  test('the keys page lists fifty keys a page, newest first, and pages back through the rest without a repeat', async () => {
+    for (let i = 0; i < 55; i++) expect((await server.api('POST', '/api/keys', { name: `paged key ${i}` })).status).toBe(201);
+    const all = ((await server.api('GET', '/api/keys?limit=1000')).json as { keys: { id: string }[] }).keys.map((key) => key.id);
+    const shown = () => page.locator('#keys tr[data-key]').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-key')));
+    await page.goto(`${server.url}/dashboard/keys`);
+    const pages = [await shown()];
+    while (await page.getByRole('link', { name: 'Older keys' }).count()) {
+      await page.getByRole('link', { name: 'Older keys' }).click();
+      await page.waitForURL(/before=/);
+      pages.push(await shown());
+      await expect(page.getByRole('link', { name: 'Newest' }).count()).resolves.toBe(1);
+    }
+    expect(pages.length).toBe(Math.ceil(all.length / 50));
+    expect(pages.slice(0, -1).every((keys) => keys.length === 50)).toBe(true);
+    expect(pages.flat()).toEqual(all);
+
+    const unknown = await page.goto(`${server.url}/dashboard/keys?before=key_doesnotexist`);
+    expect(unknown?.status()).toBe(400);
+    await expect(page.getByRole('alert').textContent()).resolves.toContain('key_doesnotexist');
+  });
+
   test('a form posted without its CSRF token is refused with 403 and changes nothing', async () => {
     const forged = await page.request.post(`${server.url}/dashboard/tenants/acme`, {
       form: { monthlyQuota: '1' },
