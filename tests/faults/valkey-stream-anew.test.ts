@@ -182,6 +182,12 @@ describe.skipIf(!servicesAvailable)('a partition stream made anew with ids behin
       expect(await redis.xlen(`${keys.prefix}:s:0`)).toBe(1);
       await queue.trim(0, fresh!.id, fresh!.epoch);
       expect(await redis.xlen(`${keys.prefix}:s:0`)).toBe(0);
+
+      // A stream an ingest of before epochs wrote has no epoch: an aggregator that knows none trims it.
+      await redis.del(`${keys.prefix}:s:0`, `${keys.prefix}:g:0`);
+      const legacy = await redis.xadd(`${keys.prefix}:s:0`, '*', 'e', `${event.tenant}\tf\t1\t${Date.now()}`, 'n', '1', 'r', '0');
+      await queue.trim(0, legacy!, null);
+      expect(await redis.xlen(`${keys.prefix}:s:0`)).toBe(0);
     } finally {
       await queue.close();
       await keys.clear();

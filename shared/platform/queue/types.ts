@@ -56,7 +56,8 @@ export interface EventQueue {
   read(positions: readonly PartitionPosition[], count: number, blockMs: number, lane?: number): Promise<PartitionEntries[]>;
   /**
    * Drops entries up to and including `lastAppliedId` (they are committed to the database). Where
-   * entries carry epochs, only while the stream is still the one of `epoch`, and never without one.
+   * entries carry epochs, only while the stream is still the one of `epoch`; without one, only a
+   * stream that has no epoch either (written by an ingest of before epochs).
    */
   trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<void>;
   /** Valkey only: each partition's stream epoch now, null where the stream has never been written. */

@@ -148,10 +148,11 @@ return {accepted, table.concat(flags)}
 /**
  * Drops a partition's entries up to and including ARGV[1] and takes their events off its backlog
  * counter, if the stream is still the one of epoch ARGV[2]: in a stream made anew, ids up to an old
- * checkpoint belong to entries not applied yet.
+ * checkpoint belong to entries not applied yet. An empty ARGV[2] (no epoch known yet) trims only a
+ * stream that has none either: one an ingest of before epochs writes.
  */
 const TRIM_SCRIPT = `
-if redis.call('GET', KEYS[3]) ~= ARGV[2] then return 0 end
+if (redis.call('GET', KEYS[3]) or '') ~= ARGV[2] then return 0 end
 local entries = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
 if #entries == 0 then return 0 end
 local sum = 0
@@ -430,8 +431,13 @@ export class ValkeyQueue implements EventQueue {
   }
 
   async trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<void> {
-    if (!epoch) return;
-    await this.client.fmTrim(this.streamKeys[partition]!, this.backlogKeys[partition]!, this.epochKeys[partition]!, lastAppliedId, epoch);
+    await this.client.fmTrim(
+      this.streamKeys[partition]!,
+      this.backlogKeys[partition]!,
+      this.epochKeys[partition]!,
+      lastAppliedId,
+      epoch ?? '',
+    );
   }
 
   async epochs(partitions: readonly number[]): Promise<(string | null)[]> {
