@@ -1,5 +1,18 @@
 import { sql } from 'drizzle-orm';
-import { bigint, bigserial, date, index, integer, pgTable, primaryKey, smallint, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import {
+  bigint,
+  bigserial,
+  date,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  primaryKey,
+  smallint,
+  text,
+  timestamp,
+  uniqueIndex,
+} from 'drizzle-orm/pg-core';
 
 /** The one schema every function shares. Hot paths query it with raw SQL; the shape lives here only. */
 
@@ -80,8 +93,10 @@ export const usagePeriods = pgTable(
 export const partitionCheckpoints = pgTable('partition_checkpoints', {
   partition: integer('partition').primaryKey(),
   lastId: text('last_id').notNull().default('0-0'),
-  /** The epoch of the stream `last_id` belongs to (null until the first commit of an epoch-carrying entry). */
+  /** The epoch of the stream `last_id` belongs to (null until the partition's stream was seen with one). */
   streamEpoch: text('stream_epoch'),
+  /** Epochs left earlier, each with the last id applied in it, newest last: one coming back resumes there. */
+  earlierEpochs: jsonb('earlier_epochs').$type<[string, string][]>().notNull().default(sql`'[]'::jsonb`),
   owner: text('owner'),
   fence: bigint('fence', { mode: 'bigint' }).notNull().default(sql`0`),
   leaseUntil: timestamp('lease_until', { withTimezone: true }),

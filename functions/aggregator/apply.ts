@@ -59,15 +59,6 @@ export class CheckpointMovedError extends Error {
   }
 }
 
-/** The epoch of the stream entries were read from (every entry of one read has the same, or none). */
-export function streamEpoch(entries: readonly QueueEntry[]): string | null {
-  for (let i = entries.length - 1; i >= 0; i--) {
-    const epoch = entries[i]!.epoch;
-    if (epoch !== undefined) return epoch;
-  }
-  return null;
-}
-
 const RECORDS = (columns: string) => `jsonb_to_recordset($1::jsonb) AS x(${columns})`;
 
 async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[], leaseMs: number): Promise<void> {
@@ -76,8 +67,6 @@ async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[], leas
     fence: batch.fence,
     after_id: batch.afterId,
     last_id: batch.entries.at(-1)!.id,
-    // Entries appended before streams had epochs carry none: the checkpoint keeps the one it has.
-    epoch: streamEpoch(batch.entries),
     events: batch.entries.reduce((sum, entry) => sum + entry.events.length, 0),
   }));
   // Compare-and-set on the fence and on the checkpoint the batch was read after: a batch whose
@@ -85,10 +74,9 @@ async function advanceCheckpoints(tx: Queryable, batches: PartitionBatch[], leas
   // applied again. Locks each checkpoint row: a concurrent takeover waits for this commit.
   const advanced = await tx.query<{ partition: number }>(
     `UPDATE partition_checkpoints c
-     SET last_id = x.last_id, stream_epoch = COALESCE(x.epoch, c.stream_epoch),
-         applied_events = c.applied_events + x.events, updated_at = now(),
+     SET last_id = x.last_id, applied_events = c.applied_events + x.events, updated_at = now(),
          lease_until = CASE WHEN $2::int > 0 THEN now() + $2::int * interval '1 millisecond' ELSE c.lease_until END
-     FROM ${RECORDS('partition int, fence bigint, after_id text, last_id text, epoch text, events bigint')}
+     FROM ${RECORDS('partition int, fence bigint, after_id text, last_id text, events bigint')}
      WHERE c.partition = x.partition AND c.fence = x.fence AND c.last_id = x.after_id
      RETURNING c.partition`,
     [JSON.stringify(rows), leaseMs],

@@ -2,15 +2,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../../shared/platform/config.ts';
 import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
-import type { EventQueue, QueueEntry } from '../../shared/platform/queue/types.ts';
-import {
-  type AggregatorEvent,
-  type AggregatorResult,
-  CheckpointMovedError,
-  type PartitionBatch,
-  StaleOwnerError,
-  streamEpoch,
-} from './apply.ts';
+import { type EventQueue, entriesEpoch, type QueueEntry } from '../../shared/platform/queue/types.ts';
+import { type AggregatorEvent, type AggregatorResult, CheckpointMovedError, type PartitionBatch, StaleOwnerError } from './apply.ts';
 import { quarterOf } from './rollup.ts';
 
 export interface RunnerOptions {
@@ -36,8 +29,10 @@ export interface RunnerOptions {
 interface Owned {
   fence: string;
   lastId: string;
-  /** The stream epoch `lastId` belongs to; null until a commit has seen one. */
+  /** The stream epoch `lastId` belongs to; null until the partition's stream was first seen with one. */
   epoch: string | null;
+  /** Epochs left earlier and the last id applied in each (newest last): one coming back resumes there. */
+  earlier: [epoch: string, lastId: string][];
   trimmedId?: string;
 }
 
@@ -56,6 +51,16 @@ const MAX_BACKOFF_MS = 5_000;
 const TRIM_INTERVAL_MS = 1_000;
 /** How often a lane asks for the epochs of partitions its reads found empty. */
 const EPOCH_CHECK_INTERVAL_MS = 1_000;
+/** Epochs a checkpoint remembers besides its own. */
+const EARLIER_EPOCHS = 8;
+
+interface CheckpointRow {
+  partition: number;
+  fence: bigint;
+  last_id: string;
+  stream_epoch: string | null;
+  earlier_epochs: [string, string][];
+}
 
 /**
  * Feeds the aggregator from the queue. It owns partitions through leases in PostgreSQL; each
@@ -192,8 +197,8 @@ export class AggregatorRunner {
    * A partition whose fence moved belongs to another replica now and is let go.
    */
   private async reloadPositions(partitions: number[]): Promise<void> {
-    const rows = await this.options.db.query<{ partition: number; fence: bigint; last_id: string; stream_epoch: string | null }>(
-      'SELECT partition, fence, last_id, stream_epoch FROM partition_checkpoints WHERE partition = ANY (SELECT value::int FROM jsonb_array_elements_text($1::jsonb))',
+    const rows = await this.options.db.query<CheckpointRow>(
+      'SELECT partition, fence, last_id, stream_epoch, earlier_epochs FROM partition_checkpoints WHERE partition = ANY (SELECT value::int FROM jsonb_array_elements_text($1::jsonb))',
       [JSON.stringify(partitions)],
     );
     for (const row of rows) {
@@ -205,6 +210,7 @@ export class AggregatorRunner {
       } else {
         owned.lastId = row.last_id;
         owned.epoch = row.stream_epoch;
+        owned.earlier = row.earlier_epochs;
       }
     }
   }
@@ -243,9 +249,10 @@ export class AggregatorRunner {
       const position = readUnder.get(found.partition);
       // Lost, or lost and taken again, during the read: the next round reads from the new position.
       if (!position || this.owned.get(found.partition) !== position.owned) continue;
-      const epoch = streamEpoch(found.entries);
-      if (epoch !== null && position.owned.epoch !== null && epoch !== position.owned.epoch) {
-        await this.restartStream(found.partition, position.owned, epoch);
+      const epoch = entriesEpoch(found.entries);
+      if (epoch !== null && epoch !== position.owned.epoch) {
+        // Read again from where the new epoch says, in the next round.
+        await this.switchEpoch(found.partition, position.owned, epoch);
         continue;
       }
       batches.push({ partition: found.partition, fence: position.owned.fence, afterId: position.afterId, entries: found.entries });
@@ -255,10 +262,6 @@ export class AggregatorRunner {
       for (const [partition, lastId] of Object.entries(result.lastIds)) {
         const owned = this.owned.get(Number(partition));
         if (owned) owned.lastId = lastId;
-      }
-      for (const batch of event.batches) {
-        const owned = this.owned.get(batch.partition);
-        if (owned) owned.epoch = streamEpoch(batch.entries) ?? owned.epoch;
       }
       this.options.onApplied?.(result);
     }
@@ -277,38 +280,49 @@ export class AggregatorRunner {
    */
   private async checkEpochs(lane: number, idle: readonly { partition: number; owned: Owned }[]): Promise<void> {
     const { queue } = this.options;
-    const known = idle.filter((position) => position.owned.epoch !== null && this.owned.get(position.partition) === position.owned);
-    if (!queue.epochs || known.length === 0) return;
+    const current = idle.filter((position) => this.owned.get(position.partition) === position.owned);
+    if (!queue.epochs || current.length === 0) return;
     const now = Date.now();
     if (now - (this.lastEpochCheckAt[lane] ?? 0) < EPOCH_CHECK_INTERVAL_MS) return;
     this.lastEpochCheckAt[lane] = now;
-    const epochs = await queue.epochs(known.map((position) => position.partition));
-    for (const [i, { partition, owned }] of known.entries()) {
+    const epochs = await queue.epochs(current.map((position) => position.partition));
+    for (const [i, { partition, owned }] of current.entries()) {
       const epoch = epochs[i];
-      if (epoch && epoch !== owned.epoch && this.owned.get(partition) === owned) await this.restartStream(partition, owned, epoch);
+      if (epoch && epoch !== owned.epoch && this.owned.get(partition) === owned) await this.switchEpoch(partition, owned, epoch);
     }
   }
 
   /**
-   * The partition's stream was made anew (its Valkey lost its data, or was replaced): none of its
-   * entries was applied, and their ids are no guide, since the new stream's clock may be behind the
-   * old checkpoint. The checkpoint moves to the start of the new stream, under the same fence and
-   * compare-and-set as a commit, and reading starts over from there.
+   * The partition's stream has another epoch than its checkpoint. Where reading goes on:
+   * - an epoch left earlier (an older copy of Valkey's data came back): after the last id applied in it;
+   * - a new stream (`n…`: Valkey lost its data, or was replaced): from its start. None of its entries
+   *   was applied, and their ids are no guide, since the new server's clock may be behind the old checkpoint;
+   * - a new name for the same stream (`c…`: one written before epochs): where it was.
+   * The move is fenced and compare-and-set like a commit, and the epoch left is remembered.
    */
-  private async restartStream(partition: number, owned: Owned, epoch: string): Promise<void> {
+  private async switchEpoch(partition: number, owned: Owned, epoch: string): Promise<void> {
+    const earlier = owned.earlier.find(([known]) => known === epoch);
+    const resumeAfter = earlier ? earlier[1] : epoch.startsWith('c') ? owned.lastId : '0-0';
+    const remembered: [string, string][] = owned.earlier.filter(([known]) => known !== epoch && known !== owned.epoch);
+    if (owned.epoch !== null) remembered.push([owned.epoch, owned.lastId]);
+    const kept = remembered.slice(-EARLIER_EPOCHS);
     const moved = await this.options.db.query<{ partition: number }>(
-      `UPDATE partition_checkpoints SET last_id = '0-0', stream_epoch = $2, updated_at = now()
-       WHERE partition = $1 AND fence = $3 AND last_id = $4 AND stream_epoch = $5
+      `UPDATE partition_checkpoints SET last_id = $2, stream_epoch = $3, earlier_epochs = $4::jsonb, updated_at = now()
+       WHERE partition = $1 AND fence = $5 AND last_id = $6 AND stream_epoch IS NOT DISTINCT FROM $7
        RETURNING partition`,
-      [partition, epoch, owned.fence, owned.lastId, owned.epoch],
+      [partition, resumeAfter, epoch, JSON.stringify(kept), owned.fence, owned.lastId, owned.epoch],
     );
     if (moved.length === 0) throw new CheckpointMovedError([partition]);
-    this.options.logger.warn(
-      { partition, previousCheckpoint: owned.lastId, previousEpoch: owned.epoch, epoch },
-      'the partition stream was made anew (Valkey lost its data or was replaced); reading it from its start',
-    );
-    owned.lastId = '0-0';
+    const log = { partition, epoch, previousEpoch: owned.epoch, previousCheckpoint: owned.lastId, resumeAfter };
+    if (resumeAfter === owned.lastId) this.options.logger.info(log, 'partition stream epoch recorded');
+    else
+      this.options.logger.warn(
+        log,
+        'the partition stream is another than its checkpoint (Valkey lost its data, or was replaced or restored); reading it from where that stream was applied to',
+      );
+    owned.lastId = resumeAfter;
     owned.epoch = epoch;
+    owned.earlier = kept;
     owned.trimmedId = undefined;
   }
 
@@ -387,17 +401,22 @@ export class AggregatorRunner {
     const { db, ownerId, leaseMs, queue } = this.options;
     const free = `(owner IS NULL OR lease_until IS NULL OR lease_until < now()
                    OR (owner = $1 AND partition NOT IN (SELECT value::int FROM jsonb_array_elements_text($3::jsonb))))`;
-    const taken = await db.query<{ partition: number; fence: bigint; last_id: string; stream_epoch: string | null }>(
+    const taken = await db.query<CheckpointRow>(
       `UPDATE partition_checkpoints SET owner = $1, fence = fence + 1,
          lease_until = now() + $2::int * interval '1 millisecond', updated_at = now()
        WHERE partition IN (SELECT partition FROM partition_checkpoints WHERE ${free} AND partition < $5
                            ORDER BY partition LIMIT $4 FOR UPDATE SKIP LOCKED)
          AND ${free}
-       RETURNING partition, fence, last_id, stream_epoch`,
+       RETURNING partition, fence, last_id, stream_epoch, earlier_epochs`,
       [ownerId, leaseMs, JSON.stringify(this.ownedPartitions), count, queue.partitions],
     );
     for (const row of taken) {
-      this.owned.set(row.partition, { fence: row.fence.toString(), lastId: row.last_id, epoch: row.stream_epoch });
+      this.owned.set(row.partition, {
+        fence: row.fence.toString(),
+        lastId: row.last_id,
+        epoch: row.stream_epoch,
+        earlier: row.earlier_epochs,
+      });
       // A crash between commit and trim leaves applied entries behind; drop them now.
       await queue.trim(row.partition, row.last_id, row.stream_epoch).catch(() => undefined);
     }

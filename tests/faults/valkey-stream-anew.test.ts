@@ -1,6 +1,6 @@
 import { Redis } from 'iovalkey';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { applyBatch } from '../../functions/aggregator/apply.ts';
 import { AggregatorRunner } from '../../functions/aggregator/runner.ts';
 import type { ValkeyQueue } from '../../shared/platform/queue/valkey.ts';
@@ -23,22 +23,35 @@ import {
  * Here the old stream's last entry is written with an id an hour ahead, as a server whose clock was
  * an hour fast would have, and the stream is then deleted as a data loss would.
  */
-describe.skipIf(!servicesAvailable)('a partition stream made anew with ids behind the checkpoint (real Valkey, real PostgreSQL)', () => {
+describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or renamed (real Valkey, real PostgreSQL)', () => {
   const hourAhead = () => `${Date.now() + 3_600_000}-0`;
   let redis: Redis;
+  /** What the running scenario made, undone after it. */
+  let made: { runner?: AggregatorRunner; queue?: ValkeyQueue; clear?: () => Promise<void>; database?: TestDatabase } = {};
 
   beforeAll(() => {
     redis = new Redis(VALKEY_URL);
   });
+  afterEach(async () => {
+    await made.runner?.stop();
+    await made.queue?.close();
+    await made.clear?.();
+    await made.database?.drop();
+    made = {};
+  });
   afterAll(() => redis?.disconnect());
 
-  /** One tenant's events on one partition, their running total in PostgreSQL, and the data loss. */
-  async function setUp(database: TestDatabase) {
+  /** One tenant's events on one partition of a database and key space of its own, and their total. */
+  async function scenario() {
+    const database = await createTestDatabase();
     const keys = createKeySpace();
     const queue = await openValkeyQueue(keys.prefix, { partitions: 1, dedupeWindowMs: 60_000 });
+    made = { database, queue, clear: keys.clear };
     const tenant = uniqueName('anew');
     const { db } = database;
-    const start = () => {
+    const stream = `${keys.prefix}:s:0`;
+    const epochKey = `${keys.prefix}:g:0`;
+    const start = async () => {
       const runner = new AggregatorRunner({
         db,
         queue,
@@ -48,149 +61,159 @@ describe.skipIf(!servicesAvailable)('a partition stream made anew with ids behin
         leaseMs: 2_000,
         batchSize: 100,
       });
-      return runner.start().then(() => runner);
+      made.runner = runner;
+      await runner.start();
+    };
+    const stop = async () => {
+      await made.runner?.stop();
+      made.runner = undefined;
     };
     const send = (tokens: number) => queue.enqueue([{ tenant, feature: 'f', tokens, timestamp: Date.now() }], Date.now());
-    /** Appends an entry with an explicit id, as ingest's script does with the server's clock. */
-    const appendAt = async (id: string, tokens: number) => {
-      const epoch = await redis.get(`${keys.prefix}:g:0`);
-      await redis.xadd(
-        `${keys.prefix}:s:0`,
-        id,
-        'e',
-        `${tenant}\tf\t${tokens}\t${Date.now()}`,
-        'n',
-        '1',
-        'r',
-        String(Date.now()),
-        'g',
-        epoch!,
-      );
-      await redis.incr(`${keys.prefix}:b:0`);
+    /** Appends an entry with an explicit id as ingest's script would; `epoch` null: as an ingest of before epochs would. */
+    const appendAt = async (id: string, tokens: number, epoch: string | null = null) => {
+      const fields = ['e', `${tenant}\tf\t${tokens}\t${Date.now()}`, 'n', '1', 'r', String(Date.now())];
+      return (await redis.xadd(stream, id, ...fields, ...(epoch === null ? [] : ['g', epoch])))!;
     };
-    const loseData = () => redis.del(`${keys.prefix}:s:0`, `${keys.prefix}:g:0`, `${keys.prefix}:b:0`);
+    const loseData = () => redis.del(stream, epochKey, `${keys.prefix}:b:0`);
     const total = async () => {
       const [row] = await db.query<{ tokens: string }>('SELECT tokens::text FROM usage_periods WHERE tenant = $1', [tenant]);
       return Number(row?.tokens ?? 0);
     };
     const totalReaches = (tokens: number) =>
       waitFor(async () => (await total()) === tokens, { timeoutMs: 20_000, what: `${tenant}'s total to reach ${tokens}` });
-    return { keys, queue, start, send, appendAt, loseData, total, totalReaches };
+    const checkpoint = async () =>
+      (
+        await db.query<{ last_id: string; stream_epoch: string | null }>(
+          'SELECT last_id, stream_epoch FROM partition_checkpoints WHERE partition = 0',
+        )
+      )[0];
+    return { db, redis, stream, epochKey, start, stop, send, appendAt, loseData, total, totalReaches, checkpoint };
   }
 
-  describe('while the aggregator runs', () => {
-    let database: TestDatabase;
-    let runner: AggregatorRunner | undefined;
-    let queue: ValkeyQueue | undefined;
-    let clear: (() => Promise<void>) | undefined;
+  it('finds a new stream while the aggregator runs, although nothing in it sorts after the checkpoint, and counts it once', async () => {
+    const s = await scenario();
+    await s.start();
+    await s.send(1);
+    await s.totalReaches(1);
+    await s.appendAt(hourAhead(), 10, await redis.get(s.epochKey));
+    await s.totalReaches(11);
 
-    beforeAll(async () => {
-      database = await createTestDatabase();
-    });
-    afterAll(async () => {
-      await runner?.stop();
-      await queue?.close();
-      await clear?.();
-      await database?.drop();
-    });
-
-    it('finds the new stream although nothing sorts after the checkpoint, and counts its events once', async () => {
-      const setup = await setUp(database);
-      ({ queue } = setup);
-      clear = setup.keys.clear;
-      runner = await setup.start();
-      await setup.send(1);
-      await setup.totalReaches(1);
-      await setup.appendAt(hourAhead(), 10);
-      await setup.totalReaches(11);
-
-      await setup.loseData();
-      await setup.send(100);
-      // Before the fix this stayed at 11: the entry's id sorts before the hour-ahead checkpoint.
-      await setup.totalReaches(111);
-      await setup.send(1_000);
-      await setup.totalReaches(1_111);
-      const [row] = await database.db.query<{ last_id: string; stream_epoch: string }>(
-        'SELECT last_id, stream_epoch FROM partition_checkpoints WHERE partition = 0',
-      );
-      expect(row!.stream_epoch).toBe(await redis.get(`${setup.keys.prefix}:g:0`));
-      // Applied entries are trimmed from the new stream, not the ones after its checkpoint.
-      await waitFor(async () => (await redis.xlen(`${setup.keys.prefix}:s:0`)) === 0, { timeoutMs: 10_000, what: 'the trim' });
-      expect(await setup.total()).toBe(1_111);
-    });
+    await s.loseData();
+    await s.send(100);
+    // Before the fix this stayed at 11: the entry's id sorts before the hour-ahead checkpoint.
+    await s.totalReaches(111);
+    await s.send(1_000);
+    await s.totalReaches(1_111);
+    expect((await s.checkpoint())!.stream_epoch).toBe(await redis.get(s.epochKey));
+    // Applied entries are trimmed from the new stream, not only the ones after its checkpoint.
+    await waitFor(async () => (await redis.xlen(s.stream)) === 0, { timeoutMs: 10_000, what: 'the trim' });
+    expect(await s.total()).toBe(1_111);
   });
 
-  describe('while no aggregator runs', () => {
-    let database: TestDatabase;
-    let runner: AggregatorRunner | undefined;
-    let queue: ValkeyQueue | undefined;
-    let clear: (() => Promise<void>) | undefined;
+  it('reads a new stream from its start when its later entries sort after the checkpoint', async () => {
+    const s = await scenario();
+    await s.start();
+    await s.send(1);
+    await s.totalReaches(1);
+    const ahead = hourAhead();
+    await s.appendAt(ahead, 10, await redis.get(s.epochKey));
+    await s.totalReaches(11);
+    await s.stop();
 
-    beforeAll(async () => {
-      database = await createTestDatabase();
-    });
-    afterAll(async () => {
-      await runner?.stop();
-      await queue?.close();
-      await clear?.();
-      await database?.drop();
-    });
+    await s.loseData();
+    await s.send(100);
+    // A later entry of the new stream past the old checkpoint: the new server's clock caught up.
+    await s.appendAt(`${Number(ahead.split('-')[0]) + 1}-0`, 1_000, await redis.get(s.epochKey));
+    await s.start();
+    // Before the fix the total reached 1,011: the entry before the checkpoint was skipped.
+    await s.totalReaches(1_111);
+    await s.send(10_000);
+    await s.totalReaches(11_111);
+  });
 
-    it('reads the new stream from its start when its later entries sort after the checkpoint', async () => {
-      const setup = await setUp(database);
-      ({ queue } = setup);
-      clear = setup.keys.clear;
-      runner = await setup.start();
-      await setup.send(1);
-      await setup.totalReaches(1);
-      const ahead = hourAhead();
-      await setup.appendAt(ahead, 10);
-      await setup.totalReaches(11);
-      await runner.stop();
-      runner = undefined;
+  it('resumes an older copy of the data that comes back after what was applied in it, not from its start', async () => {
+    const s = await scenario();
+    await s.send(1);
+    // A backup taken while the entry is in the stream (the aggregator applies it afterwards).
+    const backup = { stream: await redis.dumpBuffer(s.stream), epoch: await redis.dumpBuffer(s.epochKey) };
+    await s.start();
+    await s.totalReaches(1);
+    await s.loseData();
+    await s.send(10);
+    await s.totalReaches(11);
 
-      await setup.loseData();
-      await setup.send(100);
-      // A later entry of the new stream past the old checkpoint: the new server's clock caught up.
-      await setup.appendAt(`${Number(ahead.split('-')[0]) + 1}-0`, 1_000);
-      runner = await setup.start();
-      // Before the fix the total reached 1,011: the entry before the checkpoint was skipped.
-      await setup.totalReaches(1_111);
-      await setup.send(10_000);
-      await setup.totalReaches(11_111);
-    });
+    // The backup is restored: its stream, its epoch and its applied entry come back.
+    await redis.restore(s.stream, 0, backup.stream!, 'REPLACE');
+    await redis.restore(s.epochKey, 0, backup.epoch!, 'REPLACE');
+    await s.send(100);
+    // Read from its start it was 112: the restored entry of 1 counted again.
+    await s.totalReaches(111);
+    await s.send(1_000);
+    await s.totalReaches(1_111);
+  });
+
+  it('keeps reading where it was when the epoch key is lost but the stream is kept, or a stream of before epochs gets one', async () => {
+    const s = await scenario();
+    // An entry of epoch E1, applied (its rollup left out: the total counts what follows) and not yet trimmed.
+    await s.send(1);
+    const [applied] = await redis.xrange(s.stream, '-', '+');
+    const epoch = await redis.get(s.epochKey);
+    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id, stream_epoch) VALUES (0, $1, $2)', [applied![0], epoch]);
+
+    await redis.del(s.epochKey);
+    await s.send(10);
+    // The newest entry names the stream's epoch: the key comes back unchanged.
+    expect(await redis.get(s.epochKey)).toBe(epoch);
+    await redis.del(s.epochKey);
+    await s.appendAt('*', 100);
+    await s.send(1_000);
+    // The newest entry has no epoch (an ingest of before epochs wrote it): a new name, the same ids.
+    const renamed = await redis.get(s.epochKey);
+    expect(renamed).toMatch(/^c/);
+
+    await s.start();
+    // From the stream's start it would be 1,111: the applied entry of 1 again.
+    await s.totalReaches(1_110);
+    await s.send(10_000);
+    await s.totalReaches(11_110);
+    expect((await s.checkpoint())!.stream_epoch).toBe(renamed);
+  });
+
+  it('finds a new stream behind a checkpoint that has no epoch yet (one left by a version before epochs)', async () => {
+    const s = await scenario();
+    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id) VALUES (0, $1)', [hourAhead()]);
+    await s.send(100);
+    await s.start();
+    // Before, a checkpoint without an epoch was never compared, and this stayed at 0.
+    await s.totalReaches(100);
+    await s.send(1_000);
+    await s.totalReaches(1_100);
   });
 
   it('trims a stream only in the epoch its checkpoint belongs to', async () => {
-    const keys = createKeySpace();
-    const queue = await openValkeyQueue(keys.prefix, { partitions: 1, dedupeWindowMs: 60_000 });
-    try {
-      const event = { tenant: uniqueName('trim'), feature: 'f', tokens: 1, timestamp: Date.now() };
-      await queue.enqueue([event], Date.now());
-      const [old] = (await queue.read([{ partition: 0, afterId: '0-0' }], 10, 0))[0]!.entries;
-      await redis.del(`${keys.prefix}:s:0`, `${keys.prefix}:g:0`);
-      await queue.enqueue([event], Date.now());
-      const [fresh] = (await queue.read([{ partition: 0, afterId: '0-0' }], 10, 0))[0]!.entries;
-      expect(old!.epoch).toBeTruthy();
-      expect(fresh!.epoch).toBeTruthy();
-      expect(fresh!.epoch).not.toBe(old!.epoch);
-      expect(await queue.epochs([0])).toEqual([fresh!.epoch]);
+    const s = await scenario();
+    const queue = made.queue!;
+    await s.send(1);
+    const [old] = (await queue.read([{ partition: 0, afterId: '0-0' }], 10, 0))[0]!.entries;
+    await s.loseData();
+    await s.send(1);
+    const [fresh] = (await queue.read([{ partition: 0, afterId: '0-0' }], 10, 0))[0]!.entries;
+    expect(old!.epoch).toMatch(/^n/);
+    expect(fresh!.epoch).toMatch(/^n/);
+    expect(fresh!.epoch).not.toBe(old!.epoch);
+    expect(await queue.epochs([0])).toEqual([fresh!.epoch]);
 
-      // The old stream's checkpoint, past every id of the new one, trims nothing of it.
-      await queue.trim(0, '99999999999999-0', old!.epoch);
-      await queue.trim(0, '99999999999999-0', null);
-      expect(await redis.xlen(`${keys.prefix}:s:0`)).toBe(1);
-      await queue.trim(0, fresh!.id, fresh!.epoch);
-      expect(await redis.xlen(`${keys.prefix}:s:0`)).toBe(0);
+    // The old stream's checkpoint, past every id of the new one, trims nothing of it.
+    await queue.trim(0, '99999999999999-0', old!.epoch);
+    await queue.trim(0, '99999999999999-0', null);
+    expect(await redis.xlen(s.stream)).toBe(1);
+    await queue.trim(0, fresh!.id, fresh!.epoch);
+    expect(await redis.xlen(s.stream)).toBe(0);
 
-      // A stream an ingest of before epochs wrote has no epoch: an aggregator that knows none trims it.
-      await redis.del(`${keys.prefix}:s:0`, `${keys.prefix}:g:0`);
-      const legacy = await redis.xadd(`${keys.prefix}:s:0`, '*', 'e', `${event.tenant}\tf\t1\t${Date.now()}`, 'n', '1', 'r', '0');
-      await queue.trim(0, legacy!, null);
-      expect(await redis.xlen(`${keys.prefix}:s:0`)).toBe(0);
-    } finally {
-      await queue.close();
-      await keys.clear();
-    }
+    // A stream an ingest of before epochs wrote has no epoch: it is trimmed as before.
+    await s.loseData();
+    const legacy = await s.appendAt('*', 1);
+    await queue.trim(0, legacy, old!.epoch);
+    expect(await redis.xlen(s.stream)).toBe(0);
   });
 });

@@ -22,8 +22,9 @@ export interface QueueEntry {
   events: Omit<QueuedEvent, 'id'>[];
   receivedAt: number;
   /**
-   * The life of the stream the entry was appended to (Valkey only): a stream made anew (its server's
-   * data lost, or the server replaced) has another, and its ids say nothing about the old checkpoint.
+   * The id space of the stream the entry was appended to (Valkey only). `n…`: a stream made anew (its
+   * server's data lost, or the server replaced), whose ids say nothing about an older checkpoint.
+   * `c…`: a new name for a stream that already existed (written before epochs), whose ids go on.
    */
   epoch?: string;
 }
@@ -55,9 +56,8 @@ export interface EventQueue {
   /** Entries after each position, waiting up to `blockMs` when there are none; each `lane` blocks on its own connection. */
   read(positions: readonly PartitionPosition[], count: number, blockMs: number, lane?: number): Promise<PartitionEntries[]>;
   /**
-   * Drops entries up to and including `lastAppliedId` (they are committed to the database). Where
-   * entries carry epochs, only while the stream is still the one of `epoch`; without one, only a
-   * stream that has no epoch either (written by an ingest of before epochs).
+   * Drops entries up to and including `lastAppliedId` (they are committed to the database), unless
+   * the stream has an epoch other than `epoch`.
    */
   trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<void>;
   /** Valkey only: each partition's stream epoch now, null where the stream has never been written. */
@@ -69,6 +69,15 @@ export interface EventQueue {
   close(): Promise<void>;
   /** The in-process queue only: later entry ids sort after `id` (a checkpoint an earlier run left). */
   advancePast?(id: string): void;
+}
+
+/** The epoch of the stream entries were read from: the newest one's (entries of before epochs have none). */
+export function entriesEpoch(entries: readonly QueueEntry[]): string | null {
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const epoch = entries[i]!.epoch;
+    if (epoch !== undefined) return epoch;
+  }
+  return null;
 }
 
 /** FNV-1a: a stable tenant → partition map, the same in every process. */

@@ -89,6 +89,21 @@ end
  * from the base inside the script (their names depend on the server's clock): one Valkey, no cluster.
  */
 const ENQUEUE_SCRIPT = `${DEDUPE_SCRIPT}
+local function stamp()
+  local t = redis.call('TIME')
+  return t[1] .. '.' .. t[2]
+end
+
+local function newestEpoch(stream)
+  local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if not newest then return nil end
+  local fields = newest[2]
+  for k = 1, #fields, 2 do
+    if fields[k] == 'g' then return fields[k + 1] end
+  end
+  return nil
+end
+
 local n = tonumber(ARGV[4])
 local p = tonumber(ARGV[5])
 local backlog = 0
@@ -130,11 +145,15 @@ for j = 1, p do
     local partition = tonumber(ARGV[6 + j])
     local stream = KEYS[n + j]
     local epoch = redis.call('GET', KEYS[n + p + j])
-    -- A stream made anew starts a new epoch: its ids restart from this server's clock, which may be
-    -- behind the checkpoint of the stream it replaces. The aggregator reads such a stream from its start.
-    if not epoch or redis.call('EXISTS', stream) == 0 then
-      local t = redis.call('TIME')
-      epoch = t[1] .. '.' .. t[2]
+    if redis.call('EXISTS', stream) == 0 then
+      -- A stream made anew (its server's data lost, or a new server) is a new id space: its ids restart
+      -- from this server's clock, which may be behind the checkpoint of the stream it replaces.
+      epoch = 'n' .. stamp()
+      redis.call('SET', KEYS[n + p + j], epoch)
+    elseif not epoch then
+      -- The key lost, the stream kept: its newest entry names its epoch. A stream written before
+      -- epochs (or emptied) gets a new name for the same id space.
+      epoch = newestEpoch(stream) or ('c' .. stamp())
       redis.call('SET', KEYS[n + p + j], epoch)
     end
     redis.call('XADD', stream, '*', 'e', table.concat(lists[j], '\\n'), 'n', sizes[j], 'r', ARGV[6], 'g', epoch)
@@ -147,12 +166,13 @@ return {accepted, table.concat(flags)}
 
 /**
  * Drops a partition's entries up to and including ARGV[1] and takes their events off its backlog
- * counter, if the stream is still the one of epoch ARGV[2]: in a stream made anew, ids up to an old
- * checkpoint belong to entries not applied yet. An empty ARGV[2] (no epoch known yet) trims only a
- * stream that has none either: one an ingest of before epochs writes.
+ * counter, unless the stream has an epoch other than ARGV[2]: in a stream made anew, ids up to an
+ * old checkpoint belong to entries not applied yet. A stream without an epoch (written by an ingest
+ * of before epochs) is trimmed as before.
  */
 const TRIM_SCRIPT = `
-if (redis.call('GET', KEYS[3]) or '') ~= ARGV[2] then return 0 end
+local epoch = redis.call('GET', KEYS[3])
+if epoch and epoch ~= ARGV[2] then return 0 end
 local entries = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
 if #entries == 0 then return 0 end
 local sum = 0
