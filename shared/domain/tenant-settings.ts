@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { Config } from '../platform/config.ts';
 import type { Queryable } from '../platform/db.ts';
 import { ApiError, type ErrorDetail } from '../platform/http/errors.ts';
-import { isValidTimeZone } from './periods.ts';
+import { isValidTimeZone, zoneOffsetMs } from './periods.ts';
 import type { TenantPatch } from './tenants.ts';
 import { checkWebhookUrl } from './webhooks.ts';
 
@@ -29,13 +29,30 @@ export type PutTenantBody = z.infer<typeof putTenantBody>;
 type WebhookConfig = Pick<Config, 'WEBHOOK_ALLOWED_HOSTS' | 'WEBHOOK_ALLOW_INSECURE'>;
 
 /**
- * True when both zone databases know `timeZone` by name: Node's (periods, alerts) and PostgreSQL's
- * (the usage and tenants queries). pg_timezone_names holds names only, never POSIX or offset specs.
+ * Why `timeZone` cannot be a tenant's zone, or null when it can: both zone databases must know it by
+ * name — Node's (periods, alerts) and PostgreSQL's (the usage and tenants queries; pg_timezone_names
+ * holds names only, never POSIX or offset specs) — and read it alike. PostgreSQL takes `CET`, `EET`,
+ * `MET` and `WET` as abbreviations of fixed offsets where Node follows their summer time, so an hour
+ * at seven month ends a year would fall in one month for the aggregator and another for the usage
+ * read. Both readings are compared in January and July of this year.
  */
-export async function isKnownTimeZone(db: Queryable, timeZone: string): Promise<boolean> {
-  if (!isValidTimeZone(timeZone)) return false;
-  const rows = await db.query('SELECT 1 FROM pg_timezone_names WHERE name = $1', [timeZone]);
-  return rows.length > 0;
+export async function timeZoneProblem(db: Queryable, timeZone: string): Promise<string | null> {
+  const notAZone = `"${timeZone}" is not an IANA time zone name such as Europe/Berlin (offsets are refused)`;
+  if (!isValidTimeZone(timeZone)) return notAZone;
+  const year = new Date().getUTCFullYear();
+  const probes = [Date.UTC(year, 0, 15, 12), Date.UTC(year, 6, 15, 12)];
+  const rows = await db.query<{ offset_minutes: number }>(
+    `SELECT (extract(epoch FROM (at AT TIME ZONE $1) - (at AT TIME ZONE 'UTC')) / 60)::int AS offset_minutes
+     FROM (VALUES (1, to_timestamp($2::float8 / 1000)), (2, to_timestamp($3::float8 / 1000))) AS probe(i, at)
+     WHERE EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)
+     ORDER BY i`,
+    [timeZone, probes[0], probes[1]],
+  );
+  if (rows.length === 0) return notAZone;
+  const differs = probes.some((at, i) => rows[i]!.offset_minutes * 60_000 !== zoneOffsetMs(timeZone, at));
+  return differs
+    ? `"${timeZone}" is read with other offsets by PostgreSQL than by Node (PostgreSQL takes it as a fixed abbreviation, or the two zone databases differ); use a zone named after a place, such as Europe/Berlin`
+    : null;
 }
 
 /** Checks what zod cannot (both zone databases, webhook policy and DNS) and builds the patch. */
@@ -44,12 +61,8 @@ export async function tenantPatchFrom(
   deps: { config: WebhookConfig; db: Queryable; lookup?: Parameters<typeof checkWebhookUrl>[2] },
 ): Promise<TenantPatch> {
   const details: ErrorDetail[] = [];
-  if (body.timeZone !== undefined && !(await isKnownTimeZone(deps.db, body.timeZone))) {
-    details.push({
-      field: 'timeZone',
-      message: `"${body.timeZone}" is not an IANA time zone name such as Europe/Berlin (offsets are refused)`,
-    });
-  }
+  const zoneProblem = body.timeZone === undefined ? null : await timeZoneProblem(deps.db, body.timeZone);
+  if (zoneProblem) details.push({ field: 'timeZone', message: zoneProblem });
   if (body.slackWebhookUrl) {
     const policy = { allowedHosts: deps.config.WEBHOOK_ALLOWED_HOSTS, allowInsecure: deps.config.WEBHOOK_ALLOW_INSECURE };
     const problem = await checkWebhookUrl(body.slackWebhookUrl, policy, deps.lookup).catch((error: unknown) => {
