@@ -19,6 +19,9 @@ async function seedDays(stack: TestStack, tenant: string, timeZone: string, quot
   for (let day = period.startDay; day <= localDay(timeZone, Date.now()); day = addCalendar(day, { days: 1 })) days.push(day);
   const rows = days.map((day, index) => ({ tenant, feature: index % 2 === 0 ? 'even' : 'odd', day, tokens: 100 * (index + 1) }));
   const total = rows.reduce((sum, row) => sum + BigInt(row.tokens), 0n);
+  // The next period's first day, already begun by events stamped up to 5 minutes ahead: neither
+  // this period's total nor its pace.
+  rows.push({ tenant, feature: 'even', day: addCalendar(period.startDay, { months: 1 }), tokens: 1_000_000 });
   await stack.runtime.db.query(
     `INSERT INTO usage_daily (tenant, feature, day, tokens, events)
      SELECT tenant, feature, day, tokens, 1 FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, feature text, day date, tokens bigint)`,

@@ -26,8 +26,13 @@ const seriesBound = z.iso.datetime({ offset: true, message: 'must be an ISO-8601
 
 export const seriesQuery = z.strictObject({
   granularity: z.enum(['hour', 'day'], { error: 'must be hour or day' }).default('day'),
-  from: seriesBound.optional(),
-  to: seriesBound.optional(),
+  from: seriesBound.optional().meta({
+    description: 'included: the first bucket is the one holding this instant (default: the start of the current period)',
+  }),
+  to: seriesBound.optional().meta({
+    description:
+      'included: the last bucket is the one holding this instant (default: now). To page without a bucket twice, start the next range at the bucket after the last one read',
+  }),
   feature: featureName.optional(),
 });
 

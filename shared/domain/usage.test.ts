@@ -57,6 +57,13 @@ describe('forecast at the trailing 7-day rate', () => {
     expect(forecast(idle)).toEqual({ tokensAtPeriodEnd: 500n, quotaReachedAt: null });
   });
 
+  it('caps the projection at the 64-bit limit every sum has, for a tenant already near it', () => {
+    const max = 9_223_372_036_854_775_807n;
+    const { input } = at('UTC', '2026-03-15T12:00:00Z', max, max, max);
+    // Uncapped: 2^63 − 1 + (2^63 − 1) × 16.5 / 6.5, past what a 64-bit client can read.
+    expect(forecast(input).tokensAtPeriodEnd).toBe(max);
+  });
+
   it('says none when the quota would be reached only at the very end of the period', () => {
     // 6,000 over the six days from 2026-04-15 is 1,000 a day; 10 days left: exactly 10,000 at the end.
     const { input } = at('UTC', '2026-04-21T00:00:00Z', 0n, 10_000n, 6_000n);

@@ -8,6 +8,7 @@ import { changedBuckets, tenantBucket } from './usage-changes.ts';
  * sums at it too, so a saturated tenant still reads as 200, never as an out-of-range error.
  */
 export const INT8_MAX = '9223372036854775807';
+const INT8_MAX_BIGINT = BigInt(INT8_MAX);
 /**
  * A SQL sum of bigint rollups (numeric) capped at INT8_MAX, as bigint; NULL over no rows, as sum()
  * is (LEAST ignores a NULL argument, so `least(sum(x), max)` read an empty sum as INT8_MAX).
@@ -69,7 +70,9 @@ export function forecast(input: ForecastInput): Forecast {
   const now = Math.min(input.now, end);
   const elapsed = BigInt(Math.max(0, now - windowStart));
   const remaining = BigInt(end - now);
-  const tokensAtPeriodEnd = elapsed > 0n ? tokens + (window.tokens * remaining) / elapsed : tokens;
+  // Capped like every sum: a 64-bit integer, whatever the pace.
+  const projected = elapsed > 0n ? tokens + (window.tokens * remaining) / elapsed : tokens;
+  const tokensAtPeriodEnd = projected > INT8_MAX_BIGINT ? INT8_MAX_BIGINT : projected;
   if (tokens >= quota) return { tokensAtPeriodEnd, quotaReachedAt: new Date(now).toISOString() };
   if (window.tokens <= 0n || elapsed === 0n) return { tokensAtPeriodEnd, quotaReachedAt: null };
   // Ceiling division: the first millisecond at which the projected total is at least the quota.
@@ -103,11 +106,12 @@ export async function readTenantUsage(db: Queryable, tenant: string, periodStart
        SELECT name, monthly_quota, time_zone,
               coalesce($2::text, to_char(date_trunc('month', now() AT TIME ZONE time_zone), 'YYYY-MM-DD')) AS period_start,
               to_char(greatest(date_trunc('month', now() AT TIME ZONE time_zone)::date,
-                               (now() AT TIME ZONE time_zone)::date - ${FORECAST_DAYS - 1}), 'YYYY-MM-DD') AS window_start
+                               (now() AT TIME ZONE time_zone)::date - ${FORECAST_DAYS - 1}), 'YYYY-MM-DD') AS window_start,
+              (date_trunc('month', now() AT TIME ZONE time_zone) + interval '1 month')::date AS window_end
        FROM tenants WHERE name = $1)
      SELECT t.monthly_quota, t.time_zone, t.period_start, p.tokens, t.window_start,
             coalesce((SELECT ${cappedSum('d.tokens')} FROM usage_daily d
-                      WHERE d.tenant = t.name AND d.day >= t.window_start::date), 0) AS window_tokens,
+                      WHERE d.tenant = t.name AND d.day >= t.window_start::date AND d.day < t.window_end), 0) AS window_tokens,
             coalesce((SELECT json_agg(json_build_object('feature', f.feature, 'tokens', f.tokens::text)
                                       ORDER BY f.tokens DESC, f.feature)
                       FROM (SELECT d.feature, ${cappedSum('d.tokens')} AS tokens FROM usage_daily d
@@ -142,10 +146,14 @@ export async function readForecastWindows(
   const starts = tenants.map((t) => forecastWindowStartDay(t.timeZone, t.periodStartDay, now));
   const rows = await db.query<{ tenant: string; tokens: bigint }>(
     `SELECT x.tenant, ${cappedSum('d.tokens')} AS tokens
-     FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, day date)
-     JOIN usage_daily d ON d.tenant = x.tenant AND d.day >= x.day
+     FROM jsonb_to_recordset($1::jsonb) AS x(tenant text, day date, until date)
+     JOIN usage_daily d ON d.tenant = x.tenant AND d.day >= x.day AND d.day < x.until
      GROUP BY x.tenant`,
-    [JSON.stringify(tenants.map((t, index) => ({ tenant: t.tenant, day: starts[index] })))],
+    [
+      JSON.stringify(
+        tenants.map((t, index) => ({ tenant: t.tenant, day: starts[index], until: addCalendar(t.periodStartDay, { months: 1 }) })),
+      ),
+    ],
   );
   const tokens = new Map(rows.map((row) => [row.tenant, row.tokens]));
   return new Map(tenants.map((t, index) => [t.tenant, { startDay: starts[index]!, tokens: tokens.get(t.tenant) ?? 0n }]));
