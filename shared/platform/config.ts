@@ -83,6 +83,20 @@ const configSchema = z.object({
   // Behind Traefik every request comes from the proxy: then refused credentials are counted per
   // client by the last X-Forwarded-For entry (the one the proxy appended), not per proxy address.
   TRUST_PROXY: boolean(false),
+  // On SIGTERM an HTTP function keeps serving this long before it closes its listener: a proxy that
+  // learns of stopped tasks by polling (Traefik's Swarm provider) must stop sending it requests first.
+  // At most 10 s: the delay and the drain after it must fit the 15 s a stop may take.
+  SHUTDOWN_DELAY: z
+    .string()
+    .default('0ms')
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined || ms > 10_000) {
+        ctx.addIssue({ code: 'custom', message: 'must be a duration from 0ms to 10s, such as 3s' });
+        return z.NEVER;
+      }
+      return ms;
+    }),
   // Off: no metrics endpoint and every instrument a no-op (for measuring what telemetry costs).
   TELEMETRY_ENABLED: boolean(true),
   LOKI_URL: optionalUrl,

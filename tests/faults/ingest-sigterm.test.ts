@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { addTo } from '../helpers/load.ts';
+import { addTo, type Totals } from '../helpers/load.ts';
 import { waitFor } from '../helpers/processes.ts';
 import { servicesAvailable } from '../helpers/services.ts';
 import { createFaultStack, createTenants, expectReconciled, type FaultStack, SteadyLoad } from './harness.ts';
@@ -101,4 +101,28 @@ describe.skipIf(!servicesAvailable)('fault: ingest sent SIGTERM under load', () 
     expect(load.attempts.filter((a) => a.target === first.url).every((a) => [0, 202, 503].includes(a.status))).toBe(true);
     await expectReconciled(stack.runtime, tenants, load.accepted);
   }, 180_000);
+
+  it('with SHUTDOWN_DELAY keeps answering new connections that long (a polling proxy still routes there), then drains and exits 0', async () => {
+    const ingest = await stack.start('functions/ingest/server.ts', { SHUTDOWN_DELAY: '2s' });
+    const [tenant] = await createTenants(stack.runtime, 'delay', 1);
+    const accepted: Totals = new Map();
+    const send = async (tokens: number) => {
+      const event = { tenant: tenant!, feature: 'delay', tokens };
+      const answer = await holdRequest(ingest.url, stack.apiKey, JSON.stringify(event)).finish();
+      if (answer.status === 202) addTo(accepted, event.tenant, event.feature, event.tokens);
+      return answer.status;
+    };
+    expect(await send(1)).toBe(202);
+    const signalledAt = Date.now();
+    ingest.child.kill('SIGTERM');
+    // Each on a connection of its own, as a proxy opens them: refused or 503 without the delay.
+    const statuses: number[] = [];
+    while (Date.now() - signalledAt < 1_500) statuses.push(await send(10));
+    expect(statuses.length).toBeGreaterThan(0);
+    expect(statuses.every((status) => status === 202)).toBe(true);
+    expect(await ingest.exited).toBe(0);
+    expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(2_000);
+    await stack.startAggregator('delay-agg');
+    await expectReconciled(stack.runtime, [tenant!], accepted);
+  }, 60_000);
 });
