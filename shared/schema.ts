@@ -95,8 +95,11 @@ export const partitionCheckpoints = pgTable('partition_checkpoints', {
   lastId: text('last_id').notNull().default('0-0'),
   /** The epoch of the stream `last_id` belongs to (null until the partition's stream was seen with one). */
   streamEpoch: text('stream_epoch'),
-  /** Epochs left earlier, each with the last id applied in it, newest last: one coming back resumes there. */
-  earlierEpochs: jsonb('earlier_epochs').$type<[string, string][]>().notNull().default(sql`'[]'::jsonb`),
+  /**
+   * The partition stream's other epoch names: epochs left earlier, each with the last id applied in
+   * it (one coming back resumes there); with null, older names of the stream being read.
+   */
+  earlierEpochs: jsonb('earlier_epochs').$type<[string, string | null][]>().notNull().default(sql`'[]'::jsonb`),
   owner: text('owner'),
   fence: bigint('fence', { mode: 'bigint' }).notNull().default(sql`0`),
   leaseUntil: timestamp('lease_until', { withTimezone: true }),

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../../shared/platform/config.ts';
 import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
-import { type EventQueue, entriesEpoch, type QueueEntry } from '../../shared/platform/queue/types.ts';
+import { compareStreamIds, type EventQueue, type QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type AggregatorEvent, type AggregatorResult, CheckpointMovedError, type PartitionBatch, StaleOwnerError } from './apply.ts';
 import { quarterOf } from './rollup.ts';
 
@@ -31,8 +31,11 @@ interface Owned {
   lastId: string;
   /** The stream epoch `lastId` belongs to; null until the partition's stream was first seen with one. */
   epoch: string | null;
-  /** Epochs left earlier and the last id applied in each (newest last): one coming back resumes there. */
-  earlier: [epoch: string, lastId: string][];
+  /**
+   * Other names: with the last id applied in each, epochs left (newest last; one coming back resumes
+   * there); with null, older names of the stream being read (aliases).
+   */
+  earlier: EarlierEpoch[];
   trimmedId?: string;
 }
 
@@ -54,12 +57,19 @@ const EPOCH_CHECK_INTERVAL_MS = 1_000;
 /** Epochs a checkpoint remembers besides its own. */
 const EARLIER_EPOCHS = 8;
 
+type EarlierEpoch = [epoch: string, lastId: string | null];
+
+/** Whether entries of `epoch` belong to the stream the partition is reading. */
+function isCurrent(owned: Owned, epoch: string): boolean {
+  return epoch === owned.epoch || owned.earlier.some(([name, lastId]) => name === epoch && lastId === null);
+}
+
 interface CheckpointRow {
   partition: number;
   fence: bigint;
   last_id: string;
   stream_epoch: string | null;
-  earlier_epochs: [string, string][];
+  earlier_epochs: EarlierEpoch[];
 }
 
 /**
@@ -245,17 +255,17 @@ export class AggregatorRunner {
       read.flatMap((found) => found.entries),
     );
     const batches: PartitionBatch[] = [];
+    const switches: { partition: number; owned: Owned; epoch: string }[] = [];
     for (const found of read) {
       const position = readUnder.get(found.partition);
       // Lost, or lost and taken again, during the read: the next round reads from the new position.
       if (!position || this.owned.get(found.partition) !== position.owned) continue;
-      const epoch = entriesEpoch(found.entries);
-      if (epoch !== null && epoch !== position.owned.epoch) {
-        // Read again from where the new epoch says, in the next round.
-        await this.switchEpoch(found.partition, position.owned, epoch);
-        continue;
-      }
-      batches.push({ partition: found.partition, fence: position.owned.fence, afterId: position.afterId, entries: found.entries });
+      // Entries up to the first of another epoch are applied (those of before epochs carry none);
+      // then the partition switches, and the next round reads from where the new epoch says.
+      const cut = found.entries.findIndex((entry) => entry.epoch !== undefined && !isCurrent(position.owned, entry.epoch));
+      if (cut >= 0) switches.push({ partition: found.partition, owned: position.owned, epoch: found.entries[cut]!.epoch! });
+      const entries = cut >= 0 ? found.entries.slice(0, cut) : found.entries;
+      if (entries.length > 0) batches.push({ partition: found.partition, fence: position.owned.fence, afterId: position.afterId, entries });
     }
     for (const event of splitByKeys(batches, this.options.roundKeys ?? ROUND_KEYS)) {
       const result = await apply(event);
@@ -265,56 +275,90 @@ export class AggregatorRunner {
       }
       this.options.onApplied?.(result);
     }
-    const found = new Set(read.map((entries) => entries.partition));
-    await this.checkEpochs(
-      lane,
-      positions.filter((position) => !found.has(position.partition)),
-    );
+    for (const { partition, owned, epoch } of switches) {
+      if (this.owned.get(partition) === owned) await this.switchEpoch(partition, owned, epoch);
+    }
+    await this.checkEpochs(lane, positions);
     await this.trimApplied(lane, partitions, batches.length === 0);
   }
 
   /**
    * A stream whose ids start over below the checkpoint has nothing after it to read: its entries
-   * would wait for ever, answered 202 and counted zero times. Partitions whose reads come back empty
-   * are asked for their epoch now and then to find such a stream.
+   * would wait for ever, answered 202 and counted zero times. Every owned partition's stream is asked
+   * for its epoch once a second (a busy one too: its entries may carry none, written by an ingest of
+   * before epochs, while its key has one), and one whose ids were rolled back behind the checkpoint
+   * (an AOF that lost its last second, a backup restored) has its next id moved past it.
    */
-  private async checkEpochs(lane: number, idle: readonly { partition: number; owned: Owned }[]): Promise<void> {
+  private async checkEpochs(lane: number, positions: readonly { partition: number; owned: Owned }[]): Promise<void> {
     const { queue } = this.options;
-    const current = idle.filter((position) => this.owned.get(position.partition) === position.owned);
-    if (!queue.epochs || current.length === 0) return;
+    const current = positions.filter((position) => this.owned.get(position.partition) === position.owned);
+    if (!queue.streamHeads || current.length === 0) return;
     const now = Date.now();
     if (now - (this.lastEpochCheckAt[lane] ?? 0) < EPOCH_CHECK_INTERVAL_MS) return;
     this.lastEpochCheckAt[lane] = now;
-    const epochs = await queue.epochs(current.map((position) => position.partition));
+    const heads = await queue.streamHeads(
+      current.map(({ partition, owned }) => ({ partition, epoch: owned.epoch, afterId: owned.lastId })),
+    );
     for (const [i, { partition, owned }] of current.entries()) {
-      const epoch = epochs[i];
-      if (epoch && epoch !== owned.epoch && this.owned.get(partition) === owned) await this.switchEpoch(partition, owned, epoch);
+      const head = heads[i]!;
+      if (head.advanced) {
+        this.options.logger.warn(
+          { partition, epoch: owned.epoch, checkpoint: owned.lastId },
+          'the partition stream was rolled back behind its checkpoint (Valkey restored older data); its next id now follows the checkpoint',
+        );
+      }
+      if (head.epoch && head.epoch !== owned.epoch && this.owned.get(partition) === owned)
+        await this.switchEpoch(partition, owned, head.epoch);
     }
   }
 
   /**
-   * The partition's stream has another epoch than its checkpoint. Where reading goes on:
-   * - an epoch left earlier (an older copy of Valkey's data came back): after the last id applied in it;
-   * - a new stream (`n…`: Valkey lost its data, or was replaced): from its start. None of its entries
-   *   was applied, and their ids are no guide, since the new server's clock may be behind the old checkpoint;
-   * - a new name for the same stream (`c…`: one written before epochs): where it was.
-   * The move is fenced and compare-and-set like a commit, and the epoch left is remembered.
+   * The partition's stream has another epoch than its checkpoint. Epochs name id spaces: `n…` a
+   * stream made anew (Valkey lost its data, or was replaced), `c…` a new name for the stream being
+   * read (written before epochs, or its key lost). Where reading goes on:
+   * - a new name of the stream being read, or an old name of it: where it was (the old name is kept
+   *   as an alias: its entries, before the new name's, are the same stream's);
+   * - an epoch left earlier (an older copy of Valkey's data came back): after the last id applied in
+   *   it, and the names left with it at that id are its aliases again;
+   * - a new stream: from its start. None of its entries was applied, and their ids are no guide,
+   *   since the new server's clock may be behind the old checkpoint.
+   * The move is fenced and compare-and-set like a commit. Leaving an id space, each of its names is
+   * remembered with the last id applied in it.
    */
   private async switchEpoch(partition: number, owned: Owned, epoch: string): Promise<void> {
-    const earlier = owned.earlier.find(([known]) => known === epoch);
-    const resumeAfter = earlier ? earlier[1] : epoch.startsWith('c') ? owned.lastId : '0-0';
-    const remembered: [string, string][] = owned.earlier.filter(([known]) => known !== epoch && known !== owned.epoch);
-    if (owned.epoch !== null) remembered.push([owned.epoch, owned.lastId]);
-    const kept = remembered.slice(-EARLIER_EPOCHS);
+    const known = owned.earlier.find(([name]) => name === epoch);
+    let sameStream = known ? known[1] === null : epoch.startsWith('c');
+    if (!known && !sameStream && owned.epoch === null && owned.lastId !== '0-0') {
+      // A checkpoint of before epochs meets a new stream: new since the checkpoint only if its ids
+      // have not reached it. (Where they have, an aggregator of before epochs applied this stream up
+      // to there, and reading it from its start would count that again.)
+      const [head] = (await this.options.queue.streamHeads?.([{ partition, epoch: null, afterId: owned.lastId }])) ?? [];
+      sameStream = head?.lastId != null && compareStreamIds(head.lastId, owned.lastId) >= 0;
+    }
+    const resumeAfter = sameStream ? owned.lastId : (known?.[1] ?? '0-0');
+    let kept: EarlierEpoch[];
+    if (sameStream) {
+      kept = owned.earlier.filter(([name]) => name !== epoch);
+      if (owned.epoch !== null) kept.push([owned.epoch, null]);
+    } else {
+      const left: EarlierEpoch[] = owned.earlier.map(([name, lastId]) => [name, lastId ?? owned.lastId]);
+      if (owned.epoch !== null) left.push([owned.epoch, owned.lastId]);
+      kept = left
+        .filter(([name]) => name !== epoch)
+        .map(([name, lastId]): EarlierEpoch => [name, known && lastId === resumeAfter ? null : lastId]);
+    }
+    // Aliases of the stream being read are kept; of the epochs left, the newest EARLIER_EPOCHS.
+    const positioned = kept.filter(([, lastId]) => lastId !== null);
+    kept = [...kept.filter(([, lastId]) => lastId === null), ...positioned.slice(-EARLIER_EPOCHS)];
     const moved = await this.options.db.query<{ partition: number }>(
       `UPDATE partition_checkpoints SET last_id = $2, stream_epoch = $3, earlier_epochs = $4::jsonb, updated_at = now()
        WHERE partition = $1 AND fence = $5 AND last_id = $6 AND stream_epoch IS NOT DISTINCT FROM $7
        RETURNING partition`,
       [partition, resumeAfter, epoch, JSON.stringify(kept), owned.fence, owned.lastId, owned.epoch],
     );
-    if (moved.length === 0) throw new CheckpointMovedError([partition]);
+    if (moved.length === 0) throw new Error(`partition ${partition}: its checkpoint moved while switching stream epochs`);
     const log = { partition, epoch, previousEpoch: owned.epoch, previousCheckpoint: owned.lastId, resumeAfter };
-    if (resumeAfter === owned.lastId) this.options.logger.info(log, 'partition stream epoch recorded');
+    if (sameStream) this.options.logger.info(log, 'partition stream epoch recorded');
     else
       this.options.logger.warn(
         log,
@@ -324,6 +368,9 @@ export class AggregatorRunner {
     owned.epoch = epoch;
     owned.earlier = kept;
     owned.trimmedId = undefined;
+    // A stream that comes back (a backup restored) goes on with its own last id, which may sort
+    // before what was applied in it: its next entries must sort after.
+    if (known && !sameStream) await this.options.queue.streamHeads?.([{ partition, epoch, afterId: resumeAfter }]);
   }
 
   /**

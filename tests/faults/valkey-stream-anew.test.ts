@@ -51,7 +51,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     const { db } = database;
     const stream = `${keys.prefix}:s:0`;
     const epochKey = `${keys.prefix}:g:0`;
-    const start = async () => {
+    const start = async (batchSize = 100) => {
       const runner = new AggregatorRunner({
         db,
         queue,
@@ -59,7 +59,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
         apply: (event) => applyBatch({ db, defaultQuota: 1_000_000_000n, leaseMs: 2_000 }, event),
         ownerId: uniqueName('stream-anew'),
         leaseMs: 2_000,
-        batchSize: 100,
+        batchSize,
       });
       made.runner = runner;
       await runner.start();
@@ -68,7 +68,11 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
       await made.runner?.stop();
       made.runner = undefined;
     };
-    const send = (tokens: number) => queue.enqueue([{ tenant, feature: 'f', tokens, timestamp: Date.now() }], Date.now());
+    const send = (tokens: number, events = 1) =>
+      queue.enqueue(
+        Array.from({ length: events }, () => ({ tenant, feature: 'f', tokens, timestamp: Date.now() })),
+        Date.now(),
+      );
     /** Appends an entry with an explicit id as ingest's script would; `epoch` null: as an ingest of before epochs would. */
     const appendAt = async (id: string, tokens: number, epoch: string | null = null) => {
       const fields = ['e', `${tenant}\tf\t${tokens}\t${Date.now()}`, 'n', '1', 'r', String(Date.now())];
@@ -179,6 +183,76 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     expect((await s.checkpoint())!.stream_epoch).toBe(renamed);
   });
 
+  it('applies the entries of its epoch before switching to the next one met in a read, however the reads are cut', async () => {
+    const s = await scenario();
+    // e0 applied under E1 (its rollup left out), then 58 entries of E1, one of before epochs, and,
+    // after the key is lost, a large one under a new name (c…): reads of changing sizes.
+    await s.send(1);
+    const [applied] = await redis.xrange(s.stream, '-', '+');
+    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id, stream_epoch) VALUES (0, $1, $2)', [
+      applied![0],
+      await redis.get(s.epochKey),
+    ]);
+    for (let i = 0; i < 58; i++) await s.send(10);
+    await s.appendAt('*', 100);
+    await redis.del(s.epochKey);
+    await s.send(1, 1_000);
+    await s.start();
+    // Before, the partition switched between the two epochs round after round (5,496 switches in
+    // 4 s in the review's run) and stayed at 20 entries of 1,059; a switch back could count twice.
+    await s.totalReaches(58 * 10 + 100 + 1_000);
+    await waitFor(async () => (await redis.xlen(s.stream)) === 0, { timeoutMs: 10_000, what: 'the trim' });
+    await s.send(5);
+    await s.totalReaches(58 * 10 + 100 + 1_000 + 5);
+  });
+
+  it("moves a restored stream's next id past what was applied in it, where its clock is behind its ids", async () => {
+    const s = await scenario();
+    await s.send(1);
+    // The old server's clock was an hour fast: its stream's last id is an hour ahead, and a backup
+    // holds it. Then one more entry is applied.
+    await s.appendAt(hourAhead(), 10, await redis.get(s.epochKey));
+    const backup = { stream: await redis.dumpBuffer(s.stream), epoch: await redis.dumpBuffer(s.epochKey) };
+    await s.appendAt(`${Date.now() + 3_605_000}-0`, 100, await redis.get(s.epochKey));
+    await s.start();
+    await s.totalReaches(111);
+    await s.loseData();
+    await s.send(1_000);
+    await s.totalReaches(1_111);
+
+    await redis.restore(s.stream, 0, backup.stream!, 'REPLACE');
+    await redis.restore(s.epochKey, 0, backup.epoch!, 'REPLACE');
+    const restored = await redis.get(s.epochKey);
+    await waitFor(async () => (await s.checkpoint())!.stream_epoch === restored, { timeoutMs: 10_000, what: 'the switch back' });
+    // Valkey would number these after the restored last id, before the last one applied: skipped
+    // and then trimmed, before the fix.
+    await s.send(10_000);
+    await s.totalReaches(11_111);
+  });
+
+  it('finds an epoch on a busy stream whose entries carry none (an ingest of before epochs writing after a rollback)', async () => {
+    const s = await scenario();
+    // A named stream (its key set by an ingest of this version) that an older ingest goes on writing
+    // without epochs, and more of it than the aggregator reads in seconds, two entries a round.
+    await s.send(1);
+    const [named] = await redis.xrange(s.stream, '-', '+');
+    for (let i = 0; i < 3_000; i++) await s.appendAt('*', 1);
+    // The named entry was applied by an aggregator of before epochs: its checkpoint has none, and
+    // the stream, whose ids have passed it, is taken as the one it was applied from.
+    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id) VALUES (0, $1)', [named![0]]);
+    await s.start(2);
+    const epoch = await redis.get(s.epochKey);
+    // Before, only partitions whose reads came back empty were asked: with the epoch unknown every
+    // trim was skipped, and the stream grew while the partition stayed busy.
+    await waitFor(async () => (await s.checkpoint())!.stream_epoch === epoch, { timeoutMs: 10_000, what: 'the epoch to be found' });
+    // Found while the partition is still busy: the last entry is not applied yet.
+    const [last] = await redis.xrevrange(s.stream, '+', '-', 'COUNT', 1);
+    expect(last, 'entries still waiting').toBeDefined();
+    expect((await s.checkpoint())!.last_id).not.toBe(last![0]);
+    await s.totalReaches(3_000);
+    await waitFor(async () => (await redis.xlen(s.stream)) === 0, { timeoutMs: 10_000, what: 'the trim' });
+  });
+
   it('finds a new stream behind a checkpoint that has no epoch yet (one left by a version before epochs)', async () => {
     const s = await scenario();
     await s.db.query('INSERT INTO partition_checkpoints (partition, last_id) VALUES (0, $1)', [hourAhead()]);
@@ -201,7 +275,9 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     expect(old!.epoch).toMatch(/^n/);
     expect(fresh!.epoch).toMatch(/^n/);
     expect(fresh!.epoch).not.toBe(old!.epoch);
-    expect(await queue.epochs([0])).toEqual([fresh!.epoch]);
+    expect(await queue.streamHeads([{ partition: 0, epoch: null, afterId: '0-0' }])).toEqual([
+      { epoch: fresh!.epoch, advanced: false, lastId: fresh!.id },
+    ]);
 
     // The old stream's checkpoint, past every id of the new one, trims nothing of it.
     await queue.trim(0, '99999999999999-0', old!.epoch);

@@ -35,6 +35,14 @@ export interface PartitionPosition {
   afterId: string;
 }
 
+export interface StreamHead {
+  epoch: string | null;
+  /** The stream's next id was moved past the checkpoint. */
+  advanced: boolean;
+  /** The last id the stream gave out (null where it does not exist). */
+  lastId: string | null;
+}
+
 export interface PartitionEntries {
   partition: number;
   entries: QueueEntry[];
@@ -60,8 +68,12 @@ export interface EventQueue {
    * the stream has an epoch other than `epoch`.
    */
   trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<void>;
-  /** Valkey only: each partition's stream epoch now, null where the stream has never been written. */
-  epochs?(partitions: readonly number[]): Promise<(string | null)[]>;
+  /**
+   * Valkey only: each partition's stream epoch now (null where the stream has never been written).
+   * Where it is `epoch` and the stream's next id would not sort after `afterId` (its ids rolled back:
+   * an AOF that lost its last second, a backup restored), the next id is moved past `afterId`.
+   */
+  streamHeads?(positions: readonly { partition: number; epoch: string | null; afterId: string }[]): Promise<StreamHead[]>;
   /** Events waiting per partition. */
   backlog(): Promise<number[]>;
   /** Round-trip time in ms; throws when unreachable. */
@@ -69,15 +81,6 @@ export interface EventQueue {
   close(): Promise<void>;
   /** The in-process queue only: later entry ids sort after `id` (a checkpoint an earlier run left). */
   advancePast?(id: string): void;
-}
-
-/** The epoch of the stream entries were read from: the newest one's (entries of before epochs have none). */
-export function entriesEpoch(entries: readonly QueueEntry[]): string | null {
-  for (let i = entries.length - 1; i >= 0; i--) {
-    const epoch = entries[i]!.epoch;
-    if (epoch !== undefined) return epoch;
-  }
-  return null;
 }
 
 /** FNV-1a: a stable tenant → partition map, the same in every process. */

@@ -8,6 +8,7 @@ import {
   type PartitionPosition,
   type QueuedEvent,
   QueueFullError,
+  type StreamHead,
   QueueUnavailableError,
   decodeEvents,
   partitionOf,
@@ -189,6 +190,47 @@ if redis.call('DECRBY', KEYS[2], sum) < 0 then redis.call('SET', KEYS[2], 0) end
 return sum
 `;
 
+/**
+ * Per partition (KEYS: its stream, its epoch key; ARGV: the epoch and checkpoint the aggregator
+ * holds): the stream's epoch, whether its next id was moved past the checkpoint, and its last id. That happens
+ * only where the epoch is the one held and the stream's last id sorts before the checkpoint: its ids
+ * were rolled back (an AOF that lost its last second, a backup restored), and on a clock behind the
+ * lost ids its next entries would sort before what was applied, never to be read.
+ */
+const HEADS_SCRIPT = `
+local function parseId(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function idLess(a, b)
+  local am, as = parseId(a)
+  local bm, bs = parseId(b)
+  if am ~= bm then return am < bm end
+  return as < bs
+end
+local out = {}
+for i = 1, #KEYS / 2 do
+  local stream = KEYS[2 * i - 1]
+  local epoch = redis.call('GET', KEYS[2 * i])
+  local advanced = 0
+  local last = ''
+  if redis.call('EXISTS', stream) == 1 then
+    local info = redis.call('XINFO', 'STREAM', stream)
+    for k = 1, #info, 2 do
+      if info[k] == 'last-generated-id' then last = info[k + 1] end
+    end
+    if epoch and epoch == ARGV[2 * i - 1] and idLess(last, ARGV[2 * i]) then
+      redis.call('XSETID', stream, ARGV[2 * i])
+      advanced = 1
+    end
+  end
+  out[#out + 1] = epoch or ''
+  out[#out + 1] = advanced
+  out[#out + 1] = last
+end
+return out
+`;
+
 /** Where the dedupe sets of a key prefix live: `<base><bucket>` (its generations and count) and `<base><bucket>:<generation>:<set>`. */
 export const dedupeBase = (prefix: string): string => `${prefix}:h:`;
 
@@ -224,6 +266,7 @@ interface PendingEnqueue {
 type ScriptClient = Valkey & {
   fmEnqueue(numKeys: number, ...args: (string | number)[]): Promise<[number, string]>;
   fmTrim(stream: string, backlog: string, epochKey: string, lastId: string, epoch: string): Promise<number>;
+  fmHeads(numKeys: number, ...args: string[]): Promise<(string | number)[]>;
 };
 
 export interface ValkeyQueueOptions {
@@ -259,6 +302,7 @@ function createClient(url: string, logger: Logger, options: RedisOptions): Scrip
   });
   client.defineCommand('fmEnqueue', { lua: ENQUEUE_SCRIPT });
   client.defineCommand('fmTrim', { lua: TRIM_SCRIPT, numberOfKeys: 3 });
+  client.defineCommand('fmHeads', { lua: HEADS_SCRIPT });
   return client;
 }
 
@@ -460,9 +504,18 @@ export class ValkeyQueue implements EventQueue {
     );
   }
 
-  async epochs(partitions: readonly number[]): Promise<(string | null)[]> {
-    if (partitions.length === 0) return [];
-    return this.client.mget(...partitions.map((partition) => this.epochKeys[partition]!));
+  async streamHeads(positions: readonly { partition: number; epoch: string | null; afterId: string }[]): Promise<StreamHead[]> {
+    if (positions.length === 0) return [];
+    const reply = await this.client.fmHeads(
+      positions.length * 2,
+      ...positions.flatMap(({ partition }) => [this.streamKeys[partition]!, this.epochKeys[partition]!]),
+      ...positions.flatMap(({ epoch, afterId }) => [epoch ?? '', afterId]),
+    );
+    return positions.map((_, i) => ({
+      epoch: (reply[3 * i] as string) || null,
+      advanced: reply[3 * i + 1] === 1,
+      lastId: (reply[3 * i + 2] as string) || null,
+    }));
   }
 
   async backlog(): Promise<number[]> {
