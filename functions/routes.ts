@@ -26,5 +26,21 @@ export const FUNCTION_ROUTES: Record<HttpFunction, readonly RouteSpec[]> = {
 /** Every route spec, in table order. */
 export const ALL_ROUTES: readonly RouteSpec[] = Object.values(FUNCTION_ROUTES).flat();
 
+const ROUTE_PATTERNS = ALL_ROUTES.map((route) => ({
+  method: route.method,
+  // One non-empty segment per parameter; a trailing slash ignored, as the router does.
+  pattern: new RegExp(`^${route.path.replace(/:[^/]+/g, '[^/]+').replace(/\./g, '\\.')}/?$`),
+}));
+
+/**
+ * The methods some function takes `path` with (HEAD wherever GET): what a 405 names in `Allow`.
+ * Behind Traefik, API paths no function router takes reach the health function, which answers with it.
+ */
+export function allowedMethods(path: string): string[] {
+  const methods = ROUTE_PATTERNS.filter((route) => route.pattern.test(path)).map((route) => route.method as string);
+  if (methods.includes('GET')) methods.push('HEAD');
+  return [...new Set(methods)];
+}
+
 /** Everything else (pages, assets) goes to the site. */
 export const SITE_FUNCTION = 'site' satisfies RoutedService;

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isMap, parseDocument } from 'yaml';
-import { stackRouters, traefikLabels } from './lib/traefik.ts';
+import { serviceLabels, stackRouters } from './lib/traefik.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const { values } = parseArgs({
@@ -17,13 +17,13 @@ const file = resolve(ROOT, values.file);
 const original = readFileSync(file, 'utf8');
 const document = parseDocument(original);
 
-for (const router of stackRouters()) {
-  const deploy = document.getIn(['services', router.service, 'deploy']);
+for (const service of new Set(stackRouters().map((router) => router.service))) {
+  const deploy = document.getIn(['services', service, 'deploy']);
   if (!isMap(deploy)) {
-    process.stderr.write(`${file}: services.${router.service}.deploy is missing; add the service first\n`);
+    process.stderr.write(`${file}: services.${service}.deploy is missing; add the service first\n`);
     process.exit(1);
   }
-  const labels = document.createNode(traefikLabels(router));
+  const labels = document.createNode(serviceLabels(service));
   labels.commentBefore = ' Generated from functions/routes.ts by npm run stack:routes; do not edit by hand.';
   deploy.set('labels', labels);
 }

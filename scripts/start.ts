@@ -6,6 +6,7 @@ import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, renameSync, r
 import { join } from 'node:path';
 import { startAggregator } from '../functions/aggregator/service.ts';
 import { registerAllFunctions } from '../functions/api.ts';
+import { allowedMethods } from '../functions/routes.ts';
 import { createApiKey } from '../shared/domain/keys.ts';
 import { generateAdminToken, generateApiKey, hashSecret } from '../shared/domain/auth.ts';
 import { loadConfigOrExit } from '../shared/platform/config.ts';
@@ -150,7 +151,7 @@ if (savedKey !== undefined && savedActive) {
   writeWhole(keyFile, `${apiKey}\n`);
 }
 
-const app = createHttpApp(logger);
+const app = createHttpApp(logger, { methodsFor: allowedMethods });
 registerAllFunctions(app, runtime);
 await mountSite(app, runtime);
 

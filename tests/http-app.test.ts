@@ -1,7 +1,11 @@
 import { createRequire } from 'node:module';
-import { describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { buildHealthApp } from '../functions/health/app.ts';
 import { createHttpApp } from '../shared/platform/http/app.ts';
+import { errorBody } from '../shared/platform/http/errors.ts';
 import { createLogger } from '../shared/platform/logger.ts';
+import { ADMIN_TOKEN, buildApi, createTestStack, type TestStack } from './helpers/runtime.ts';
+import { servicesAvailable } from './helpers/services.ts';
 
 describe('createHttpApp', () => {
   const logger = createLogger('http-app-test', { LOG_LEVEL: 'silent', NODE_ENV: 'test' });
@@ -47,6 +51,53 @@ describe('createHttpApp', () => {
           },
         });
       }
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe.skipIf(!servicesAvailable)('API paths no route takes: 405 naming the methods, or 404, in the error shape', () => {
+  let stack: TestStack;
+
+  beforeAll(async () => {
+    stack = await createTestStack();
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  // The health function alone is where Traefik sends them in the stack; npm start's one app answers the same.
+  test.each([
+    ['the health function (the stack)', () => buildHealthApp(stack.runtime)],
+    ['every function on one app (npm start)', () => buildApi(stack.runtime)],
+  ])('%s', async (_name, build) => {
+    const app = build();
+    try {
+      const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+      for (const [method, url, allow] of [
+        ['PATCH', '/api/tenants/acme', 'GET, PUT, HEAD'],
+        ['DELETE', '/api/usage/acme', 'GET, HEAD'],
+        ['OPTIONS', '/api/events', 'POST'],
+        ['GET', '/api/events/', 'POST'],
+        ['POST', '/api/keys/key_abc', 'DELETE'],
+      ] as const) {
+        const answer = await app.inject({ method, url, headers: admin });
+        expect(answer.statusCode, `${method} ${url}`).toBe(405);
+        expect(answer.headers.allow, `${method} ${url}`).toBe(allow);
+        expect(errorBody.parse(answer.json()).error, `${method} ${url}`).toMatchObject({
+          code: 'method_not_allowed',
+          message: `${method} is not allowed on ${url}; it takes ${allow}`,
+        });
+      }
+      for (const url of ['/api', '/api/nothing', '/api/usage/acme/series/extra']) {
+        const answer = await app.inject({ method: 'GET', url, headers: admin });
+        expect(answer.statusCode, url).toBe(404);
+        expect(errorBody.parse(answer.json()).error.code, url).toBe('not_found');
+      }
+      // A GET route takes HEAD: its headers, no body.
+      const head = await app.inject({ method: 'HEAD', url: '/api/health' });
+      expect([head.statusCode, head.body]).toEqual([200, '']);
     } finally {
       await app.close();
     }

@@ -6,14 +6,14 @@ import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { FUNCTION_ROUTES } from '../functions/routes.ts';
-import { compileRouters, routeRequest, routerName, stackRouters, traefikLabels } from '../scripts/lib/traefik.ts';
+import { compileRouters, routeRequest, routerName, serviceLabels, stackRouters } from '../scripts/lib/traefik.ts';
 import { freePort, ROOT, waitFor } from './helpers/processes.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, uniqueName, VALKEY_URL } from './helpers/services.ts';
 import { buildBundles, jsonLines, type NodeProcess, startNode } from './helpers/stack.ts';
 
 const run = promisify(execFile);
 const HTTP_FUNCTIONS = Object.keys(FUNCTION_ROUTES) as (keyof typeof FUNCTION_ROUTES)[];
-const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH'];
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
 
 const hasDocker = (() => {
   try {
@@ -147,9 +147,9 @@ describe('stacks/app.yml', () => {
         const matching = compileRouters(routers.map((router) => ({ name: `${router.service}/${router.router}`, rule: router.rule })))
           .filter((router) => router.match(request))
           .map((router) => router.name);
-        // The site's catch-all matches everything but has the lowest priority.
+        // The API's and the site's catch-alls match too, with the lowest priorities.
         expect(
-          matching.filter((name) => !name.startsWith('site/')),
+          matching.filter((name) => !name.startsWith('site/') && name !== 'health/flagmeter-api-fallback'),
           `${route.method} ${route.path}`,
         ).toEqual([`${fn}/${routerName(fn)}`]);
         expect(routeRequest(compiled, request), `${route.method} ${route.path}`).toBe(fn);
@@ -161,7 +161,10 @@ describe('stacks/app.yml', () => {
   test('no rule sends a path to a function that does not serve it', () => {
     const owner = new Map<string, string>();
     for (const [fn, routes] of Object.entries(FUNCTION_ROUTES)) {
-      for (const route of routes) owner.set(`${route.method} ${samplePath(route.path)}`, fn);
+      for (const route of routes) {
+        owner.set(`${route.method} ${samplePath(route.path)}`, fn);
+        if (route.method === 'GET') owner.set(`HEAD ${samplePath(route.path)}`, fn);
+      }
     }
     const paths = new Set([
       ...Object.values(FUNCTION_ROUTES)
@@ -178,7 +181,9 @@ describe('stacks/app.yml', () => {
     for (const path of paths) {
       for (const method of METHODS) {
         const target = routeRequest(compiled, { method, path, host });
-        expect(target, `${method} ${path}`).toBe(owner.get(`${method} ${path}`) ?? 'site');
+        // API paths no function takes reach the health function, which answers 405 or 404 as JSON.
+        const fallback = /^\/api(\/|$)/.test(path) ? 'health' : 'site';
+        expect(target, `${method} ${path}`).toBe(owner.get(`${method} ${path}`) ?? fallback);
         // Another host pointed at Traefik (Grafana's) reaches no FlagMeter router at all.
         expect(
           routeRequest(compiled, { method, path, host: STACK_ENV.GRAFANA_DOMAIN }),
@@ -189,15 +194,10 @@ describe('stacks/app.yml', () => {
   });
 
   test('the router labels are the ones generated from the route table (npm run stack:routes)', () => {
-    for (const router of stackRouters()) {
-      expect(stack.services[router.service]?.deploy?.labels, router.service).toEqual(traefikLabels(router));
-    }
+    const services = [...new Set(stackRouters().map((router) => router.service))];
+    for (const service of services) expect(stack.services[service]?.deploy?.labels, service).toEqual(serviceLabels(service));
     const routed = Object.keys(stack.services).filter((name) => stack.services[name]!.deploy?.labels?.['traefik.enable'] === 'true');
-    expect(routed.sort()).toEqual(
-      stackRouters()
-        .map((router) => router.service)
-        .sort(),
-    );
+    expect(routed.sort()).toEqual(services.sort());
   });
 
   test('third-party images are parameters defaulting to tags their registries publish', () => {

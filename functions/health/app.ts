@@ -5,6 +5,7 @@ import type { Logger } from '../../shared/platform/logger.ts';
 import { buildOpenApiDocument } from '../openapi.ts';
 import type { EventQueue } from '../../shared/platform/queue/types.ts';
 import { registerRoute } from '../route-spec.ts';
+import { allowedMethods } from '../routes.ts';
 import { getHealth, getOpenApiDocument } from './routes.ts';
 import type { HealthResponse } from './schema.ts';
 
@@ -49,8 +50,12 @@ export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
   });
 }
 
+/**
+ * The health function is also where Traefik sends API paths no function router takes (a method a
+ * path does not take, HEAD and OPTIONS included, or no such path): a 405 naming the methods, or a 404.
+ */
 export function buildHealthApp(deps: HealthDeps & { logger: Logger }): FastifyInstance {
-  const app = createHttpApp(deps.logger);
+  const app = createHttpApp(deps.logger, { methodsFor: allowedMethods });
   registerHealth(app, deps);
   return app;
 }

@@ -25,8 +25,10 @@ export function pathPattern(path: string): string {
   return `^/${segments.join('/')}/?$`;
 }
 
+/** A GET route also takes HEAD (Fastify answers it from the GET handler, without the body). */
 export function routeRule(route: Pick<RouteSpec, 'method' | 'path'>): string {
-  return `Method(\`${route.method}\`) && PathRegexp(\`${pathPattern(route.path)}\`)`;
+  const method = route.method === 'GET' ? '(Method(`GET`) || Method(`HEAD`))' : `Method(\`${route.method}\`)`;
+  return `${method} && PathRegexp(\`${pathPattern(route.path)}\`)`;
 }
 
 /** One router per function: its routes joined with `||`, each route appearing exactly once. */
@@ -38,14 +40,25 @@ export function functionRule(name: HttpFunction): string {
 
 export interface RouterSpec {
   service: RoutedService;
+  /** The router's own name where a service has more than one (its first is named after it). */
+  router?: string;
   rule: string;
   priority?: number;
 }
 
-/** Every router of the stack, functions first, then the site's catch-all. */
+/**
+ * API paths no function router takes (a method the path does not take, OPTIONS, or no such path)
+ * go to the health function, which answers 405 with `Allow` or 404 in the API's error shape, not
+ * the site's HTML page. Above the site's catch-all, below every function router.
+ */
+export const API_FALLBACK_RULE = 'PathRegexp(`^/api(/|$)`)';
+export const API_FALLBACK_PRIORITY = 2;
+
+/** Every router of the stack, functions first, then the API's and the site's catch-alls. */
 export function stackRouters(): RouterSpec[] {
   return [
     ...ROUTED_FUNCTIONS.map((name) => ({ service: name, rule: functionRule(name) })),
+    { service: 'health', router: 'api-fallback', rule: API_FALLBACK_RULE, priority: API_FALLBACK_PRIORITY },
     { service: SITE_FUNCTION, rule: SITE_RULE, priority: SITE_PRIORITY },
   ];
 }
@@ -208,7 +221,8 @@ export const CONTAINER_PORT = 3000;
  * because `docker stack deploy` interpolates `$` in every value; the resolver stays a variable.
  */
 export function traefikLabels(router: RouterSpec): Record<string, string> {
-  const name = routerName(router.service);
+  const name = router.router === undefined ? routerName(router.service) : `flagmeter-${router.router}`;
+  const service = routerName(router.service);
   return {
     'traefik.enable': 'true',
     'traefik.swarm.network': STACK_NETWORK,
@@ -221,7 +235,17 @@ export function traefikLabels(router: RouterSpec): Record<string, string> {
     [`traefik.http.routers.${name}.entrypoints`]: 'websecure',
     // biome-ignore lint/suspicious/noTemplateCurlyInString: a stack-file variable, resolved by docker stack deploy.
     [`traefik.http.routers.${name}.tls.certresolver`]: '${ACME_RESOLVER:-letsencrypt}',
-    [`traefik.http.routers.${name}.service`]: name,
-    [`traefik.http.services.${name}.loadbalancer.server.port`]: String(CONTAINER_PORT),
+    [`traefik.http.routers.${name}.service`]: service,
+    [`traefik.http.services.${service}.loadbalancer.server.port`]: String(CONTAINER_PORT),
   };
+}
+
+/** The `deploy.labels` of a routed service: those of each of its routers. */
+export function serviceLabels(service: RoutedService): Record<string, string> {
+  return Object.assign(
+    {},
+    ...stackRouters()
+      .filter((router) => router.service === service)
+      .map(traefikLabels),
+  );
 }

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { expect } from 'vitest';
 import { type RunningAggregator, startAggregator } from '../../functions/aggregator/service.ts';
 import { registerAllFunctions } from '../../functions/api.ts';
+import { allowedMethods } from '../../functions/routes.ts';
 import { type UsageResponse, usageResponse } from '../../functions/usage/schema.ts';
 import { createApiKey } from '../../shared/domain/keys.ts';
 import { loadConfig } from '../../shared/platform/config.ts';
@@ -61,7 +62,7 @@ export async function createTestStack(extra: Record<string, string> = {}): Promi
 
 /** All HTTP functions on one in-process app, for `inject()` tests. */
 export function buildApi(runtime: Runtime) {
-  const app = createHttpApp(runtime.logger);
+  const app = createHttpApp(runtime.logger, { methodsFor: allowedMethods });
   registerAllFunctions(app, runtime);
   return app;
 }

@@ -110,7 +110,12 @@ const noRouteSchemas = () => () => {
 };
 
 /** A Fastify instance with FlagMeter's error model, exact-bigint JSON and no per-request logging. */
-export function createHttpApp(logger: Logger): FastifyInstance {
+export interface HttpAppOptions {
+  /** The methods a path takes on any function, for a 405 with `Allow` instead of a 404. */
+  methodsFor?: (path: string) => readonly string[];
+}
+
+export function createHttpApp(logger: Logger, options: HttpAppOptions = {}): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -156,7 +161,7 @@ export function createHttpApp(logger: Logger): FastifyInstance {
     if (body === '') return done(null, undefined);
     return parseJson(request, body as string, done);
   });
-  installErrorHandling(app);
+  installErrorHandling(app, options.methodsFor);
   installHttpMetrics(app);
   // The container health check of every HTTP function (stacks/app.yml): answered by the function
   // itself, so a task that serves it with anything but a 2xx is replaced or rolled back. Not in the

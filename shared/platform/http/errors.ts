@@ -142,10 +142,21 @@ export function apiErrorOf(error: Error, request: FastifyRequest): ApiError {
   return new ApiError('internal_error', 'internal error');
 }
 
-/** One error handler for every route (ingest's own adds a count, then answers the same). */
-export function installErrorHandling(app: FastifyInstance): void {
+/**
+ * One error handler for every route (ingest's own adds a count, then answers the same). A request
+ * no route takes is a 404, or a 405 with `Allow` where `methodsFor` knows the path under other methods.
+ */
+export function installErrorHandling(app: FastifyInstance, methodsFor?: (path: string) => readonly string[]): void {
   app.setErrorHandler((error: FastifyError, request, reply) => sendError(reply, request, apiErrorOf(error, request)));
-  app.setNotFoundHandler((request, reply) =>
-    sendError(reply, request, new ApiError('not_found', `no route ${request.method} ${request.url.split('?')[0]}`)),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0]!;
+    const allowed = methodsFor?.(path) ?? [];
+    if (allowed.length === 0) return sendError(reply, request, new ApiError('not_found', `no route ${request.method} ${path}`));
+    reply.header('allow', allowed.join(', '));
+    return sendError(
+      reply,
+      request,
+      new ApiError('method_not_allowed', `${request.method} is not allowed on ${path}; it takes ${allowed.join(', ')}`),
+    );
+  });
 }
