@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { prefersCsv } from '../functions/usage/app.ts';
 import { seriesResponse, usageResponse } from '../functions/usage/schema.ts';
 import { addCalendar, localDay, localMidnight, periodOf } from '../shared/domain/periods.ts';
@@ -65,6 +65,22 @@ describe.skipIf(!servicesAvailable)('usage API: forecast and CSV', () => {
       expect(body.forecast).toEqual({ tokensAtPeriodEnd: total + (windowTokens * left) / elapsed, quotaReachedAt: null });
     },
   );
+
+  it("answers the default series range when this host's clock is behind the database's (the period starts after its now)", async () => {
+    const tenant = uniqueName('clock');
+    await upsertTenant(stack.runtime.db, tenant, { monthlyQuota: 1000n }, 1n);
+    const periodStart = usageResponse.parse(parseExact((await get(`/api/usage/${tenant}`)).body)).period.start;
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.parse(periodStart) - 60_000);
+    try {
+      // Before, a 400 naming `from`, which the caller never sent.
+      const answer = await get(`/api/usage/${tenant}/series`);
+      expect(answer.statusCode).toBe(200);
+      expect(seriesResponse.parse(parseExact(answer.body)).points.map((point) => point.start)).toEqual([periodStart]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 
   it('forecasts nothing for a tenant with no usage in its window: 0 at the period end, never reached', async () => {
     const idle = uniqueName('forecast-idle');
