@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../../shared/platform/config.ts';
 import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
-import { compareStreamIds, type EventQueue, type QueueEntry } from '../../shared/platform/queue/types.ts';
+import type { EventQueue, QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type AggregatorEvent, type AggregatorResult, CheckpointMovedError, type PartitionBatch, StaleOwnerError } from './apply.ts';
 import { quarterOf } from './rollup.ts';
 
@@ -31,11 +31,10 @@ interface Owned {
   lastId: string;
   /** The stream epoch `lastId` belongs to; null until the partition's stream was first seen with one. */
   epoch: string | null;
-  /**
-   * Other names: with the last id applied in each, epochs left (newest last; one coming back resumes
-   * there); with null, older names of the stream being read (aliases).
-   */
-  earlier: EarlierEpoch[];
+  /** Older names of the stream being read: its entries are that stream's too. */
+  aliases: string[];
+  /** Streams left, each with all its names and the last id applied in it (newest last). */
+  left: LeftStream[];
   trimmedId?: string;
 }
 
@@ -54,14 +53,38 @@ const MAX_BACKOFF_MS = 5_000;
 const TRIM_INTERVAL_MS = 1_000;
 /** How often a lane asks for the epochs of partitions its reads found empty. */
 const EPOCH_CHECK_INTERVAL_MS = 1_000;
-/** Epochs a checkpoint remembers besides its own. */
-const EARLIER_EPOCHS = 8;
+/** Streams left that a checkpoint remembers. */
+const LEFT_STREAMS = 8;
 
-type EarlierEpoch = [epoch: string, lastId: string | null];
+interface LeftStream {
+  names: string[];
+  lastId: string;
+}
+
+/**
+ * `earlier_epochs` holds the stream being read's older names as `{names, lastId: null}` and each
+ * stream left as `{names, lastId}`, newest last.
+ */
+type EarlierEpochs = { names: string[]; lastId: string | null }[];
+
+function readEarlier(stored: unknown): Pick<Owned, 'aliases' | 'left'> {
+  const groups = (Array.isArray(stored) ? stored : []).filter(
+    (group): group is EarlierEpochs[number] => typeof group === 'object' && group !== null && Array.isArray(group.names),
+  );
+  return {
+    aliases: groups.filter((group) => group.lastId === null).flatMap((group) => group.names),
+    left: groups.flatMap((group) => (group.lastId === null ? [] : [{ names: group.names, lastId: group.lastId }])),
+  };
+}
+
+function writeEarlier(aliases: readonly string[], left: readonly LeftStream[]): string {
+  const groups: EarlierEpochs = [...(aliases.length > 0 ? [{ names: [...aliases], lastId: null }] : []), ...left];
+  return JSON.stringify(groups);
+}
 
 /** Whether entries of `epoch` belong to the stream the partition is reading. */
 function isCurrent(owned: Owned, epoch: string): boolean {
-  return epoch === owned.epoch || owned.earlier.some(([name, lastId]) => name === epoch && lastId === null);
+  return epoch === owned.epoch || owned.aliases.includes(epoch);
 }
 
 interface CheckpointRow {
@@ -69,7 +92,7 @@ interface CheckpointRow {
   fence: bigint;
   last_id: string;
   stream_epoch: string | null;
-  earlier_epochs: EarlierEpoch[];
+  earlier_epochs: unknown;
 }
 
 /**
@@ -220,7 +243,7 @@ export class AggregatorRunner {
       } else {
         owned.lastId = row.last_id;
         owned.epoch = row.stream_epoch;
-        owned.earlier = row.earlier_epochs;
+        Object.assign(owned, readEarlier(row.earlier_epochs));
       }
     }
   }
@@ -278,7 +301,7 @@ export class AggregatorRunner {
     for (const { partition, owned, epoch } of switches) {
       if (this.owned.get(partition) === owned) await this.switchEpoch(partition, owned, epoch);
     }
-    await this.checkEpochs(lane, positions);
+    await this.checkEpochs(lane, positions, new Set(read.map((found) => found.partition)));
     await this.trimApplied(lane, partitions, batches.length === 0);
   }
 
@@ -289,15 +312,21 @@ export class AggregatorRunner {
    * before epochs, while its key has one), and one whose ids were rolled back behind the checkpoint
    * (an AOF that lost its last second, a backup restored) has its next id moved past it.
    */
-  private async checkEpochs(lane: number, positions: readonly { partition: number; owned: Owned }[]): Promise<void> {
+  private async checkEpochs(
+    lane: number,
+    positions: readonly { partition: number; owned: Owned }[],
+    busy: ReadonlySet<number>,
+  ): Promise<void> {
     const { queue } = this.options;
     const current = positions.filter((position) => this.owned.get(position.partition) === position.owned);
     if (!queue.streamHeads || current.length === 0) return;
     const now = Date.now();
     if (now - (this.lastEpochCheckAt[lane] ?? 0) < EPOCH_CHECK_INTERVAL_MS) return;
     this.lastEpochCheckAt[lane] = now;
+    // A busy stream has entries after the checkpoint: its ids were not rolled back behind it, and its
+    // entries are not copied out to find out.
     const heads = await queue.streamHeads(
-      current.map(({ partition, owned }) => ({ partition, epoch: owned.epoch, afterId: owned.lastId })),
+      current.map(({ partition, owned }) => ({ partition, epoch: owned.epoch, afterId: owned.lastId, inspect: !busy.has(partition) })),
     );
     for (const [i, { partition, owned }] of current.entries()) {
       const head = heads[i]!;
@@ -313,48 +342,44 @@ export class AggregatorRunner {
   }
 
   /**
-   * The partition's stream has another epoch than its checkpoint. Epochs name id spaces: `n…` a
-   * stream made anew (Valkey lost its data, or was replaced), `c…` a new name for the stream being
-   * read (written before epochs, or its key lost). Where reading goes on:
-   * - a new name of the stream being read, or an old name of it: where it was (the old name is kept
-   *   as an alias: its entries, before the new name's, are the same stream's);
-   * - an epoch left earlier (an older copy of Valkey's data came back): after the last id applied in
-   *   it, and the names left with it at that id are its aliases again;
-   * - a new stream: from its start. None of its entries was applied, and their ids are no guide,
-   *   since the new server's clock may be behind the old checkpoint.
-   * The move is fenced and compare-and-set like a commit. Leaving an id space, each of its names is
-   * remembered with the last id applied in it.
+   * The partition's stream has another epoch than its checkpoint. Where reading goes on:
+   * - an older name of the stream being read: where it was;
+   * - a name of a stream left earlier (an older copy of Valkey's data came back): after the last id
+   *   applied in that stream, and the stream's next id is moved past it (a restored stream numbers
+   *   on from its own last id, which may sort before);
+   * - a name never seen: where it was if the stream holds the checkpoint (has it, or deleted up to
+   *   it: the stream renamed, or applied by an aggregator of before epochs), else from its start — a
+   *   new stream, none of whose entries was applied, and whose ids are no guide.
+   * The move is fenced and compare-and-set like a commit. A stream left is remembered with all its
+   * names and the last id applied in it.
    */
   private async switchEpoch(partition: number, owned: Owned, epoch: string): Promise<void> {
-    const known = owned.earlier.find(([name]) => name === epoch);
-    let sameStream = known ? known[1] === null : epoch.startsWith('c');
-    if (!known && !sameStream && owned.epoch === null && owned.lastId !== '0-0') {
-      // A checkpoint of before epochs meets a new stream: new since the checkpoint only if its ids
-      // have not reached it. (Where they have, an aggregator of before epochs applied this stream up
-      // to there, and reading it from its start would count that again.)
-      const [head] = (await this.options.queue.streamHeads?.([{ partition, epoch: null, afterId: owned.lastId }])) ?? [];
-      sameStream = head?.lastId != null && compareStreamIds(head.lastId, owned.lastId) >= 0;
+    const { queue } = this.options;
+    const returning = owned.left.find((stream) => stream.names.includes(epoch));
+    let sameStream = owned.aliases.includes(epoch);
+    if (!sameStream && !returning) {
+      const [head] = (await queue.streamHeads?.([{ partition, epoch: null, afterId: owned.lastId, inspect: true }])) ?? [];
+      sameStream = head?.holds ?? false;
     }
-    const resumeAfter = sameStream ? owned.lastId : (known?.[1] ?? '0-0');
-    let kept: EarlierEpoch[];
+    const current = [...(owned.epoch === null ? [] : [owned.epoch]), ...owned.aliases];
+    let aliases: string[];
+    let left: LeftStream[];
+    let resumeAfter: string;
     if (sameStream) {
-      kept = owned.earlier.filter(([name]) => name !== epoch);
-      if (owned.epoch !== null) kept.push([owned.epoch, null]);
+      resumeAfter = owned.lastId;
+      aliases = current.filter((name) => name !== epoch);
+      left = owned.left;
     } else {
-      const left: EarlierEpoch[] = owned.earlier.map(([name, lastId]) => [name, lastId ?? owned.lastId]);
-      if (owned.epoch !== null) left.push([owned.epoch, owned.lastId]);
-      kept = left
-        .filter(([name]) => name !== epoch)
-        .map(([name, lastId]): EarlierEpoch => [name, known && lastId === resumeAfter ? null : lastId]);
+      resumeAfter = returning?.lastId ?? '0-0';
+      aliases = returning ? returning.names.filter((name) => name !== epoch) : [];
+      const others = owned.left.filter((stream) => stream !== returning);
+      left = [...others, ...(current.length > 0 ? [{ names: current, lastId: owned.lastId }] : [])].slice(-LEFT_STREAMS);
     }
-    // Aliases of the stream being read are kept; of the epochs left, the newest EARLIER_EPOCHS.
-    const positioned = kept.filter(([, lastId]) => lastId !== null);
-    kept = [...kept.filter(([, lastId]) => lastId === null), ...positioned.slice(-EARLIER_EPOCHS)];
     const moved = await this.options.db.query<{ partition: number }>(
       `UPDATE partition_checkpoints SET last_id = $2, stream_epoch = $3, earlier_epochs = $4::jsonb, updated_at = now()
        WHERE partition = $1 AND fence = $5 AND last_id = $6 AND stream_epoch IS NOT DISTINCT FROM $7
        RETURNING partition`,
-      [partition, resumeAfter, epoch, JSON.stringify(kept), owned.fence, owned.lastId, owned.epoch],
+      [partition, resumeAfter, epoch, writeEarlier(aliases, left), owned.fence, owned.lastId, owned.epoch],
     );
     if (moved.length === 0) throw new Error(`partition ${partition}: its checkpoint moved while switching stream epochs`);
     const log = { partition, epoch, previousEpoch: owned.epoch, previousCheckpoint: owned.lastId, resumeAfter };
@@ -366,11 +391,10 @@ export class AggregatorRunner {
       );
     owned.lastId = resumeAfter;
     owned.epoch = epoch;
-    owned.earlier = kept;
+    owned.aliases = aliases;
+    owned.left = left;
     owned.trimmedId = undefined;
-    // A stream that comes back (a backup restored) goes on with its own last id, which may sort
-    // before what was applied in it: its next entries must sort after.
-    if (known && !sameStream) await this.options.queue.streamHeads?.([{ partition, epoch, afterId: resumeAfter }]);
+    if (returning) await queue.streamHeads?.([{ partition, epoch, afterId: resumeAfter, inspect: true }]);
   }
 
   /**
@@ -462,7 +486,7 @@ export class AggregatorRunner {
         fence: row.fence.toString(),
         lastId: row.last_id,
         epoch: row.stream_epoch,
-        earlier: row.earlier_epochs,
+        ...readEarlier(row.earlier_epochs),
       });
       // A crash between commit and trim leaves applied entries behind; drop them now.
       await queue.trim(row.partition, row.last_id, row.stream_epoch).catch(() => undefined);

@@ -253,6 +253,52 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     await waitFor(async () => (await redis.xlen(s.stream)) === 0, { timeoutMs: 10_000, what: 'the trim' });
   });
 
+  it('reads a new stream from its start when a checkpoint without an epoch sits among its ids (the stream does not hold it)', async () => {
+    const s = await scenario();
+    const ahead = hourAhead();
+    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id) VALUES (0, $1)', [ahead]);
+    await s.send(100);
+    await s.appendAt(`${Number(ahead.split('-')[0]) + 1}-0`, 1_000, await redis.get(s.epochKey));
+    await s.start();
+    // Before, the stream's ids having passed the checkpoint made it the checkpoint's stream: 1,000.
+    await s.totalReaches(1_100);
+  });
+
+  it('takes back a stream left under any of its names, with the streams it remembers full, after what was applied in it', async () => {
+    const s = await scenario();
+    await s.send(1);
+    const [applied] = await redis.xrange(s.stream, '-', '+');
+    const first = await redis.get(s.epochKey);
+    // Eight streams left long ago: the one left next must not be the one forgotten.
+    const long = Array.from({ length: 8 }, (_, i) => ({ names: [`nold${i}`], lastId: `${i + 1}-0` }));
+    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id, stream_epoch, earlier_epochs) VALUES (0, $1, $2, $3::jsonb)', [
+      applied![0],
+      first,
+      JSON.stringify(long),
+    ]);
+    const backup = { stream: await redis.dumpBuffer(s.stream), epoch: await redis.dumpBuffer(s.epochKey) };
+    // The stream gets a second name (its key lost, its newest entry written before epochs).
+    await s.appendAt('*', 10);
+    await redis.del(s.epochKey);
+    await s.send(100);
+    await s.start();
+    await s.totalReaches(110);
+    await s.loseData();
+    await s.send(1_000);
+    await s.totalReaches(1_110);
+    // The backup comes back under the stream's first name: the applied entry of 1 is in it.
+    await redis.restore(s.stream, 0, backup.stream!, 'REPLACE');
+    await redis.restore(s.epochKey, 0, backup.epoch!, 'REPLACE');
+    await waitFor(async () => (await s.checkpoint())!.stream_epoch === first, { timeoutMs: 10_000, what: 'the switch back' });
+    await s.send(10_000);
+    // Read from its start it would be 11,111.
+    await s.totalReaches(11_110);
+    const [row] = await s.db.query<{ earlier_epochs: { names: string[] }[] }>(
+      'SELECT earlier_epochs FROM partition_checkpoints WHERE partition = 0',
+    );
+    expect(row!.earlier_epochs.length).toBeLessThanOrEqual(9);
+  });
+
   it('finds a new stream behind a checkpoint that has no epoch yet (one left by a version before epochs)', async () => {
     const s = await scenario();
     await s.db.query('INSERT INTO partition_checkpoints (partition, last_id) VALUES (0, $1)', [hourAhead()]);
@@ -275,8 +321,11 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     expect(old!.epoch).toMatch(/^n/);
     expect(fresh!.epoch).toMatch(/^n/);
     expect(fresh!.epoch).not.toBe(old!.epoch);
-    expect(await queue.streamHeads([{ partition: 0, epoch: null, afterId: '0-0' }])).toEqual([
-      { epoch: fresh!.epoch, advanced: false, lastId: fresh!.id },
+    expect(await queue.streamHeads([{ partition: 0, epoch: null, afterId: '0-0', inspect: true }])).toEqual([
+      { epoch: fresh!.epoch, advanced: false, holds: true },
+    ]);
+    expect(await queue.streamHeads([{ partition: 0, epoch: null, afterId: old!.id, inspect: true }])).toEqual([
+      { epoch: fresh!.epoch, advanced: false, holds: false },
     ]);
 
     // The old stream's checkpoint, past every id of the new one, trims nothing of it.

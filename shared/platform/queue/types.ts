@@ -35,12 +35,21 @@ export interface PartitionPosition {
   afterId: string;
 }
 
+export interface StreamPosition {
+  partition: number;
+  /** The epoch the checkpoint belongs to. */
+  epoch: string | null;
+  afterId: string;
+  /** Read the stream's ids (XINFO): for `holds` and `advanced`; a busy stream needs neither. */
+  inspect: boolean;
+}
+
 export interface StreamHead {
   epoch: string | null;
-  /** The stream's next id was moved past the checkpoint. */
+  /** Inspected: the stream's next id was moved past the checkpoint. */
   advanced: boolean;
-  /** The last id the stream gave out (null where it does not exist). */
-  lastId: string | null;
+  /** Inspected: the stream has the checkpoint's entry or deleted up to it (it is the checkpoint's stream). */
+  holds: boolean;
 }
 
 export interface PartitionEntries {
@@ -69,11 +78,13 @@ export interface EventQueue {
    */
   trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<void>;
   /**
-   * Valkey only: each partition's stream epoch now (null where the stream has never been written).
-   * Where it is `epoch` and the stream's next id would not sort after `afterId` (its ids rolled back:
-   * an AOF that lost its last second, a backup restored), the next id is moved past `afterId`.
+   * Valkey only: each partition's stream epoch now (null where the stream has never been written;
+   * an existing stream without one is named). Inspected, also whether the stream holds `afterId`
+   * (has it, or deleted up to it), and, where it is `epoch` and its next id would not sort after
+   * `afterId` (its ids rolled back: an AOF that lost its last second, a backup restored), the next
+   * id is moved past `afterId`.
    */
-  streamHeads?(positions: readonly { partition: number; epoch: string | null; afterId: string }[]): Promise<StreamHead[]>;
+  streamHeads?(positions: readonly StreamPosition[]): Promise<StreamHead[]>;
   /** Events waiting per partition. */
   backlog(): Promise<number[]>;
   /** Round-trip time in ms; throws when unreachable. */

@@ -9,6 +9,7 @@ import {
   type QueuedEvent,
   QueueFullError,
   type StreamHead,
+  type StreamPosition,
   QueueUnavailableError,
   decodeEvents,
   partitionOf,
@@ -82,14 +83,8 @@ local function remember(buckets, member, address)
 end
 `;
 
-/**
- * Dedupe and append in one atomic step. KEYS: every partition's backlog counter, then the streams this
- * call touches, then those streams' epoch keys. ARGV: dedupe key base, window, cap, #partitions, #streams, receivedAt, the touched
- * partition numbers, per touched stream its id-less events (lines) and their count, then #events with
- * an id and per such event: stream slot, digest member, digest address, line. The dedupe sets are named
- * from the base inside the script (their names depend on the server's clock): one Valkey, no cluster.
- */
-const ENQUEUE_SCRIPT = `${DEDUPE_SCRIPT}
+/** Naming a stream's epoch (its key lost, or a stream written before epochs): ENQUEUE and HEADS. */
+const EPOCH_FUNCTIONS = `
 local function stamp()
   local t = redis.call('TIME')
   return t[1] .. '.' .. t[2]
@@ -105,6 +100,24 @@ local function newestEpoch(stream)
   return nil
 end
 
+-- An existing stream without an epoch key: its newest entry names it, or it gets a new name for the
+-- same id space (c…).
+local function nameStream(stream, key)
+  local epoch = newestEpoch(stream) or ('c' .. stamp())
+  redis.call('SET', key, epoch)
+  return epoch
+end
+`;
+
+/**
+ * Dedupe and append in one atomic step. KEYS: every partition's backlog counter, then the streams this
+ * call touches, then those streams' epoch keys. ARGV: dedupe key base, window, cap, #partitions, #streams, receivedAt, the touched
+ * partition numbers, per touched stream its id-less events (lines) and their count, then #events with
+ * an id and per such event: stream slot, digest member, digest address, line. The dedupe sets are named
+ * from the base inside the script (their names depend on the server's clock): one Valkey, no cluster.
+ */
+const ENQUEUE_SCRIPT = `${DEDUPE_SCRIPT}
+${EPOCH_FUNCTIONS}
 local n = tonumber(ARGV[4])
 local p = tonumber(ARGV[5])
 local backlog = 0
@@ -152,10 +165,8 @@ for j = 1, p do
       epoch = 'n' .. stamp()
       redis.call('SET', KEYS[n + p + j], epoch)
     elseif not epoch then
-      -- The key lost, the stream kept: its newest entry names its epoch. A stream written before
-      -- epochs (or emptied) gets a new name for the same id space.
-      epoch = newestEpoch(stream) or ('c' .. stamp())
-      redis.call('SET', KEYS[n + p + j], epoch)
+      -- The key lost, the stream kept (or a stream written before epochs).
+      epoch = nameStream(stream, KEYS[n + p + j])
     end
     redis.call('XADD', stream, '*', 'e', table.concat(lists[j], '\\n'), 'n', sizes[j], 'r', ARGV[6], 'g', epoch)
     redis.call('INCRBY', KEYS[partition + 1], sizes[j])
@@ -191,13 +202,17 @@ return sum
 `;
 
 /**
- * Per partition (KEYS: its stream, its epoch key; ARGV: the epoch and checkpoint the aggregator
- * holds): the stream's epoch, whether its next id was moved past the checkpoint, and its last id. That happens
- * only where the epoch is the one held and the stream's last id sorts before the checkpoint: its ids
- * were rolled back (an AOF that lost its last second, a backup restored), and on a clock behind the
- * lost ids its next entries would sort before what was applied, never to be read.
+ * Per partition (KEYS: its stream, its epoch key; ARGV: the epoch and checkpoint the aggregator holds,
+ * and whether to inspect the stream): the stream's epoch (an existing stream without one is named),
+ * and, inspected,
+ * - whether it holds the checkpoint (has that entry, or deleted up to it): the stream the checkpoint
+ *   was applied from, not one made since;
+ * - whether its next id was moved past the checkpoint: where the epoch is the one held and the
+ *   stream's last id sorts before the checkpoint, its ids were rolled back (an AOF that lost its last
+ *   second, a backup restored), and on a clock behind the lost ids its next entries would sort before
+ *   what was applied, never to be read.
  */
-const HEADS_SCRIPT = `
+const HEADS_SCRIPT = `${EPOCH_FUNCTIONS}
 local function parseId(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -211,22 +226,27 @@ end
 local out = {}
 for i = 1, #KEYS / 2 do
   local stream = KEYS[2 * i - 1]
+  local held, after, inspect = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local exists = redis.call('EXISTS', stream) == 1
   local epoch = redis.call('GET', KEYS[2 * i])
-  local advanced = 0
-  local last = ''
-  if redis.call('EXISTS', stream) == 1 then
+  if not epoch and exists then epoch = nameStream(stream, KEYS[2 * i]) end
+  local advanced, holds = 0, 0
+  if inspect == '1' and exists then
+    local last, deleted = '0-0', '0-0'
     local info = redis.call('XINFO', 'STREAM', stream)
     for k = 1, #info, 2 do
       if info[k] == 'last-generated-id' then last = info[k + 1] end
+      if info[k] == 'max-deleted-entry-id' then deleted = info[k + 1] end
     end
-    if epoch and epoch == ARGV[2 * i - 1] and idLess(last, ARGV[2 * i]) then
-      redis.call('XSETID', stream, ARGV[2 * i])
+    if after == '0-0' or not idLess(deleted, after) or #redis.call('XRANGE', stream, after, after) > 0 then holds = 1 end
+    if epoch == held and idLess(last, after) then
+      redis.call('XSETID', stream, after)
       advanced = 1
     end
   end
   out[#out + 1] = epoch or ''
   out[#out + 1] = advanced
-  out[#out + 1] = last
+  out[#out + 1] = holds
 end
 return out
 `;
@@ -504,17 +524,17 @@ export class ValkeyQueue implements EventQueue {
     );
   }
 
-  async streamHeads(positions: readonly { partition: number; epoch: string | null; afterId: string }[]): Promise<StreamHead[]> {
+  async streamHeads(positions: readonly StreamPosition[]): Promise<StreamHead[]> {
     if (positions.length === 0) return [];
     const reply = await this.client.fmHeads(
       positions.length * 2,
       ...positions.flatMap(({ partition }) => [this.streamKeys[partition]!, this.epochKeys[partition]!]),
-      ...positions.flatMap(({ epoch, afterId }) => [epoch ?? '', afterId]),
+      ...positions.flatMap(({ epoch, afterId, inspect }) => [epoch ?? '', afterId, inspect ? '1' : '0']),
     );
     return positions.map((_, i) => ({
       epoch: (reply[3 * i] as string) || null,
       advanced: reply[3 * i + 1] === 1,
-      lastId: (reply[3 * i + 2] as string) || null,
+      holds: reply[3 * i + 2] === 1,
     }));
   }
 
