@@ -96,10 +96,10 @@ export const partitionCheckpoints = pgTable('partition_checkpoints', {
   /** The epoch of the stream `last_id` belongs to (null until the partition's stream was seen with one). */
   streamEpoch: text('stream_epoch'),
   /**
-   * The partition stream's other epoch names: epochs left earlier, each with the last id applied in
-   * it (one coming back resumes there); with null, older names of the stream being read.
+   * The partition stream's other epoch names: `{names, lastId: null}`, the older names of the stream
+   * being read; `{names, lastId}`, each stream left (newest last) with the last id applied in it.
    */
-  earlierEpochs: jsonb('earlier_epochs').$type<[string, string | null][]>().notNull().default(sql`'[]'::jsonb`),
+  earlierEpochs: jsonb('earlier_epochs').$type<{ names: string[]; lastId: string | null }[]>().notNull().default(sql`'[]'::jsonb`),
   owner: text('owner'),
   fence: bigint('fence', { mode: 'bigint' }).notNull().default(sql`0`),
   leaseUntil: timestamp('lease_until', { withTimezone: true }),

@@ -68,9 +68,12 @@ interface LeftStream {
 type EarlierEpochs = { names: string[]; lastId: string | null }[];
 
 function readEarlier(stored: unknown): Pick<Owned, 'aliases' | 'left'> {
-  const groups = (Array.isArray(stored) ? stored : []).filter(
-    (group): group is EarlierEpochs[number] => typeof group === 'object' && group !== null && Array.isArray(group.names),
-  );
+  // Rows written by the first cut of epochs hold [name, lastId | null] pairs: the same, one name each.
+  const groups = (Array.isArray(stored) ? stored : []).flatMap((group): EarlierEpochs => {
+    if (Array.isArray(group) && typeof group[0] === 'string')
+      return [{ names: [group[0]], lastId: typeof group[1] === 'string' ? group[1] : null }];
+    return typeof group === 'object' && group !== null && Array.isArray(group.names) ? [group as EarlierEpochs[number]] : [];
+  });
   return {
     aliases: groups.filter((group) => group.lastId === null).flatMap((group) => group.names),
     left: groups.flatMap((group) => (group.lastId === null ? [] : [{ names: group.names, lastId: group.lastId }])),
@@ -357,11 +360,12 @@ export class AggregatorRunner {
     const { queue } = this.options;
     const returning = owned.left.find((stream) => stream.names.includes(epoch));
     let sameStream = owned.aliases.includes(epoch);
-    if (!sameStream && !returning) {
-      const [head] = (await queue.streamHeads?.([{ partition, epoch: null, afterId: owned.lastId, inspect: true }])) ?? [];
+    const current = [...(owned.epoch === null ? [] : [owned.epoch]), ...owned.aliases];
+    // An `n…` name is minted only for a stream that did not exist: never the one a known epoch names.
+    if (!sameStream && !returning && !(owned.epoch !== null && epoch.startsWith('n'))) {
+      const [head] = (await queue.streamHeads?.([{ partition, epoch: null, afterId: owned.lastId, inspect: true, names: current }])) ?? [];
       sameStream = head?.holds ?? false;
     }
-    const current = [...(owned.epoch === null ? [] : [owned.epoch]), ...owned.aliases];
     let aliases: string[];
     let left: LeftStream[];
     let resumeAfter: string;

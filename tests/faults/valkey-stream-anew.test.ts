@@ -299,6 +299,34 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     expect(row!.earlier_epochs.length).toBeLessThanOrEqual(9);
   });
 
+  it("reads a new stream from its start although one of its entries has the checkpoint's very id", async () => {
+    const s = await scenario();
+    const ahead = hourAhead();
+    await s.db.query("INSERT INTO partition_checkpoints (partition, last_id, stream_epoch) VALUES (0, $1, 'nold')", [ahead]);
+    await s.send(100);
+    await s.appendAt(ahead, 1_000, await redis.get(s.epochKey));
+    await s.start();
+    // Before, the entry at the checkpoint's id made the new stream the checkpoint's: 0 counted.
+    await s.totalReaches(1_100);
+  });
+
+  it("takes back a stream its checkpoint remembers in the first cut's form ([name, lastId] pairs)", async () => {
+    const s = await scenario();
+    await s.send(1);
+    const [applied] = await redis.xrange(s.stream, '-', '+');
+    const first = await redis.get(s.epochKey);
+    await s.appendAt('*', 10, first);
+    await s.db.query(
+      "INSERT INTO partition_checkpoints (partition, last_id, stream_epoch, earlier_epochs) VALUES (0, '0-0', 'nnow', $1::jsonb)",
+      [JSON.stringify([[first, applied![0]]])],
+    );
+    await s.start();
+    // The pair dropped, the stream would be new to it and read from its start: 11.
+    await s.totalReaches(10);
+    await s.send(100);
+    await s.totalReaches(110);
+  });
+
   it('finds a new stream behind a checkpoint that has no epoch yet (one left by a version before epochs)', async () => {
     const s = await scenario();
     await s.db.query('INSERT INTO partition_checkpoints (partition, last_id) VALUES (0, $1)', [hourAhead()]);

@@ -42,6 +42,8 @@ export interface StreamPosition {
   afterId: string;
   /** Read the stream's ids (XINFO): for `holds` and `advanced`; a busy stream needs neither. */
   inspect: boolean;
+  /** The names of the checkpoint's stream: its entry at `afterId` counts for `holds` only under one of them (any, where none). */
+  names?: readonly string[];
 }
 
 export interface StreamHead {

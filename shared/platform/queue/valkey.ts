@@ -203,10 +203,11 @@ return sum
 
 /**
  * Per partition (KEYS: its stream, its epoch key; ARGV: the epoch and checkpoint the aggregator holds,
- * and whether to inspect the stream): the stream's epoch (an existing stream without one is named),
- * and, inspected,
- * - whether it holds the checkpoint (has that entry, or deleted up to it): the stream the checkpoint
- *   was applied from, not one made since;
+ * whether to inspect the stream, and the names of the checkpoint's stream, one per line): the
+ * stream's epoch (an existing stream without one is named), and, inspected,
+ * - whether it holds the checkpoint (has that entry — under one of the names, or none where the
+ *   checkpoint knows none — or deleted up to it): the stream the checkpoint was applied from, not
+ *   one made since;
  * - whether its next id was moved past the checkpoint: where the epoch is the one held and the
  *   stream's last id sorts before the checkpoint, its ids were rolled back (an AOF that lost its last
  *   second, a backup restored), and on a clock behind the lost ids its next entries would sort before
@@ -223,10 +224,26 @@ local function idLess(a, b)
   if am ~= bm then return am < bm end
   return as < bs
 end
+-- The entry at \`id\` was written under one of \`names\` (lines; any where empty), or before epochs.
+local function ownEntry(stream, id, names)
+  local found = redis.call('XRANGE', stream, id, id)[1]
+  if not found then return false end
+  if names == '' then return true end
+  local fields = found[2]
+  for k = 1, #fields, 2 do
+    if fields[k] == 'g' then
+      for name in string.gmatch(names, '[^\\n]+') do
+        if name == fields[k + 1] then return true end
+      end
+      return false
+    end
+  end
+  return true
+end
 local out = {}
 for i = 1, #KEYS / 2 do
   local stream = KEYS[2 * i - 1]
-  local held, after, inspect = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  local held, after, inspect, names = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i]
   local exists = redis.call('EXISTS', stream) == 1
   local epoch = redis.call('GET', KEYS[2 * i])
   if not epoch and exists then epoch = nameStream(stream, KEYS[2 * i]) end
@@ -238,7 +255,7 @@ for i = 1, #KEYS / 2 do
       if info[k] == 'last-generated-id' then last = info[k + 1] end
       if info[k] == 'max-deleted-entry-id' then deleted = info[k + 1] end
     end
-    if after == '0-0' or not idLess(deleted, after) or #redis.call('XRANGE', stream, after, after) > 0 then holds = 1 end
+    if after == '0-0' or not idLess(deleted, after) or ownEntry(stream, after, names) then holds = 1 end
     if epoch == held and idLess(last, after) then
       redis.call('XSETID', stream, after)
       advanced = 1
@@ -529,7 +546,7 @@ export class ValkeyQueue implements EventQueue {
     const reply = await this.client.fmHeads(
       positions.length * 2,
       ...positions.flatMap(({ partition }) => [this.streamKeys[partition]!, this.epochKeys[partition]!]),
-      ...positions.flatMap(({ epoch, afterId, inspect }) => [epoch ?? '', afterId, inspect ? '1' : '0']),
+      ...positions.flatMap(({ epoch, afterId, inspect, names }) => [epoch ?? '', afterId, inspect ? '1' : '0', (names ?? []).join('\n')]),
     );
     return positions.map((_, i) => ({
       epoch: (reply[3 * i] as string) || null,
