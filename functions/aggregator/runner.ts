@@ -413,8 +413,11 @@ export class AggregatorRunner {
     for (const partition of partitions) {
       const owned = this.owned.get(partition);
       if (!owned || owned.trimmedId === owned.lastId) continue;
+      // A trim refused (the stream has another epoch) is tried again: the next epoch check switches.
       await this.options.queue.trim(partition, owned.lastId, owned.epoch).then(
-        () => (owned.trimmedId = owned.lastId),
+        (trimmed) => {
+          if (trimmed) owned.trimmedId = owned.lastId;
+        },
         (error: Error) => this.options.logger.warn({ err: error.message, partition }, 'stream trim failed'),
       );
     }

@@ -357,16 +357,16 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     ]);
 
     // The old stream's checkpoint, past every id of the new one, trims nothing of it.
-    await queue.trim(0, '99999999999999-0', old!.epoch);
-    await queue.trim(0, '99999999999999-0', null);
+    expect(await queue.trim(0, '99999999999999-0', old!.epoch)).toBe(false);
+    expect(await queue.trim(0, '99999999999999-0', null)).toBe(false);
     expect(await redis.xlen(s.stream)).toBe(1);
-    await queue.trim(0, fresh!.id, fresh!.epoch);
+    expect(await queue.trim(0, fresh!.id, fresh!.epoch)).toBe(true);
     expect(await redis.xlen(s.stream)).toBe(0);
 
     // A stream an ingest of before epochs wrote has no epoch: it is trimmed as before.
     await s.loseData();
     const legacy = await s.appendAt('*', 1);
-    await queue.trim(0, legacy, old!.epoch);
+    expect(await queue.trim(0, legacy, old!.epoch)).toBe(true);
     expect(await redis.xlen(s.stream)).toBe(0);
   });
 });

@@ -105,7 +105,7 @@ export class MemoryQueue implements EventQueue {
     return collect();
   }
 
-  async trim(partition: number, lastAppliedId: string): Promise<void> {
+  async trim(partition: number, lastAppliedId: string): Promise<boolean> {
     // Entries are in id order: drop the applied head.
     const stream = this.streams[partition]!;
     let applied = 0;
@@ -114,6 +114,7 @@ export class MemoryQueue implements EventQueue {
       applied++;
     }
     stream.splice(0, applied);
+    return true;
   }
 
   async backlog(): Promise<number[]> {

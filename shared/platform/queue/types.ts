@@ -76,9 +76,9 @@ export interface EventQueue {
   read(positions: readonly PartitionPosition[], count: number, blockMs: number, lane?: number): Promise<PartitionEntries[]>;
   /**
    * Drops entries up to and including `lastAppliedId` (they are committed to the database), unless
-   * the stream has an epoch other than `epoch`.
+   * the stream has an epoch other than `epoch`: then false, and nothing is dropped.
    */
-  trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<void>;
+  trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<boolean>;
   /**
    * Valkey only: each partition's stream epoch now (null where the stream has never been written;
    * an existing stream without one is named). Inspected, also whether the stream holds `afterId`

@@ -184,7 +184,7 @@ return {accepted, table.concat(flags)}
  */
 const TRIM_SCRIPT = `
 local epoch = redis.call('GET', KEYS[3])
-if epoch and epoch ~= ARGV[2] then return 0 end
+if epoch and epoch ~= ARGV[2] then return -1 end
 local entries = redis.call('XRANGE', KEYS[1], '-', ARGV[1])
 if #entries == 0 then return 0 end
 local sum = 0
@@ -531,14 +531,15 @@ export class ValkeyQueue implements EventQueue {
     }));
   }
 
-  async trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<void> {
-    await this.client.fmTrim(
+  async trim(partition: number, lastAppliedId: string, epoch?: string | null): Promise<boolean> {
+    const trimmed = await this.client.fmTrim(
       this.streamKeys[partition]!,
       this.backlogKeys[partition]!,
       this.epochKeys[partition]!,
       lastAppliedId,
       epoch ?? '',
     );
+    return trimmed !== -1;
   }
 
   async streamHeads(positions: readonly StreamPosition[]): Promise<StreamHead[]> {
