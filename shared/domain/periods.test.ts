@@ -39,6 +39,8 @@ describe('periods', () => {
       ['America/Asuncion', '2023-10-01'], // and a period start
       ['America/Sao_Paulo', '2018-11-04'],
       ['America/Havana', '2025-11-02'], // midnight twice (fall back): the first
+      ['Asia/Amman', '2021-10-29'], // set back at 01:00 to 00:00: the day begins at the first midnight, 21:00Z
+      ['Asia/Gaza', '2004-10-01'], // the same, on a period start
       ['America/New_York', '2026-03-08'],
       ['Europe/Berlin', '2026-10-25'],
       ['Australia/Lord_Howe', '2025-10-05'],

@@ -84,15 +84,23 @@ export function hourStart(instantMs: number): number {
 }
 
 /**
- * The UTC instant `day` ('YYYY-MM-DD') begins in `timeZone`: local midnight, or, where a DST change
- * skips midnight (America/Havana in March, America/Santiago in September), the moment the clocks jump.
+ * The UTC instant `day` ('YYYY-MM-DD') begins in `timeZone`: local midnight (the first, where clocks
+ * set back at midnight make two), or, where a DST change skips midnight (America/Havana in March,
+ * America/Santiago in September), the moment the clocks jump.
  */
 export function localMidnight(timeZone: string, day: string): number {
   const [year, month, date] = day.split('-').map(Number) as [number, number, number];
   const wallClock = Date.UTC(year, month - 1, date);
   const offset = zoneOffsetMs(timeZone, wallClock);
   const guess = wallClock - offset;
-  if (zoneOffsetMs(timeZone, guess) === offset) return guess;
+  if (zoneOffsetMs(timeZone, guess) === offset) {
+    // Clocks set back across midnight (Asia/Amman, 2021-10-29) make it twice: by the offset in force
+    // a day before, the day may begin an hour earlier.
+    const before = zoneOffsetMs(timeZone, wallClock - DAY_MS);
+    if (before === offset) return guess;
+    const earlier = wallClock - before;
+    return earlier < guess && localDay(timeZone, earlier) === day ? earlier : guess;
+  }
   // An offset change near midnight: of midnight by each offset in force around it, the earliest
   // instant that falls on `day` (by the offset before a skip, midnight is the jump itself).
   let start: number | undefined;
