@@ -52,7 +52,9 @@ export function registerHealth(app: FastifyInstance, deps: HealthDeps): void {
 
 /**
  * The health function is also where Traefik sends API paths no function router takes (a method a
- * path does not take, HEAD and OPTIONS included, or no such path): a 405 naming the methods, or a 404.
+ * path does not take, HEAD and OPTIONS included, or no such path): a 405 naming the methods, or a
+ * 404 — or a 503 to retry where the route exists but its function has no running instance (Traefik
+ * drops a router whose service has no running task).
  */
 export function buildHealthApp(deps: HealthDeps & { logger: Logger }): FastifyInstance {
   const app = createHttpApp(deps.logger, { methodsFor: allowedMethods });

@@ -152,6 +152,14 @@ export function installErrorHandling(app: FastifyInstance, methodsFor?: (path: s
     const path = request.url.split('?')[0]!;
     const allowed = methodsFor?.(path) ?? [];
     if (allowed.length === 0) return sendError(reply, request, new ApiError('not_found', `no route ${request.method} ${path}`));
+    // A route of another function, which the proxy sent here: none of its instances is running.
+    if (allowed.includes(request.method)) {
+      return sendError(
+        reply,
+        request,
+        new ApiError('service_unavailable', `no instance serving ${request.method} ${path} is running; retry shortly`, undefined, 1),
+      );
+    }
     reply.header('allow', allowed.join(', '));
     return sendError(
       reply,
