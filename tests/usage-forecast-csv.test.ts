@@ -77,6 +77,12 @@ describe.skipIf(!servicesAvailable)('usage API: forecast and CSV', () => {
       const answer = await get(`/api/usage/${tenant}/series`);
       expect(answer.statusCode).toBe(200);
       expect(seriesResponse.parse(parseExact(answer.body)).points.map((point) => point.start)).toEqual([periodStart]);
+      // Only `to`, before the period's start: the 400 names `to`, the field the caller sent.
+      const early = await get(`/api/usage/${tenant}/series?to=${new Date(Date.parse(periodStart) - 3_600_000).toISOString()}`);
+      expect(early.statusCode).toBe(400);
+      expect(early.json().error.details).toEqual([
+        { field: 'to', message: 'is before the start of the current period (the default from)' },
+      ]);
     } finally {
       vi.useRealTimers();
     }

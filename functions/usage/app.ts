@@ -126,7 +126,14 @@ export function registerUsage(app: FastifyInstance, deps: UsageDeps): void {
     // The period comes from the database clock, now from this host's: where the host is behind, the
     // default range is the period's first bucket, not a 400 about a `from` the caller never sent.
     const to = query.to !== undefined ? Date.parse(query.to) : query.from === undefined ? Math.max(Date.now(), from) : Date.now();
-    if (from > to) throw new ApiError('invalid_request', 'from must not be after to', [{ field: 'from', message: 'is after to' }]);
+    if (from > to) {
+      // Named after what the caller sent: with `from` left out, it is `to` that comes too early.
+      const detail =
+        query.from === undefined
+          ? { field: 'to', message: 'is before the start of the current period (the default from)' }
+          : { field: 'from', message: 'is after to' };
+      throw new ApiError('invalid_request', 'from must not be after to', [detail]);
+    }
     if (to - from > MAX_RANGE_MS) {
       throw new ApiError('invalid_request', 'the range is over 400 days', [{ field: 'to', message: 'is more than 400 days after from' }]);
     }
