@@ -524,6 +524,19 @@ describe.skipIf(!servicesAvailable)('quota alerts to Slack', () => {
     const repaired = await app.inject({ method: 'GET', url: `/api/tenants/${tenant}`, headers: admin });
     expect(repaired.statusCode).toBe(200);
     expect(repaired.json().timeZone).toBe('UTC');
+    // A zone PostgreSQL reads as a fixed abbreviation becomes the zone Node reads it as.
+    for (const [stored, zone] of [
+      ['CET', 'Europe/Brussels'],
+      ['MET', 'Europe/Brussels'],
+      ['EET', 'Europe/Athens'],
+      ['WET', 'Europe/Lisbon'],
+    ]) {
+      await stack.runtime.db.query('UPDATE tenants SET time_zone = $2 WHERE name = $1', [tenant, stored]);
+      await migrate(stack.runtime.db);
+      const read = await app.inject({ method: 'GET', url: `/api/tenants/${tenant}`, headers: admin });
+      expect(read.json().timeZone, stored).toBe(zone);
+      expect(new Intl.DateTimeFormat('en', { timeZone: stored }).resolvedOptions().timeZone, stored).toBe(zone);
+    }
     expect((await app.inject({ method: 'GET', url: '/api/tenants?limit=500', headers: admin })).statusCode).toBe(200);
   });
 

@@ -42,6 +42,14 @@ export async function migrate(db: Db, dir: string = MIGRATIONS_DIR): Promise<str
         `UPDATE tenants SET time_zone = 'UTC', updated_at = now()
        WHERE time_zone !~ '^[A-Za-z]' OR time_zone NOT IN (SELECT name FROM pg_timezone_names)`,
       );
+      // CET, EET, MET and WET, saved before they were refused: PostgreSQL reads them as fixed
+      // abbreviations, Node (which counts) as the zones they link to, with summer time. The zone
+      // Node reads becomes the tenant's, so its counting is unchanged and the usage reads agree.
+      await tx.query(
+        `UPDATE tenants SET time_zone = CASE time_zone WHEN 'EET' THEN 'Europe/Athens' WHEN 'WET' THEN 'Europe/Lisbon'
+                                       ELSE 'Europe/Brussels' END, updated_at = now()
+       WHERE time_zone IN ('CET', 'EET', 'MET', 'WET')`,
+      );
       return applied;
     },
     { unbounded: true },
