@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError } from '../../shared/platform/config.ts';
 import { type Db, retryUntilDone } from '../../shared/platform/db.ts';
 import type { Logger } from '../../shared/platform/logger.ts';
-import type { EventQueue, QueueEntry } from '../../shared/platform/queue/types.ts';
+import type { EventQueue, PartitionEntries, QueueEntry } from '../../shared/platform/queue/types.ts';
 import { type AggregatorEvent, type AggregatorResult, CheckpointMovedError, type PartitionBatch, StaleOwnerError } from './apply.ts';
 import { quarterOf } from './rollup.ts';
 
@@ -304,7 +304,7 @@ export class AggregatorRunner {
     for (const { partition, owned, epoch } of switches) {
       if (this.owned.get(partition) === owned) await this.switchEpoch(partition, owned, epoch);
     }
-    await this.checkEpochs(lane, positions, new Set(read.map((found) => found.partition)));
+    await this.checkEpochs(lane, positions, read);
     await this.trimApplied(lane, partitions, batches.length === 0);
   }
 
@@ -318,7 +318,7 @@ export class AggregatorRunner {
   private async checkEpochs(
     lane: number,
     positions: readonly { partition: number; owned: Owned }[],
-    busy: ReadonlySet<number>,
+    read: readonly PartitionEntries[],
   ): Promise<void> {
     const { queue } = this.options;
     const current = positions.filter((position) => this.owned.get(position.partition) === position.owned);
@@ -326,6 +326,7 @@ export class AggregatorRunner {
     const now = Date.now();
     if (now - (this.lastEpochCheckAt[lane] ?? 0) < EPOCH_CHECK_INTERVAL_MS) return;
     this.lastEpochCheckAt[lane] = now;
+    const busy = new Set(read.map((found) => found.partition));
     // A busy stream has entries after the checkpoint: its ids were not rolled back behind it, and its
     // entries are not copied out to find out.
     const heads = await queue.streamHeads(
