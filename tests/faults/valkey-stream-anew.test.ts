@@ -85,13 +85,20 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     };
     const totalReaches = (tokens: number) =>
       waitFor(async () => (await total()) === tokens, { timeoutMs: 20_000, what: `${tenant}'s total to reach ${tokens}` });
+    /** The partition's checkpoint as an earlier aggregator left it (its rollups left out of the totals). */
+    const checkpointAt = (lastId: string, epoch: string | null = null, earlier: unknown[] = []) =>
+      db.query('INSERT INTO partition_checkpoints (partition, last_id, stream_epoch, earlier_epochs) VALUES (0, $1, $2, $3::jsonb)', [
+        lastId,
+        epoch,
+        JSON.stringify(earlier),
+      ]);
     const checkpoint = async () =>
       (
         await db.query<{ last_id: string; stream_epoch: string | null }>(
           'SELECT last_id, stream_epoch FROM partition_checkpoints WHERE partition = 0',
         )
       )[0];
-    return { db, redis, stream, epochKey, start, stop, send, appendAt, loseData, total, totalReaches, checkpoint };
+    return { db, redis, stream, epochKey, start, stop, send, appendAt, loseData, total, totalReaches, checkpoint, checkpointAt };
   }
 
   it('finds a new stream while the aggregator runs, although nothing in it sorts after the checkpoint, and counts it once', async () => {
@@ -162,7 +169,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     await s.send(1);
     const [applied] = await redis.xrange(s.stream, '-', '+');
     const epoch = await redis.get(s.epochKey);
-    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id, stream_epoch) VALUES (0, $1, $2)', [applied![0], epoch]);
+    await s.checkpointAt(applied![0], epoch);
 
     await redis.del(s.epochKey);
     await s.send(10);
@@ -189,10 +196,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     // after the key is lost, a large one under a new name (c…): reads of changing sizes.
     await s.send(1);
     const [applied] = await redis.xrange(s.stream, '-', '+');
-    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id, stream_epoch) VALUES (0, $1, $2)', [
-      applied![0],
-      await redis.get(s.epochKey),
-    ]);
+    await s.checkpointAt(applied![0], await redis.get(s.epochKey));
     for (let i = 0; i < 58; i++) await s.send(10);
     await s.appendAt('*', 100);
     await redis.del(s.epochKey);
@@ -239,7 +243,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     for (let i = 0; i < 3_000; i++) await s.appendAt('*', 1);
     // The named entry was applied by an aggregator of before epochs: its checkpoint has none, and
     // the stream, whose ids have passed it, is taken as the one it was applied from.
-    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id) VALUES (0, $1)', [named![0]]);
+    await s.checkpointAt(named![0]);
     await s.start(2);
     const epoch = await redis.get(s.epochKey);
     // Before, only partitions whose reads came back empty were asked: with the epoch unknown every
@@ -256,7 +260,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
   it('reads a new stream from its start when a checkpoint without an epoch sits among its ids (the stream does not hold it)', async () => {
     const s = await scenario();
     const ahead = hourAhead();
-    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id) VALUES (0, $1)', [ahead]);
+    await s.checkpointAt(ahead);
     await s.send(100);
     await s.appendAt(`${Number(ahead.split('-')[0]) + 1}-0`, 1_000, await redis.get(s.epochKey));
     await s.start();
@@ -271,11 +275,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     const first = await redis.get(s.epochKey);
     // Eight streams left long ago: the one left next must not be the one forgotten.
     const long = Array.from({ length: 8 }, (_, i) => ({ names: [`nold${i}`], lastId: `${i + 1}-0` }));
-    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id, stream_epoch, earlier_epochs) VALUES (0, $1, $2, $3::jsonb)', [
-      applied![0],
-      first,
-      JSON.stringify(long),
-    ]);
+    await s.checkpointAt(applied![0], first, long);
     const backup = { stream: await redis.dumpBuffer(s.stream), epoch: await redis.dumpBuffer(s.epochKey) };
     // The stream gets a second name (its key lost, its newest entry written before epochs).
     await s.appendAt('*', 10);
@@ -302,7 +302,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
   it("reads a new stream from its start although one of its entries has the checkpoint's very id", async () => {
     const s = await scenario();
     const ahead = hourAhead();
-    await s.db.query("INSERT INTO partition_checkpoints (partition, last_id, stream_epoch) VALUES (0, $1, 'nold')", [ahead]);
+    await s.checkpointAt(ahead, 'nold');
     await s.send(100);
     await s.appendAt(ahead, 1_000, await redis.get(s.epochKey));
     await s.start();
@@ -316,10 +316,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     const [applied] = await redis.xrange(s.stream, '-', '+');
     const first = await redis.get(s.epochKey);
     await s.appendAt('*', 10, first);
-    await s.db.query(
-      "INSERT INTO partition_checkpoints (partition, last_id, stream_epoch, earlier_epochs) VALUES (0, '0-0', 'nnow', $1::jsonb)",
-      [JSON.stringify([[first, applied![0]]])],
-    );
+    await s.checkpointAt('0-0', 'nnow', [[first, applied![0]]]);
     await s.start();
     // The pair dropped, the stream would be new to it and read from its start: 11.
     await s.totalReaches(10);
@@ -329,7 +326,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
 
   it('finds a new stream behind a checkpoint that has no epoch yet (one left by a version before epochs)', async () => {
     const s = await scenario();
-    await s.db.query('INSERT INTO partition_checkpoints (partition, last_id) VALUES (0, $1)', [hourAhead()]);
+    await s.checkpointAt(hourAhead());
     await s.send(100);
     await s.start();
     // Before, a checkpoint without an epoch was never compared, and this stayed at 0.
