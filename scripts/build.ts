@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { build, type BuildOptions } from 'esbuild';
+import { build, type BuildOptions, type Plugin } from 'esbuild';
 import { builtinHttpByRequire, englishZodMessagesOnly, REQUIRE_BANNER, withoutUnusedExporters } from './lib/bundle-plugins.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -125,15 +125,29 @@ async function bundleLambda(name: (typeof LAMBDA_HANDLERS)[number], outdir: stri
   await build({ ...common, entryPoints: [join(ROOT, `functions/${name}/handler.ts`)], outfile: join(dir, 'index.mjs') });
 }
 
+/** Where site/container.ts imports Astro's server entry from: the `astro build` output. */
+const astroEntry: Plugin = {
+  name: 'flagmeter-astro-entry',
+  setup(build) {
+    build.onResolve({ filter: /^flagmeter:astro-entry$/ }, () => ({ path: join(ROOT, SITE_SERVER) }));
+  },
+};
+
 /**
- * The Astro node server (`astro build` output) bundled the same way; the client folder is copied
+ * The site's container entry (site/container.ts, which stops on SIGTERM as the functions do) with the
+ * Astro node server (`astro build` output) inside, bundled the same way; the client folder is copied
  * beside it so the adapter finds its static files at the same relative path.
  */
 async function bundleSite(outdir: string): Promise<boolean> {
   if (!existsSync(join(ROOT, SITE_SERVER))) return false;
   const dir = join(outdir, 'site');
   rmSync(dir, { recursive: true, force: true });
-  await build({ ...common, entryPoints: [join(ROOT, SITE_SERVER)], outfile: join(dir, 'server', 'entry.mjs') });
+  await build({
+    ...common,
+    entryPoints: [join(ROOT, 'site/container.ts')],
+    outfile: join(dir, 'server', 'entry.mjs'),
+    plugins: [...(common.plugins ?? []), astroEntry],
+  });
   const client = join(ROOT, 'site/dist/client');
   if (existsSync(client)) cpSync(client, join(dir, 'client'), { recursive: true });
   writeFileSync(join(dir, 'package.json'), `${JSON.stringify({ name: 'flagmeter-site', private: true, type: 'module' }, null, 2)}\n`);

@@ -1,9 +1,11 @@
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { connectPostgres } from '../shared/platform/db.ts';
 import { FUNCTION_ROUTES } from '../functions/routes.ts';
+import { ensureSiteBuilt } from '../site/build.ts';
 import { freePort, waitFor } from './helpers/processes.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, VALKEY_URL } from './helpers/services.ts';
 import { buildBundles, createEmptyDatabase, jsonLines, startNode, waitForHttp } from './helpers/stack.ts';
@@ -37,8 +39,9 @@ describe.skipIf(!servicesAvailable)('function bundles (npm run build)', () => {
   };
 
   beforeAll(async () => {
-    [{ outdir, report }, database] = await Promise.all([buildBundles(), createTestDatabase()]);
-  });
+    // The site is bundled only once `astro build` has run.
+    [{ outdir, report }, database] = await Promise.all([ensureSiteBuilt().then(buildBundles), createTestDatabase()]);
+  }, 180_000);
 
   afterAll(async () => {
     process.stdout.write(`bundle start-up (spawn to first answer): ${JSON.stringify(startUpMs)}\n${report}`);
@@ -89,6 +92,73 @@ describe.skipIf(!servicesAvailable)('function bundles (npm run build)', () => {
       expect(await fn.stop('SIGTERM')).toBe(0);
     } finally {
       await fn.stop('SIGKILL');
+    }
+  });
+
+  test('the site bundle serves on for SHUTDOWN_DELAY after SIGTERM, then finishes the request in flight and exits 0', async () => {
+    const dir = sandbox('site');
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const site = startNode(['server/entry.mjs'], {
+      cwd: dir,
+      env: {
+        DATABASE_URL: database.url,
+        ADMIN_TOKEN: 'bundle-test-admin-token-0123456789',
+        HOST: '127.0.0.1',
+        PORT: String(port),
+        SHUTDOWN_DELAY: '2s',
+      },
+    });
+    try {
+      await waitForHttp(`${url}/login`, performance.now(), site);
+      expect((await fetch(`${url}/login`)).status).toBe(200);
+      // A login form whose body is held back: the site is in the middle of it when the signal comes.
+      const body = 'token=wrong&csrf=wrong';
+      const held = httpRequest(`${url}/login`, {
+        method: 'POST',
+        agent: false,
+        headers: {
+          origin: url,
+          'content-type': 'application/x-www-form-urlencoded',
+          'content-length': Buffer.byteLength(body),
+          expect: '100-continue',
+        },
+      });
+      const answered = new Promise<number>((resolve, reject) => {
+        held.on('response', (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        });
+        held.on('error', reject);
+      });
+      const received = new Promise((resolve) => held.once('continue', resolve));
+      held.flushHeaders();
+      await received;
+
+      const signalledAt = Date.now();
+      process.kill(site.child.pid!, 'SIGTERM');
+      // New connections, as a proxy that has not polled yet opens them: refused at once before.
+      const statuses: number[] = [];
+      while (Date.now() - signalledAt < 1_500) statuses.push((await fetch(`${url}/login`, { headers: { connection: 'close' } })).status);
+      expect(statuses.length).toBeGreaterThan(0);
+      expect(statuses.every((status) => status === 200)).toBe(true);
+      // Past the delay the listener is closed, but the request in flight still gets its answer.
+      await waitFor(
+        () =>
+          fetch(`${url}/login`).then(
+            () => false,
+            () => true,
+          ),
+        { timeoutMs: 5_000, what: 'the listener to close' },
+      );
+      expect(site.running()).toBe(true);
+      held.end(body);
+      expect(await answered).toBe(403);
+      expect(await site.exited).toBe(0);
+      expect(Date.now() - signalledAt).toBeGreaterThanOrEqual(2_000);
+      expect(jsonLines(site.output()).some((line) => line.msg === 'draining' && line.service === 'site')).toBe(true);
+    } finally {
+      await site.stop('SIGKILL');
     }
   });
 

@@ -1,0 +1,39 @@
+/**
+ * The site's own container entry, bundled by `npm run build` as `dist/site/server/entry.mjs` with
+ * Astro's standalone server inside. Astro's entry alone dies at once on SIGTERM (Node's default): a
+ * page being answered is cut off, and Traefik, which learns that a task stopped only at its next poll,
+ * sends requests to the closed port until then. Here the site stops the way the API functions do
+ * (shared/runtime/serve.ts): it serves on for SHUTDOWN_DELAY, then stops listening, finishes what is in
+ * flight and exits 0. A bad variable in the shared config stops it at start, naming the variable.
+ */
+import type { Server } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Config, ConfigError, loadConfig } from '../shared/platform/config.ts';
+import { createLogger } from '../shared/platform/logger.ts';
+import { stopOnSignal } from '../shared/runtime/shutdown.ts';
+
+let config: Config;
+try {
+  config = loadConfig();
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  // The same line and exit code as the site's own check of its settings (src/lib/deps.ts).
+  process.stderr.write(`${JSON.stringify({ level: 'fatal', service: 'site', msg: error.message })}\n`);
+  process.exit(78);
+}
+const logger = createLogger('site', config);
+
+// Loaded only now: Astro's entry starts its server as it is evaluated unless told not to.
+process.env.ASTRO_NODE_AUTOSTART = 'disabled';
+const { startServer } = await import('flagmeter:astro-entry');
+const { server } = startServer();
+
+/** Stops listening, closes idle keep-alive connections, and resolves once the answers in flight are sent. */
+function closeServer(http: Server): Promise<void> {
+  return new Promise((resolve, reject) => {
+    http.close((error) => (error ? reject(error) : resolve()));
+    http.closeIdleConnections();
+  });
+}
+
+stopOnSignal(logger, 'draining', [() => sleep(config.SHUTDOWN_DELAY), () => closeServer(server.server)]);
