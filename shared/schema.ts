@@ -45,8 +45,10 @@ export const apiKeys = pgTable(
 );
 
 /**
- * Hourly buckets are UTC hours. The key leads with (tenant, hour) so that one index serves both the
- * aggregator's upsert and a tenant's series over a time range, with or without a feature.
+ * Hourly buckets are the hours of the tenant's zone (`localHourStart`: UTC hours where its offset is
+ * a whole number of hours; starting :30 or :45 past in India or Nepal). The key leads with (tenant,
+ * hour) so that one index serves both the aggregator's upsert and a tenant's series over a time
+ * range, with or without a feature.
  */
 export const usageHourly = pgTable(
   'usage_hourly',

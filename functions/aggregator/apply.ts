@@ -168,7 +168,7 @@ async function tenantSettings(tx: Queryable, tenants: string[], defaultQuota: bi
 const SATURATING_SUM = `CASE WHEN u.tokens > ${INT8_MAX} - excluded.tokens THEN ${INT8_MAX} ELSE u.tokens + excluded.tokens END`;
 
 /**
- * Upserts the rollups from the round's quarter-hour groups, summed here into UTC hours, the tenants'
+ * Upserts the rollups from the round's quarter-hour groups, summed here into the tenants' hours, their
  * local days and their periods; each insert in key order, so that row locks are taken in one order
  * across transactions. Returns, with its total before this commit, each touched period that may have
  * crossed a threshold here: it reached its tenant's lowest one (`floors.lowest`, the fewest tokens
@@ -183,11 +183,11 @@ async function upsertRollups(
     `WITH g AS MATERIALIZED (
        SELECT * FROM unnest($1::text::text[], $2::text::text[], $3::text::int[], $4::text::date[], $5::text::int8[],
                             $6::text::int8[], $7::text::int8[])
-         AS g(tenant, feature, quarter, day, tokens, events, last_ms)
+         AS g(tenant, feature, hour, day, tokens, events, last_ms)
      ), hourly AS (
        INSERT INTO usage_hourly AS u (tenant, feature, hour, tokens, events)
-       SELECT tenant, feature, to_timestamp((quarter / 4) * 3600.0), sum(tokens), sum(events)
-       FROM g GROUP BY tenant, (quarter / 4), feature ORDER BY tenant, (quarter / 4), feature
+       SELECT tenant, feature, to_timestamp(hour * 900.0), sum(tokens), sum(events)
+       FROM g GROUP BY tenant, hour, feature ORDER BY tenant, hour, feature
        ON CONFLICT (tenant, hour, feature) DO UPDATE SET tokens = ${SATURATING_SUM}, events = u.events + excluded.events
      ), daily AS (
        INSERT INTO usage_daily AS u (tenant, feature, day, tokens, events)
@@ -213,7 +213,7 @@ async function upsertRollups(
     [
       columns.tenant,
       columns.feature,
-      columns.quarter,
+      columns.hour,
       columns.day,
       columns.tokens,
       columns.events,

@@ -62,7 +62,7 @@ describe.skipIf(!servicesAvailable)('aggregator function (its middy handler, rea
     expect(durations).toHaveLength(1);
   });
 
-  it('sums the groups into UTC hours and into the days and periods of each tenant zone, exactly past 2^53', async () => {
+  it('sums the groups into the hours, days and periods of each tenant zone, exactly past 2^53', async () => {
     const [utc, berlin, kolkata] = [uniqueName('utc'), uniqueName('berlin'), uniqueName('kolkata')];
     await database.db.query(
       `INSERT INTO tenants (name, monthly_quota, time_zone) VALUES ($1, 1000, 'Europe/Berlin'), ($2, 1000, 'Asia/Kolkata')`,
@@ -77,7 +77,7 @@ describe.skipIf(!servicesAvailable)('aggregator function (its middy handler, rea
       ...Array.from({ length: 10_000 }, () => ({ tenant: utc, feature: 'g', tokens: big, timestamp: at('2026-05-10T11:10:00Z') })),
       // 00:30 on 1 June in Berlin.
       { tenant: berlin, feature: 'f', tokens: 5, timestamp: at('2026-05-31T22:30:00Z') },
-      // One UTC hour, two days in Kolkata (UTC+05:30): 23:45 on 31 May and 00:00 on 1 June.
+      // One UTC hour, two hours, days and periods in Kolkata (UTC+05:30): 23:45 on 31 May and 00:00 on 1 June.
       { tenant: kolkata, feature: 'f', tokens: 6, timestamp: at('2026-05-31T18:15:00Z') },
       { tenant: kolkata, feature: 'f', tokens: 7, timestamp: at('2026-05-31T18:30:00Z') },
     ];
@@ -92,11 +92,13 @@ describe.skipIf(!servicesAvailable)('aggregator function (its middy handler, rea
         `SELECT tenant, ${time}, tokens, events${extra} FROM ${table} WHERE tenant = ANY ($1::text[]) ORDER BY array_position($1::text[], tenant), 2, 3`,
         [`{${tenants.join(',')}}`],
       );
-    expect(await rows('usage_hourly', `to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24') AS hour, feature`)).toEqual([
-      { tenant: utc, hour: '2026-05-10T10', feature: 'f', tokens: 7n, events: 2n },
-      { tenant: utc, hour: '2026-05-10T11', feature: 'g', tokens: 10_000n * BigInt(big), events: 10_000n },
-      { tenant: berlin, hour: '2026-05-31T22', feature: 'f', tokens: 5n, events: 1n },
-      { tenant: kolkata, hour: '2026-05-31T18', feature: 'f', tokens: 13n, events: 2n },
+    expect(await rows('usage_hourly', `to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI') AS hour, feature`)).toEqual([
+      { tenant: utc, hour: '2026-05-10T10:00', feature: 'f', tokens: 7n, events: 2n },
+      { tenant: utc, hour: '2026-05-10T11:00', feature: 'g', tokens: 10_000n * BigInt(big), events: 10_000n },
+      { tenant: berlin, hour: '2026-05-31T22:00', feature: 'f', tokens: 5n, events: 1n },
+      // Kolkata's hours start at :30 UTC: 23:00 on 31 May and 00:00 on 1 June, one in each period.
+      { tenant: kolkata, hour: '2026-05-31T17:30', feature: 'f', tokens: 6n, events: 1n },
+      { tenant: kolkata, hour: '2026-05-31T18:30', feature: 'f', tokens: 7n, events: 1n },
     ]);
     expect(await rows('usage_daily', 'day, feature')).toEqual([
       { tenant: utc, day: '2026-05-10', feature: 'f', tokens: 7n, events: 2n },

@@ -36,7 +36,8 @@ describe('groupByQuarterHour and groupColumns', () => {
       // Quoted, so that the tenant "NULL" is a name, not a null.
       tenant: '{"berlin","NULL"}',
       feature: '{"x","a/b"}',
-      quarter: `{${at / 900_000},${at / 900_000}}`,
+      // 23:00 UTC, the start of either tenant's hour, in quarter hours.
+      hour: `{${(at - 1_800_000) / 900_000},${(at - 1_800_000) / 900_000}}`,
       day: '{2026-06-01,2026-05-31}',
       tokens: '{5,6}',
       events: '{1,1}',

@@ -1,4 +1,4 @@
-import { localDay } from '../../shared/domain/periods.ts';
+import { localDay, localHourStart } from '../../shared/domain/periods.ts';
 import type { QueueEntry } from '../../shared/platform/queue/types.ts';
 
 /** Exact integer sum that stays a number while it is safe and becomes a bigint past 2^53. */
@@ -90,7 +90,8 @@ export const valueArray = (values: readonly (string | Sum)[]): string => `{${val
 export interface GroupColumns {
   tenant: string;
   feature: string;
-  quarter: string;
+  /** The start of the group's hour in its tenant's zone (`localHourStart`), in quarter hours since 1970: the hourly row's hour. */
+  hour: string;
   /** The group's calendar day in its tenant's zone: the daily row's day, and its period's. */
   day: string;
   tokens: string;
@@ -101,28 +102,29 @@ export interface GroupColumns {
 export function groupColumns(groups: readonly Group[], timeZoneOf: (tenant: string) => string): GroupColumns {
   const tenant: string[] = [];
   const feature: string[] = [];
-  const quarter: number[] = [];
+  const hour: number[] = [];
   const day: string[] = [];
   const tokens: Sum[] = [];
   const events: number[] = [];
   const lastAt: number[] = [];
-  const days = new Map<string, Map<number, string>>();
+  const zones = new Map<string, Map<number, { hour: number; day: string }>>();
   for (const group of groups) {
     const zone = timeZoneOf(group.tenant);
-    let zoneDays = days.get(zone);
-    if (!zoneDays) {
-      zoneDays = new Map();
-      days.set(zone, zoneDays);
+    let quarters = zones.get(zone);
+    if (!quarters) {
+      quarters = new Map();
+      zones.set(zone, quarters);
     }
-    let local = zoneDays.get(group.quarter);
+    let local = quarters.get(group.quarter);
     if (local === undefined) {
-      local = localDay(zone, group.quarter * QUARTER_HOUR_MS);
-      zoneDays.set(group.quarter, local);
+      const start = group.quarter * QUARTER_HOUR_MS;
+      local = { hour: localHourStart(zone, start) / QUARTER_HOUR_MS, day: localDay(zone, start) };
+      quarters.set(group.quarter, local);
     }
     tenant.push(group.tenant);
     feature.push(group.feature);
-    quarter.push(group.quarter);
-    day.push(local);
+    hour.push(local.hour);
+    day.push(local.day);
     tokens.push(group.tokens);
     events.push(group.events);
     lastAt.push(group.lastAt);
@@ -130,7 +132,7 @@ export function groupColumns(groups: readonly Group[], timeZoneOf: (tenant: stri
   return {
     tenant: nameArray(tenant),
     feature: nameArray(feature),
-    quarter: valueArray(quarter),
+    hour: valueArray(hour),
     day: valueArray(day),
     tokens: valueArray(tokens),
     events: valueArray(events),

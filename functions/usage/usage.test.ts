@@ -80,6 +80,45 @@ describe.skipIf(!servicesAvailable)('usage function (its own app, real PostgreSQ
     ]);
   });
 
+  it("answers a half-hour zone's hourly series in its own hours, so no hour holds two periods", async () => {
+    const tenant = uniqueName('usage-kolkata');
+    await upsertTenant(
+      stack.runtime.db,
+      tenant,
+      { monthlyQuota: 1_000n, timeZone: 'Asia/Kolkata' },
+      stack.runtime.config.DEFAULT_MONTHLY_QUOTA,
+    );
+    // As the aggregator writes them (functions/aggregator/handler.test.ts): 23:45 on 31 May and 00:00 on
+    // 1 June, Kolkata time, in hours starting at :30 UTC; and a row written at a UTC hour while the
+    // tenant was still in UTC, which counts in the Kolkata hour it starts in (19:30–20:30).
+    const rows: [string, number][] = [
+      ['2026-05-31T17:30:00Z', 6],
+      ['2026-05-31T18:30:00Z', 7],
+      ['2026-05-31T20:00:00Z', 100],
+    ];
+    for (const [hour, tokens] of rows) {
+      await stack.runtime.db.query(
+        "INSERT INTO usage_hourly (tenant, feature, hour, tokens, events) VALUES ($1, 'f', $2::timestamptz, $3, 1)",
+        [tenant, hour, tokens],
+      );
+    }
+    const series = async (from: string, to: string) =>
+      (await get(`/api/usage/${tenant}/series?granularity=hour&from=${from}&to=${to}`)).json().points as {
+        start: string;
+        tokens: number;
+      }[];
+    // June in Kolkata begins at 18:30 UTC: its first hour is June's alone (before, 18:00–19:00 UTC held 6 + 7).
+    expect(await series('2026-05-31T18:30:00Z', '2026-05-31T21:00:00Z')).toEqual([
+      { start: '2026-05-31T18:30:00.000Z', tokens: 7 },
+      { start: '2026-05-31T19:30:00.000Z', tokens: 100 },
+      { start: '2026-05-31T20:30:00.000Z', tokens: 0 },
+    ]);
+    expect(await series('2026-05-31T17:00:00Z', '2026-05-31T18:29:59Z')).toEqual([
+      { start: '2026-05-31T16:30:00.000Z', tokens: 0 },
+      { start: '2026-05-31T17:30:00.000Z', tokens: 6 },
+    ]);
+  });
+
   it('answers 404 for an unknown tenant and 400 naming a bad query field', async () => {
     expect((await get(`/api/usage/${uniqueName('nobody')}`)).json().error.code).toBe('not_found');
     const bad = await get('/api/usage/acme/series?granularity=week');

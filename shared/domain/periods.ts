@@ -1,6 +1,7 @@
 /**
  * Quota periods are calendar months in the tenant's time zone (UTC unless set); daily rollups are
- * calendar days in that zone; hourly rollups are UTC hours.
+ * calendar days in that zone; hourly rollups are that zone's hours (`localHourStart`): UTC hours
+ * wherever the offset is a whole number of hours.
  */
 
 const HOUR_MS = 3_600_000;
@@ -78,9 +79,16 @@ export function periodStartDay(timeZone: string, instantMs: number): string {
   return `${localDay(timeZone, instantMs).slice(0, 8)}01`;
 }
 
-/** Start of the UTC hour the instant falls in. */
-export function hourStart(instantMs: number): number {
-  return Math.floor(instantMs / HOUR_MS) * HOUR_MS;
+/**
+ * Start of the hour the instant falls in on `timeZone`'s clock: its local time cut to the full hour,
+ * by the offset in force at the instant. The UTC hour where that offset is a whole number of hours;
+ * at :30 or :45 UTC in India (+05:30), Nepal (+05:45), Adelaide or Newfoundland, so that their days
+ * and months begin on an hour's start and no hour holds the end of one period and the start of the
+ * next. Offsets change on quarter hours only, so every instant of a quarter hour has the same start.
+ */
+export function localHourStart(timeZone: string, instantMs: number): number {
+  const local = instantMs + zoneOffsetMs(timeZone, instantMs);
+  return instantMs - (((local % HOUR_MS) + HOUR_MS) % HOUR_MS);
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Queryable } from '../platform/db.ts';
-import { addCalendar, hourStart, localDay, localMidnight } from './periods.ts';
+import { addCalendar, localDay, localHourStart, localMidnight } from './periods.ts';
 import { changedBuckets, tenantBucket } from './usage-changes.ts';
 
 /**
@@ -9,6 +9,7 @@ import { changedBuckets, tenantBucket } from './usage-changes.ts';
  */
 export const INT8_MAX = '9223372036854775807';
 const INT8_MAX_BIGINT = BigInt(INT8_MAX);
+const HOUR_MS = 3_600_000;
 /**
  * A SQL sum of bigint rollups (numeric) capped at INT8_MAX, as bigint; NULL over no rows, as sum()
  * is (LEAST ignores a NULL argument, so `least(sum(x), max)` read an empty sum as INT8_MAX).
@@ -173,20 +174,37 @@ export async function readSeries(db: Queryable, request: SeriesRequest): Promise
   const featureFilter = request.feature === undefined ? '' : ' AND feature = $4';
   const points: { start: string; tokens: bigint }[] = [];
   if (request.granularity === 'hour') {
-    const first = hourStart(request.from);
-    const last = hourStart(request.to);
-    const params: unknown[] = [request.tenant, new Date(first).toISOString(), new Date(last).toISOString()];
+    // The tenant's hours (`localHourStart`), oldest first: each step lands on the next start.
+    const starts: number[] = [];
+    const last = localHourStart(request.timeZone, request.to);
+    for (let hour = localHourStart(request.timeZone, request.from); hour <= last; hour = localHourStart(request.timeZone, hour + HOUR_MS)) {
+      starts.push(hour);
+    }
+    const sums = starts.map(() => 0n);
+    const first = starts[0]!;
+    // An hourly row written before the tenant's zone last changed may start off its current hours
+    // (18:00 UTC for a tenant now in India, whose hours start at :30): it counts in the hour it starts
+    // in, the latest start at or before it, which is never an hour or more before it.
+    const params: unknown[] = [request.tenant, new Date(first).toISOString(), new Date(last + HOUR_MS).toISOString()];
     if (request.feature !== undefined) params.push(request.feature);
     const rows = await db.query<{ hour: Date; tokens: bigint }>(
       `SELECT hour, ${cappedSum('tokens')} AS tokens FROM usage_hourly
-       WHERE tenant = $1 AND hour >= $2::timestamptz AND hour <= $3::timestamptz${featureFilter} GROUP BY hour`,
+       WHERE tenant = $1 AND hour >= $2::timestamptz AND hour < $3::timestamptz${featureFilter} GROUP BY hour`,
       params,
     );
-    const byHour = new Map(rows.map((row) => [new Date(row.hour).getTime(), row.tokens]));
-    for (let hour = first; hour <= last; hour += 3_600_000) {
-      points.push({ start: new Date(hour).toISOString(), tokens: byHour.get(hour) ?? 0n });
+    for (const row of rows) {
+      const hour = new Date(row.hour).getTime();
+      let low = 0;
+      let high = starts.length - 1;
+      while (low < high) {
+        const middle = (low + high + 1) >> 1;
+        if (starts[middle]! <= hour) low = middle;
+        else high = middle - 1;
+      }
+      const total = sums[low]! + row.tokens;
+      sums[low] = total > INT8_MAX_BIGINT ? INT8_MAX_BIGINT : total;
     }
-    return points;
+    return starts.map((hour, index) => ({ start: new Date(hour).toISOString(), tokens: sums[index]! }));
   }
   const firstDay = localDay(request.timeZone, request.from);
   const lastDay = localDay(request.timeZone, request.to);
