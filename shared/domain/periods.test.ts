@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addCalendar, localDay, localMidnight, periodOf, zoneOffsetMs } from './periods.ts';
+import { addCalendar, localDay, localHourStart, localHourStarts, localMidnight, periodOf, zoneOffsetMs } from './periods.ts';
 
 describe('periods', () => {
   it('puts 23:59:59.999 on the last day of a month and 00:00 on the first of the next in different UTC periods', () => {
@@ -19,6 +19,42 @@ describe('periods', () => {
     expect(periodOf('Asia/Kolkata', Date.parse('2026-02-28T18:29:59.999Z')).startDay).toBe('2026-02-01');
     expect(periodOf('Asia/Kolkata', Date.parse('2026-02-28T18:30:00.000Z')).startDay).toBe('2026-03-01');
     expect(zoneOffsetMs('Asia/Kathmandu', Date.parse('2026-06-01T00:00:00Z'))).toBe((5 * 60 + 45) * 60_000);
+  });
+
+  it("starts each hour on the zone's clock, so that no hour holds two local days", () => {
+    const at = (zone: string, iso: string) => new Date(localHourStart(zone, Date.parse(iso))).toISOString();
+    expect(at('UTC', '2026-05-31T18:15:00Z')).toBe('2026-05-31T18:00:00.000Z');
+    expect(at('Europe/Berlin', '2026-03-29T01:30:00Z')).toBe('2026-03-29T01:00:00.000Z');
+    // India (+05:30): 23:45 on 31 May and 00:00 on 1 June are in different hours.
+    expect(at('Asia/Kolkata', '2026-05-31T18:15:00Z')).toBe('2026-05-31T17:30:00.000Z');
+    expect(at('Asia/Kolkata', '2026-05-31T18:30:00Z')).toBe('2026-05-31T18:30:00.000Z');
+    expect(at('Asia/Kathmandu', '2026-05-31T18:14:59Z')).toBe('2026-05-31T17:15:00.000Z');
+    expect(at('America/St_Johns', '2026-06-01T02:45:00Z')).toBe('2026-06-01T02:30:00.000Z');
+  });
+
+  it('lists the same hours as stepping hour by hour, across every offset change of two years', () => {
+    const from = Date.parse('2025-01-01T00:00:00Z');
+    const to = Date.parse('2027-01-01T00:00:00Z');
+    for (const zone of [
+      'UTC',
+      'Europe/Berlin',
+      'America/New_York',
+      'Asia/Kolkata',
+      'Asia/Kathmandu',
+      'Australia/Adelaide',
+      'Australia/Lord_Howe',
+      'America/St_Johns',
+      'Pacific/Chatham',
+      'America/Santiago',
+      'Africa/Casablanca',
+    ]) {
+      const expected: number[] = [];
+      for (let hour = localHourStart(zone, from); hour <= localHourStart(zone, to); hour = localHourStart(zone, hour + 3_600_000)) {
+        expected.push(hour);
+      }
+      expect(localHourStarts(zone, from, to), zone).toEqual(expected);
+      expect(localHourStarts(zone, from + 7 * 3_600_000 + 60_000, from + 7 * 3_600_000 + 60_000), zone).toHaveLength(1);
+    }
   });
 
   it('knows the local day of an instant and steps calendar days and months', () => {

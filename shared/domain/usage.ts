@@ -1,5 +1,5 @@
 import type { Queryable } from '../platform/db.ts';
-import { addCalendar, localDay, localHourStart, localMidnight } from './periods.ts';
+import { addCalendar, localDay, localHourStarts, localMidnight } from './periods.ts';
 import { changedBuckets, tenantBucket } from './usage-changes.ts';
 
 /**
@@ -174,14 +174,10 @@ export async function readSeries(db: Queryable, request: SeriesRequest): Promise
   const featureFilter = request.feature === undefined ? '' : ' AND feature = $4';
   const points: { start: string; tokens: bigint }[] = [];
   if (request.granularity === 'hour') {
-    // The tenant's hours (`localHourStart`), oldest first: each step lands on the next start.
-    const starts: number[] = [];
-    const last = localHourStart(request.timeZone, request.to);
-    for (let hour = localHourStart(request.timeZone, request.from); hour <= last; hour = localHourStart(request.timeZone, hour + HOUR_MS)) {
-      starts.push(hour);
-    }
+    const starts = localHourStarts(request.timeZone, request.from, request.to);
+    if (starts.length === 0) return points;
     const sums = starts.map(() => 0n);
-    const first = starts[0]!;
+    const [first, last] = [starts[0]!, starts.at(-1)!];
     // An hourly row written before the tenant's zone last changed may start off its current hours
     // (18:00 UTC for a tenant now in India, whose hours start at :30): it counts in the hour it starts
     // in, the latest start at or before it, which is never an hour or more before it.
