@@ -32,9 +32,23 @@ describe('periods', () => {
     expect(at('America/St_Johns', '2026-06-01T02:45:00Z')).toBe('2026-06-01T02:30:00.000Z');
   });
 
-  it('lists the same hours as stepping hour by hour, across every offset change of two years', () => {
+  it("gives Lord Howe's half-hour DST change a half-hour hour, so that every start is its own start", () => {
+    const starts = (from: string, to: string) =>
+      localHourStarts('Australia/Lord_Howe', Date.parse(from), Date.parse(to)).starts.map((hour) =>
+        new Date(hour).toISOString().slice(11, 16),
+      );
+    // 2026-10-04 02:00 (+10:30) becomes 02:30 (+11:00) at 15:30Z; 2027-04-04 02:00 (+11:00) becomes 01:30 (+10:30) at 15:00Z.
+    expect(starts('2026-10-03T14:00:00Z', '2026-10-03T16:10:00Z')).toEqual(['13:30', '14:30', '15:30', '16:00']);
+    expect(starts('2027-04-03T14:00:00Z', '2027-04-03T16:10:00Z')).toEqual(['14:00', '15:00', '15:30']);
+    expect(new Date(localHourStart('Australia/Lord_Howe', Date.parse('2026-10-03T15:45:00Z'))).toISOString()).toBe(
+      '2026-10-03T15:30:00.000Z',
+    );
+  });
+
+  it('lists, across every offset change of two years, each quarter hour in the last start at or before it, and each start as its own', () => {
     const from = Date.parse('2025-01-01T00:00:00Z');
     const to = Date.parse('2027-01-01T00:00:00Z');
+    const quarter = 900_000;
     for (const zone of [
       'UTC',
       'Europe/Berlin',
@@ -48,12 +62,30 @@ describe('periods', () => {
       'America/Santiago',
       'Africa/Casablanca',
     ]) {
-      const expected: number[] = [];
-      for (let hour = localHourStart(zone, from); hour <= localHourStart(zone, to); hour = localHourStart(zone, hour + 3_600_000)) {
-        expected.push(hour);
+      const { starts, end } = localHourStarts(zone, from, to);
+      expect(starts[0], zone).toBe(localHourStart(zone, from));
+      expect(
+        starts.every((hour) => localHourStart(zone, hour) === hour),
+        zone,
+      ).toBe(true);
+      expect(localHourStart(zone, end), zone).toBe(end);
+      expect(localHourStart(zone, end - quarter), zone).toBe(starts.at(-1));
+      // Instants a quarter hour apart for two days around every offset change, and 1 h 45 min apart
+      // elsewhere: each is in the last start at or before it, no hour is an hour long or more, and
+      // none spans two local days.
+      const changes = starts.filter((hour, index) => index > 0 && zoneOffsetMs(zone, hour) !== zoneOffsetMs(zone, starts[index - 1]!));
+      const instants = new Set<number>();
+      for (let instant = from; instant < end; instant += 7 * quarter) instants.add(instant);
+      for (const change of changes)
+        for (let instant = change - 96 * quarter; instant < change + 96 * quarter; instant += quarter) instants.add(instant);
+      let low = 0;
+      for (const instant of [...instants].filter((instant) => instant >= starts[0]! && instant < end).sort((a, b) => a - b)) {
+        while (low + 1 < starts.length && starts[low + 1]! <= instant) low++;
+        expect(localHourStart(zone, instant), `${zone} ${new Date(instant).toISOString()}`).toBe(starts[low]);
+        expect(instant - starts[low]!).toBeLessThan(3_600_000);
+        expect(localDay(zone, instant)).toBe(localDay(zone, starts[low]!));
       }
-      expect(localHourStarts(zone, from, to), zone).toEqual(expected);
-      expect(localHourStarts(zone, from + 7 * 3_600_000 + 60_000, from + 7 * 3_600_000 + 60_000), zone).toHaveLength(1);
+      expect(localHourStarts(zone, from + 7 * 3_600_000 + 60_000, from + 7 * 3_600_000 + 60_000).starts, zone).toHaveLength(1);
     }
   });
 

@@ -84,20 +84,26 @@ export function periodStartDay(timeZone: string, instantMs: number): string {
  * by the offset in force at the instant. The UTC hour where that offset is a whole number of hours;
  * at :30 or :45 UTC in India (+05:30), Nepal (+05:45), Adelaide or Newfoundland, so that their days
  * and months begin on an hour's start and no hour holds the end of one period and the start of the
- * next. Offsets change on quarter hours only, so every instant of a quarter hour has the same start.
+ * next. Where the offset changed by half an hour since that full hour (Australia/Lord_Howe's DST), the
+ * hour starts at the change, a half hour long: the start of a start is itself. Offsets change on
+ * quarter hours only, so every instant of a quarter hour has the same start.
  */
 export function localHourStart(timeZone: string, instantMs: number): number {
-  const local = instantMs + zoneOffsetMs(timeZone, instantMs);
-  return instantMs - (((local % HOUR_MS) + HOUR_MS) % HOUR_MS);
+  const offset = zoneOffsetMs(timeZone, instantMs);
+  const local = instantMs + offset;
+  let start = instantMs - (((local % HOUR_MS) + HOUR_MS) % HOUR_MS);
+  while (start < instantMs && zoneOffsetMs(timeZone, start) !== offset) start += OFFSET_BUCKET_MS;
+  return Math.min(start, instantMs);
 }
 
 /**
  * The starts of `timeZone`'s hours (`localHourStart`) from the one holding `fromMs` to the one holding
- * `toMs`, oldest first. Wherever the offset holds for a day, that day's hours follow each other an
- * hour apart, so the zone's rules are read about once a day (offsets change at most once a day) and
- * hour by hour only around a change: a 400-day range reads ~400 offsets, not ~9,600 (50–85 ms).
+ * `toMs`, oldest first, and `end`, the start of the hour after. Wherever the offset holds for a day,
+ * that day's hours follow each other an hour apart, so the zone's rules are read about once a day
+ * (offsets change at most once a day) and hour by hour only around a change: a 400-day range reads
+ * ~400 offsets, not ~9,600 (50–85 ms).
  */
-export function localHourStarts(timeZone: string, fromMs: number, toMs: number): number[] {
+export function localHourStarts(timeZone: string, fromMs: number, toMs: number): { starts: number[]; end: number } {
   const starts: number[] = [];
   const last = localHourStart(timeZone, toMs);
   let hour = localHourStart(timeZone, fromMs);
@@ -106,11 +112,15 @@ export function localHourStarts(timeZone: string, fromMs: number, toMs: number):
     if ((hour + offset) % HOUR_MS === 0 && zoneOffsetMs(timeZone, hour + DAY_MS) === offset) {
       for (let n = 0; n < 24 && hour <= last; n++, hour += HOUR_MS) starts.push(hour);
     } else {
+      // Around a change the next hour may start sooner (Pacific/Chatham's change comes at :45 of its
+      // hour): the first quarter hour past this hour's own.
       starts.push(hour);
-      hour = localHourStart(timeZone, hour + HOUR_MS);
+      let next = hour + OFFSET_BUCKET_MS;
+      while (localHourStart(timeZone, next) === hour) next += OFFSET_BUCKET_MS;
+      hour = localHourStart(timeZone, next);
     }
   }
-  return starts;
+  return { starts, end: hour };
 }
 
 /**

@@ -9,7 +9,6 @@ import { changedBuckets, tenantBucket } from './usage-changes.ts';
  */
 export const INT8_MAX = '9223372036854775807';
 const INT8_MAX_BIGINT = BigInt(INT8_MAX);
-const HOUR_MS = 3_600_000;
 /**
  * A SQL sum of bigint rollups (numeric) capped at INT8_MAX, as bigint; NULL over no rows, as sum()
  * is (LEAST ignores a NULL argument, so `least(sum(x), max)` read an empty sum as INT8_MAX).
@@ -174,14 +173,13 @@ export async function readSeries(db: Queryable, request: SeriesRequest): Promise
   const featureFilter = request.feature === undefined ? '' : ' AND feature = $4';
   const points: { start: string; tokens: bigint }[] = [];
   if (request.granularity === 'hour') {
-    const starts = localHourStarts(request.timeZone, request.from, request.to);
+    const { starts, end } = localHourStarts(request.timeZone, request.from, request.to);
     if (starts.length === 0) return points;
     const sums = starts.map(() => 0n);
-    const [first, last] = [starts[0]!, starts.at(-1)!];
     // An hourly row written before the tenant's zone last changed may start off its current hours
     // (18:00 UTC for a tenant now in India, whose hours start at :30): it counts in the hour it starts
-    // in, the latest start at or before it, which is never an hour or more before it.
-    const params: unknown[] = [request.tenant, new Date(first).toISOString(), new Date(last + HOUR_MS).toISOString()];
+    // in, the latest start at or before it; one at or after the next hour's start is not in the range.
+    const params: unknown[] = [request.tenant, new Date(starts[0]!).toISOString(), new Date(end).toISOString()];
     if (request.feature !== undefined) params.push(request.feature);
     const rows = await db.query<{ hour: Date; tokens: bigint }>(
       `SELECT hour, ${cappedSum('tokens')} AS tokens FROM usage_hourly
