@@ -46,7 +46,7 @@ export const apiKeys = pgTable(
 
 /**
  * Hourly buckets are the hours of the tenant's zone (`localHourStart`: UTC hours where its offset is
- * a whole number of hours; starting :30 or :45 past in India or Nepal). The key leads with (tenant,
+ * a whole number of hours; starting :30 past in India, :15 past in Nepal). The key leads with (tenant,
  * hour) so that one index serves both the aggregator's upsert and a tenant's series over a time
  * range, with or without a feature.
  */

@@ -82,7 +82,7 @@ export function periodStartDay(timeZone: string, instantMs: number): string {
 /**
  * Start of the hour the instant falls in on `timeZone`'s clock: its local time cut to the full hour,
  * by the offset in force at the instant. The UTC hour where that offset is a whole number of hours;
- * at :30 or :45 UTC in India (+05:30), Nepal (+05:45), Adelaide or Newfoundland, so that their days
+ * at :30 UTC in India (+05:30), Iran, Adelaide or Newfoundland, at :15 in Nepal (+05:45), so that their days
  * and months begin on an hour's start and no hour holds the end of one period and the start of the
  * next. Where the offset changed by half an hour since that full hour (Australia/Lord_Howe's DST), the
  * hour starts at the change, a half hour long: the start of a start is itself. Offsets change on
