@@ -11,7 +11,7 @@ import { join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build, type BuildOptions, type Plugin } from 'esbuild';
-import { builtinHttpByRequire, englishZodMessagesOnly, REQUIRE_BANNER, withoutUnusedExporters } from './lib/bundle-plugins.ts';
+import { builtinHttpByRequire, englishZodMessagesOnly, REQUIRE_BANNER } from './lib/bundle-plugins.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -51,7 +51,7 @@ const common: BuildOptions = {
   external: ['@electric-sql/pglite'],
   banner: { js: REQUIRE_BANNER },
   absWorkingDir: ROOT,
-  plugins: [withoutUnusedExporters, englishZodMessagesOnly, builtinHttpByRequire],
+  plugins: [englishZodMessagesOnly, builtinHttpByRequire],
 };
 
 function folderSize(dir: string): number {

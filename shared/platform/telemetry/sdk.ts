@@ -1,6 +1,7 @@
+import { metrics } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { NodeSDK } from '@opentelemetry/sdk-node';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import type { Config } from '../config.ts';
 import type { Logger } from '../logger.ts';
@@ -17,7 +18,7 @@ export interface Telemetry {
 }
 
 /**
- * Starts the OpenTelemetry SDK with a Prometheus endpoint. Call it before building any app: OTel's
+ * Starts OpenTelemetry's metrics SDK with a Prometheus endpoint. Call it before building any app: OTel's
  * metrics API has no proxy meter, so instruments made before the provider exists stay no-ops.
  * Metrics only — no auto-instrumentation (it does not survive esbuild bundling and costs the hot
  * path); HTTP and domain metrics are recorded by hand.
@@ -46,17 +47,13 @@ export async function startTelemetry(service: string, config: TelemetryConfig): 
       },
     );
   });
-  const sdk = new NodeSDK({
+  // A meter provider alone, not the NodeSDK: FlagMeter records metrics only, and the SDK would also
+  // register a context manager, propagators and tracer and logger providers that nothing here uses.
+  const provider = new MeterProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: service, 'deployment.environment.name': config.NODE_ENV }),
-    // Host and process detectors add start-up work and labels nobody queries.
-    autoDetectResources: false,
-    metricReaders: [exporter],
-    // Empty lists, not omitted: omitted, the SDK sets up OTLP trace and log exporters to localhost.
-    spanProcessors: [],
-    logRecordProcessors: [],
-    instrumentations: [],
+    readers: [exporter],
   });
-  sdk.start();
+  metrics.setGlobalMeterProvider(provider);
   const host = config.METRICS_HOST.includes(':') ? `[${config.METRICS_HOST}]` : config.METRICS_HOST;
   const metricsUrl = listenError ? undefined : `http://${host}:${config.METRICS_PORT}/metrics`;
   return {
@@ -66,6 +63,9 @@ export async function startTelemetry(service: string, config: TelemetryConfig): 
       if (listenError) logger.error({ err: listenError.message, port: config.METRICS_PORT }, 'metrics endpoint not started');
       else logger.info({ metricsUrl }, 'metrics endpoint listening');
     },
-    shutdown: () => sdk.shutdown(),
+    shutdown: async () => {
+      await provider.shutdown();
+      metrics.disable();
+    },
   };
 }
