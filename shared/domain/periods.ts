@@ -60,7 +60,9 @@ export function zoneOffsetMs(timeZone: string, instantMs: number): number {
   let offset = offsetCache.get(key);
   if (offset === undefined) {
     if (offsetCache.size > 50_000) offsetCache.clear();
-    offset = computeOffset(timeZone, instantMs);
+    // Read at the bucket's start, so the answer does not depend on which instant of it came first
+    // (a few zones changed at :01 before 2012; none does in the data ingest accepts).
+    offset = computeOffset(timeZone, Math.floor(instantMs / OFFSET_BUCKET_MS) * OFFSET_BUCKET_MS);
     offsetCache.set(key, offset);
   }
   return offset;
