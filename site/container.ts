@@ -8,19 +8,11 @@
  */
 import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Config, ConfigError, loadConfig } from '../shared/platform/config.ts';
+import { loadConfigOrExit } from '../shared/platform/config.ts';
 import { createLogger } from '../shared/platform/logger.ts';
 import { stopOnSignal } from '../shared/runtime/shutdown.ts';
 
-let config: Config;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error;
-  // The same line and exit code as the site's own check of its settings (src/lib/deps.ts).
-  process.stderr.write(`${JSON.stringify({ level: 'fatal', service: 'site', msg: error.message })}\n`);
-  process.exit(78);
-}
+const config = loadConfigOrExit();
 const logger = createLogger('site', config);
 
 // Loaded only now: Astro's entry starts its server as it is evaluated unless told not to.
