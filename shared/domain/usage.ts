@@ -183,20 +183,15 @@ export async function readSeries(db: Queryable, request: SeriesRequest): Promise
     if (request.feature !== undefined) params.push(request.feature);
     const rows = await db.query<{ hour: Date; tokens: bigint }>(
       `SELECT hour, ${cappedSum('tokens')} AS tokens FROM usage_hourly
-       WHERE tenant = $1 AND hour >= $2::timestamptz AND hour < $3::timestamptz${featureFilter} GROUP BY hour`,
+       WHERE tenant = $1 AND hour >= $2::timestamptz AND hour < $3::timestamptz${featureFilter} GROUP BY hour ORDER BY hour`,
       params,
     );
+    let bucket = 0;
     for (const row of rows) {
       const hour = new Date(row.hour).getTime();
-      let low = 0;
-      let high = starts.length - 1;
-      while (low < high) {
-        const middle = (low + high + 1) >> 1;
-        if (starts[middle]! <= hour) low = middle;
-        else high = middle - 1;
-      }
-      const total = sums[low]! + row.tokens;
-      sums[low] = total > INT8_MAX_BIGINT ? INT8_MAX_BIGINT : total;
+      while (bucket + 1 < starts.length && starts[bucket + 1]! <= hour) bucket++;
+      const total = sums[bucket]! + row.tokens;
+      sums[bucket] = total > INT8_MAX_BIGINT ? INT8_MAX_BIGINT : total;
     }
     return starts.map((hour, index) => ({ start: new Date(hour).toISOString(), tokens: sums[index]! }));
   }
