@@ -1,5 +1,5 @@
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { connectPostgres } from '../shared/platform/db.ts';
 import { FUNCTION_ROUTES } from '../functions/routes.ts';
 import { ensureSiteBuilt } from '../site/build.ts';
+import { holdRequest } from './helpers/held-request.ts';
 import { freePort, waitFor } from './helpers/processes.ts';
 import { createKeySpace, createTestDatabase, servicesAvailable, type TestDatabase, VALKEY_URL } from './helpers/services.ts';
 import { buildBundles, createEmptyDatabase, jsonLines, startNode, waitForHttp } from './helpers/stack.ts';
@@ -117,26 +118,11 @@ describe.skipIf(!servicesAvailable)('function bundles (npm run build)', () => {
       const body = 'token=wrong&csrf=wrong';
       // On a keep-alive connection, as Traefik's are: left open, it would idle for 5 s after its answer.
       const keepAlive = new Agent({ keepAlive: true });
-      const held = httpRequest(`${url}/login`, {
-        method: 'POST',
+      const held = holdRequest(`${url}/login`, body, {
         agent: keepAlive,
-        headers: {
-          origin: url,
-          'content-type': 'application/x-www-form-urlencoded',
-          'content-length': Buffer.byteLength(body),
-          expect: '100-continue',
-        },
+        headers: { origin: url, 'content-type': 'application/x-www-form-urlencoded' },
       });
-      const answered = new Promise<number>((resolve, reject) => {
-        held.on('response', (response) => {
-          response.resume();
-          resolve(response.statusCode ?? 0);
-        });
-        held.on('error', reject);
-      });
-      const received = new Promise((resolve) => held.once('continue', resolve));
-      held.flushHeaders();
-      await received;
+      await held.received;
 
       const signalledAt = Date.now();
       process.kill(site.child.pid!, 'SIGTERM');
@@ -155,8 +141,7 @@ describe.skipIf(!servicesAvailable)('function bundles (npm run build)', () => {
         { timeoutMs: 5_000, what: 'the listener to close' },
       );
       expect(site.running()).toBe(true);
-      held.end(body);
-      expect(await answered).toBe(403);
+      expect((await held.finish()).status).toBe(403);
       // Its connection is closed once idle, not left to the 5 s keep-alive timeout.
       expect(await Promise.race([site.exited, sleep(3_000).then(() => 'still running')])).toBe(0);
       keepAlive.destroy();

@@ -1,48 +1,14 @@
-import { request as httpRequest } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { holdRequest } from '../helpers/held-request.ts';
 import { addTo, type Totals } from '../helpers/load.ts';
 import { waitFor } from '../helpers/processes.ts';
 import { servicesAvailable } from '../helpers/services.ts';
 import { createFaultStack, createTenants, expectReconciled, type FaultStack, SteadyLoad } from './harness.ts';
 
-interface HeldRequest {
-  /** Resolves once the server has the request's headers (it answered 100 Continue). */
-  received: Promise<void>;
-  /** Sends the body; resolves with the status and body of the answer. */
-  finish(): Promise<{ status: number; body: string }>;
-}
-
-/** A POST whose body is held back until `finish`: a request the server is in the middle of. */
-function holdRequest(url: string, apiKey: string, body: string): HeldRequest {
-  const request = httpRequest(`${url}/api/events`, {
-    method: 'POST',
-    agent: false,
-    headers: {
-      authorization: `Bearer ${apiKey}`,
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(body),
-      expect: '100-continue',
-    },
-  });
-  const answered = new Promise<{ status: number; body: string }>((resolve, reject) => {
-    request.on('response', (response) => {
-      let text = '';
-      response.on('data', (chunk: Buffer) => (text += chunk.toString()));
-      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: text }));
-    });
-    request.on('error', reject);
-  });
-  const received = new Promise<void>((resolve) => request.once('continue', () => resolve()));
-  request.flushHeaders();
-  return {
-    received,
-    finish() {
-      request.end(body);
-      return answered;
-    },
-  };
-}
+/** An event POST to ingest whose body is held back until `finish`. */
+const holdEvents = (url: string, apiKey: string, body: string) =>
+  holdRequest(`${url}/api/events`, body, { headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' } });
 
 describe.skipIf(!servicesAvailable)('fault: ingest sent SIGTERM under load', () => {
   let stack: FaultStack;
@@ -77,7 +43,7 @@ describe.skipIf(!servicesAvailable)('fault: ingest sent SIGTERM under load', () 
     let exitCode: number | null;
     try {
       await waitFor(() => load.ackedBatches > 100, { what: 'load to be flowing' });
-      const requests = held.map((batch) => holdRequest(first.url, stack.apiKey, JSON.stringify(batch)));
+      const requests = held.map((batch) => holdEvents(first.url, stack.apiKey, JSON.stringify(batch)));
       await Promise.all(requests.map((r) => r.received));
       const signalledAt = Date.now();
       first.child.kill('SIGTERM');
@@ -108,7 +74,7 @@ describe.skipIf(!servicesAvailable)('fault: ingest sent SIGTERM under load', () 
     const accepted: Totals = new Map();
     const send = async (tokens: number) => {
       const event = { tenant: tenant!, feature: 'delay', tokens };
-      const answer = await holdRequest(ingest.url, stack.apiKey, JSON.stringify(event)).finish();
+      const answer = await holdEvents(ingest.url, stack.apiKey, JSON.stringify(event)).finish();
       if (answer.status === 202) addTo(accepted, event.tenant, event.feature, event.tokens);
       return answer.status;
     };
