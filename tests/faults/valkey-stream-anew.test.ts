@@ -79,6 +79,14 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
       return (await redis.xadd(stream, id, ...fields, ...(epoch === null ? [] : ['g', epoch])))!;
     };
     const loseData = () => redis.del(stream, epochKey, `${keys.prefix}:b:0`);
+    /** A backup of the stream and its epoch key as they are now; the function it returns restores it. */
+    const backup = async () => {
+      const [copy, epoch] = [await redis.dumpBuffer(stream), await redis.dumpBuffer(epochKey)];
+      return async () => {
+        await redis.restore(stream, 0, copy!, 'REPLACE');
+        await redis.restore(epochKey, 0, epoch!, 'REPLACE');
+      };
+    };
     const total = async () => {
       const [row] = await db.query<{ tokens: string }>('SELECT tokens::text FROM usage_periods WHERE tenant = $1', [tenant]);
       return Number(row?.tokens ?? 0);
@@ -98,7 +106,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
           'SELECT last_id, stream_epoch FROM partition_checkpoints WHERE partition = 0',
         )
       )[0];
-    return { db, redis, stream, epochKey, start, stop, send, appendAt, loseData, total, totalReaches, checkpoint, checkpointAt };
+    return { db, redis, stream, epochKey, start, stop, send, appendAt, loseData, backup, total, totalReaches, checkpoint, checkpointAt };
   }
 
   it('finds a new stream while the aggregator runs, although nothing in it sorts after the checkpoint, and counts it once', async () => {
@@ -146,7 +154,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     const s = await scenario();
     await s.send(1);
     // A backup taken while the entry is in the stream (the aggregator applies it afterwards).
-    const backup = { stream: await redis.dumpBuffer(s.stream), epoch: await redis.dumpBuffer(s.epochKey) };
+    const restoreBackup = await s.backup();
     await s.start();
     await s.totalReaches(1);
     await s.loseData();
@@ -154,8 +162,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     await s.totalReaches(11);
 
     // The backup is restored: its stream, its epoch and its applied entry come back.
-    await redis.restore(s.stream, 0, backup.stream!, 'REPLACE');
-    await redis.restore(s.epochKey, 0, backup.epoch!, 'REPLACE');
+    await restoreBackup();
     await s.send(100);
     // Read from its start it was 112: the restored entry of 1 counted again.
     await s.totalReaches(111);
@@ -216,7 +223,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     // The old server's clock was an hour fast: its stream's last id is an hour ahead, and a backup
     // holds it. Then one more entry is applied.
     await s.appendAt(hourAhead(), 10, await redis.get(s.epochKey));
-    const backup = { stream: await redis.dumpBuffer(s.stream), epoch: await redis.dumpBuffer(s.epochKey) };
+    const restoreBackup = await s.backup();
     await s.appendAt(`${Date.now() + 3_605_000}-0`, 100, await redis.get(s.epochKey));
     await s.start();
     await s.totalReaches(111);
@@ -224,8 +231,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     await s.send(1_000);
     await s.totalReaches(1_111);
 
-    await redis.restore(s.stream, 0, backup.stream!, 'REPLACE');
-    await redis.restore(s.epochKey, 0, backup.epoch!, 'REPLACE');
+    await restoreBackup();
     const restored = await redis.get(s.epochKey);
     await waitFor(async () => (await s.checkpoint())!.stream_epoch === restored, { timeoutMs: 10_000, what: 'the switch back' });
     // Valkey would number these after the restored last id, before the last one applied: skipped
@@ -276,7 +282,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     // Eight streams left long ago: the one left next must not be the one forgotten.
     const long = Array.from({ length: 8 }, (_, i) => ({ names: [`nold${i}`], lastId: `${i + 1}-0` }));
     await s.checkpointAt(applied![0], first, long);
-    const backup = { stream: await redis.dumpBuffer(s.stream), epoch: await redis.dumpBuffer(s.epochKey) };
+    const restoreBackup = await s.backup();
     // The stream gets a second name (its key lost, its newest entry written before epochs).
     await s.appendAt('*', 10);
     await redis.del(s.epochKey);
@@ -287,8 +293,7 @@ describe.skipIf(!servicesAvailable)('partition streams made anew, restored, or r
     await s.send(1_000);
     await s.totalReaches(1_110);
     // The backup comes back under the stream's first name: the applied entry of 1 is in it.
-    await redis.restore(s.stream, 0, backup.stream!, 'REPLACE');
-    await redis.restore(s.epochKey, 0, backup.epoch!, 'REPLACE');
+    await restoreBackup();
     await waitFor(async () => (await s.checkpoint())!.stream_epoch === first, { timeoutMs: 10_000, what: 'the switch back' });
     await s.send(10_000);
     // Read from its start it would be 11,111.
